@@ -1,0 +1,42 @@
+# Two commands on a fresh machine: `make demo` (main job, synthetic default, offline) and
+# `make test` (the test suite). Each bootstraps .venv with torch pinned to 2.13.0.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+EXTRAS ?= xgboost-cpu,wandb,parquet,plots,dev
+PYTEST_ARGS ?=
+
+export WANDB_MODE ?= offline
+export PYTHONHASHSEED := 0
+
+.PHONY: venv demo test test-fast lint typecheck bench clean
+
+$(BIN)/.installed: setup.cfg pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q -c constraints.txt torch==2.13.0
+	$(BIN)/python -m pip install -q -c constraints.txt -e ".[$(EXTRAS)]"
+	touch $@
+
+venv: $(BIN)/.installed
+
+demo: venv
+	$(BIN)/lit-unlearn fit --config configs/experiment/demo.yaml
+
+test: venv
+	$(BIN)/python -m pytest -q -p no:cacheprovider --timeout=900 $(PYTEST_ARGS)
+
+test-fast: venv
+	$(BIN)/python -m pytest -q -m "not slow and not ddp" $(PYTEST_ARGS)
+
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: venv
+	$(BIN)/mypy lit_unlearn
+
+bench: venv
+	$(BIN)/python benchmarks/train_throughput.py
+
+clean:
+	rm -rf runs lightning_logs .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,68 @@
+"""``lit-unlearn``: the LightningCLI entry point.
+
+Subcommands ``fit``, ``validate``, ``test``, ``predict`` (Lightning's) and ``audit``
+(attribute inference on a saved model). Model and data are chosen by ``class_path`` in YAML
+(``configs/``); the backbone's ``num_users``/``num_items`` are linked from the data.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+
+def _cli_class() -> type:
+    # Imported here: `import lightning` alone costs ~4 s, keep `lit-unlearn --version` instant.
+    from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+
+    class LitUnlearnCLI(LightningCLI):
+        @staticmethod
+        def subcommands() -> dict[str, set[str]]:
+            commands = dict(LightningCLI.subcommands())
+            commands["audit"] = {"model", "datamodule"}
+            return commands
+
+        def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+            for size in ("num_users", "num_items"):
+                parser.link_arguments(
+                    f"data.{size}", f"model.init_args.model.init_args.{size}", apply_on="instantiate"
+                )
+
+    return LitUnlearnCLI
+
+
+def build_cli(args: list[str] | None = None, run: bool = True) -> Any:
+    """Parse ``args`` (default ``sys.argv[1:]``), run the subcommand if ``run``, return the CLI."""
+    argv = sys.argv[1:] if args is None else args
+    from lightning.pytorch import LightningDataModule, LightningModule
+
+    from lit_unlearn.trainer import UnlearnTrainer
+
+    cli_class = _cli_class()
+    return cli_class(
+        LightningModule,
+        LightningDataModule,
+        trainer_class=UnlearnTrainer,
+        subclass_mode_model=True,
+        subclass_mode_data=True,
+        save_config_kwargs={"overwrite": True},
+        args=argv,
+        run=run,
+        auto_configure_optimizers=False,
+        parser_kwargs={"default_env": False},
+    )
+
+
+def main(args: list[str] | None = None) -> None:
+    """Console-script entry point ``lit-unlearn``."""
+    argv = sys.argv[1:] if args is None else args
+    if argv[:1] in (["--version"], ["-V"]):
+        from lit_unlearn import __version__
+
+        print(f"lit-unlearn {__version__}")
+        return
+    build_cli(argv)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,5 @@
+"""LightningModules that wrap backbones: training, evaluation, unlearning steps."""
+
+from lit_unlearn.tasks.recommendation import RecommenderTask
+
+__all__ = ["RecommenderTask"]

@@ -1,0 +1,189 @@
+"""The LightningModule that trains and evaluates any recommender backbone.
+
+Thin glue: the math lives in :mod:`lit_unlearn.models` (backbones), :mod:`.losses` and
+:mod:`lit_unlearn.metrics`; this module samples negatives, steps Adam and routes evaluation
+batches to the metric of their protocol.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any, Literal
+
+import lightning.pytorch as pl
+from lightning.pytorch.core.mixins.hparams_mixin import _given_hyperparameters
+import torch
+from torch import Tensor, nn
+
+from lit_unlearn.metrics.negatives import is_seen
+from lit_unlearn.metrics.ranking import metrics_from_hits, metrics_from_ranks, sampled_ranks, topk_hits
+from lit_unlearn.metrics.ranking_metric import RankingMetrics
+from lit_unlearn.models.base import Recommender
+from lit_unlearn.tasks.losses import LOSSES
+
+Stage = Literal["val", "test"]
+
+
+class RecommenderTask(pl.LightningModule):
+    """Train a recommender with BPR or BCE on sampled negatives, evaluate both ranking protocols.
+
+    Args:
+        model: The backbone (``MF``, ``NCF``, ``LightGCN``...). Under the CLI its ``num_users``
+            and ``num_items`` are linked from the DataModule.
+        loss: ``bpr`` (pairwise, Rendle et al. 2009) or ``bce`` (pointwise, He et al. 2017).
+        num_negatives: Negatives sampled uniformly per positive and step.
+        lr: Adam learning rate.
+        weight_decay: Adam weight decay over all parameters.
+        l2_reg: Coefficient of the batch embedding L2 penalty (LightGCN Eq. 15 style), applied
+            only to the embeddings a batch touches.
+        ks: Cut-offs of HR/NDCG/Recall.
+        reject_seen_negatives: Resample negatives that are training positives of the user
+            (one vectorised pass; the rare second collision is kept, as in most BPR code).
+    """
+
+    def __init__(
+        self,
+        model: Recommender,
+        loss: Literal["bpr", "bce"] = "bpr",
+        num_negatives: int = 1,
+        lr: float = 1e-3,
+        weight_decay: float = 0.0,
+        l2_reg: float = 0.0,
+        ks: list[int] | None = None,
+        reject_seen_negatives: bool = True,
+    ) -> None:
+        super().__init__()
+        if loss not in LOSSES:
+            raise ValueError(f"loss must be one of {sorted(LOSSES)}, got {loss!r}")
+        if num_negatives < 1:
+            raise ValueError(f"num_negatives must be >= 1, got {num_negatives}")
+        if lr <= 0 or weight_decay < 0 or l2_reg < 0:
+            raise ValueError(f"need lr > 0, weight_decay >= 0, l2_reg >= 0; got {lr}, {weight_decay}, {l2_reg}")
+        # Under LightningCLI the hparams are the parsed config (the backbone as class_path +
+        # init_args), so load_from_checkpoint rebuilds everything. Outside the CLI the backbone
+        # is a live module: don't pickle it into hparams; pass ``model=`` when loading instead.
+        self.save_hyperparameters(ignore=None if _given_hyperparameters.get() is not None else ["model"])
+        self.model = model
+        self.loss_name = loss
+        self.loss_fn = LOSSES[loss]
+        self.num_negatives = num_negatives
+        self.lr = lr
+        self.weight_decay = weight_decay
+        self.l2_reg = l2_reg
+        self.ks = sorted(ks) if ks is not None else [5, 10, 20, 50]
+        self.reject_seen_negatives = reject_seen_negatives
+        self.metrics = nn.ModuleDict(
+            {
+                f"{stage}_{protocol}": RankingMetrics(self.ks, prefix=f"{stage}/{protocol}/")
+                for stage in ("val", "test")
+                for protocol in ("full", "sampled")
+            }
+        )
+        # Data, not state: filled from the DataModule in setup(), never saved in checkpoints.
+        self.register_buffer("graph", torch.empty(2, 0, dtype=torch.long), persistent=False)
+        self.register_buffer("train_keys", torch.empty(0, dtype=torch.long), persistent=False)
+        self._protocols: dict[str, list[str]] = {"val": [], "test": []}
+
+    # ------------------------------------------------------------------ data hookup
+    def setup(self, stage: str) -> None:
+        dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        if dm is None:
+            return
+        if getattr(dm, "mode", "data_dependent") == "data_dependent":
+            self.attach_graph(dm.train_graph)
+        for s in ("val", "test"):
+            self._protocols[s] = list(dm.eval_protocols(s)) if hasattr(dm, "eval_protocols") else []
+
+    def attach_graph(self, train_pairs: Tensor) -> None:
+        """Use ``train_pairs`` (LongTensor [2, E] of user, item) as graph and positives set."""
+        self.graph = train_pairs.to(self.device)
+        keys = train_pairs[0] * self.model.num_items + train_pairs[1]
+        self.train_keys = torch.unique(keys).to(self.device)
+
+    def _graph(self) -> Tensor | None:
+        return self.graph if self.graph.numel() else None
+
+    # ------------------------------------------------------------------ training
+    def forward(self, users: Tensor, items: Tensor) -> Tensor:
+        return self.model(users, items, graph=self._graph())
+
+    def sample_negatives(self, users: Tensor) -> Tensor:
+        """Uniform negatives ``[B, num_negatives]``, resampling training positives once."""
+        n_items = self.model.num_items
+        neg = torch.randint(n_items, (users.shape[0], self.num_negatives), device=users.device)
+        if self.reject_seen_negatives and self.train_keys.numel():
+            users_rep = users.unsqueeze(1).expand_as(neg)
+            hit = is_seen(self.train_keys, users_rep.reshape(-1), neg.reshape(-1), n_items).view_as(neg)
+            if hit.any():
+                neg = torch.where(hit, torch.randint_like(neg, n_items), neg)
+        return neg
+
+    def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
+        users, pos = batch["user"], batch["item"]
+        neg = self.sample_negatives(users)
+        items = torch.cat([pos.unsqueeze(1), neg], dim=1)
+        scores = self.model(users, items, graph=self._graph())
+        loss = self.loss_fn(scores[:, 0], scores[:, 1:])
+        if self.l2_reg > 0:
+            loss = loss + self.l2_reg * self.model.l2_batch(users, items.reshape(-1))
+        if not torch.isfinite(loss):
+            raise FloatingPointError(
+                f"non-finite training loss {loss.item()} at step {self.global_step}: lower the "
+                "learning rate or check the data"
+            )
+        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=False, batch_size=users.shape[0])
+        return loss
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.Adam(self.model.parameters(), lr=self.lr, weight_decay=self.weight_decay)
+
+    # ------------------------------------------------------------------ evaluation
+    def _eval_step(self, stage: Stage, batch: dict[str, Tensor], dataloader_idx: int) -> None:
+        protocol = self._protocols[stage][dataloader_idx]
+        metric = self.metrics[f"{stage}_{protocol}"]
+        if protocol == "full":
+            scores = self.model.full_scores(batch["user"], graph=self._graph())
+            hits = topk_hits(scores, batch["targets"], batch["exclude"], k=max(self.ks))
+            values = metrics_from_hits(hits, batch["targets"].sum(dim=1), self.ks)
+        else:
+            users = batch["user"]
+            items = torch.cat([batch["item"].unsqueeze(1), batch["negatives"]], dim=1)
+            scores = self.model(users, items, graph=self._graph())
+            values = metrics_from_ranks(sampled_ranks(scores[:, 0], scores[:, 1:]), self.ks)
+        metric.update(values)
+
+    def _eval_epoch_end(self, stage: Stage) -> None:
+        for protocol in self._protocols[stage]:
+            metric = self.metrics[f"{stage}_{protocol}"]
+            with warnings.catch_warnings():
+                # A rank with no rows of a protocol still joins the sum-reduction: that's fine.
+                warnings.filterwarnings("ignore", message=".*compute.*before.*update.*")
+                values = metric.compute()
+            self.log_dict({k: v.float() for k, v in values.items()}, add_dataloader_idx=False, sync_dist=False)
+            metric.reset()
+
+    def validation_step(self, batch: dict[str, Tensor], batch_idx: int, dataloader_idx: int = 0) -> None:
+        self._eval_step("val", batch, dataloader_idx)
+
+    def on_validation_epoch_end(self) -> None:
+        self._eval_epoch_end("val")
+
+    def test_step(self, batch: dict[str, Tensor], batch_idx: int, dataloader_idx: int = 0) -> None:
+        self._eval_step("test", batch, dataloader_idx)
+
+    def on_test_epoch_end(self) -> None:
+        self._eval_epoch_end("test")
+
+    # ------------------------------------------------------------------ audits
+    @torch.no_grad()
+    def user_representation(self) -> Tensor:
+        """The user vectors the model scores with (every user-side path), for attribute audits."""
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            return self.model.user_representation(graph=self._graph()).detach()
+        finally:
+            self.model.train(was_training)
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["lit_unlearn"] = {"num_users": self.model.num_users, "num_items": self.model.num_items}
