@@ -1,0 +1,168 @@
+"""The recommender backbone interface shared by every model, task and unlearning method.
+
+Backbones are plain :class:`torch.nn.Module` s; the Lightning glue (losses, optimisers, logging)
+lives in :mod:`lit_unlearn.tasks`. Every backbone splits scoring into two stages:
+
+1. :meth:`Recommender.embed` maps user and item ids to the *final* representations the scorer
+   consumes (embedding tables for MF, tower outputs for NCF, propagated vectors for LightGCN);
+2. :meth:`Recommender.score` turns a pair of representations into a preference logit.
+
+This split is what unlearning methods and attribute-inference audits need: the audit attacks
+:meth:`Recommender.user_representation` (the user-side half of stage 1) and attribute unlearning
+by parameter self-sharing updates only :meth:`Recommender.user_parameters`.
+
+Graph convention: backbones that need the interaction graph (LightGCN) take ``graph``, a
+LongTensor ``[2, E]`` of training ``(user, item)`` pairs whose item ids are *not* offset by
+``num_users``. The graph is always an argument, never registered state, so checkpoints do not
+carry data. Backbones that do not need it ignore it.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import ClassVar
+
+from torch import Tensor, nn
+
+
+def check_positive_int(name: str, value: object) -> int:
+    """Return ``value`` if it is a positive int (bools rejected), else raise ``ValueError``."""
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ValueError(f"{name} must be a positive int, got {value!r}")
+    return value
+
+
+def check_non_negative_int(name: str, value: object) -> int:
+    """Return ``value`` if it is an int >= 0 (bools rejected), else raise ``ValueError``."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"{name} must be a non-negative int, got {value!r}")
+    return value
+
+
+class Recommender(nn.Module, ABC):
+    """Base class of implicit-feedback recommenders scored by ``score(embed(u), embed(i))``.
+
+    Args:
+        num_users: Number of users; ids are ``0 .. num_users - 1``.
+        num_items: Number of items; ids are ``0 .. num_items - 1``.
+        embedding_dim: Width of the (layer-0) id embeddings.
+
+    Raises:
+        ValueError: Any size is not a positive int.
+    """
+
+    #: Whether :meth:`embed` needs the training ``graph`` (LightGCN) or ignores it.
+    needs_graph: ClassVar[bool] = False
+
+    def __init__(self, num_users: int, num_items: int, embedding_dim: int = 64) -> None:
+        super().__init__()
+        self.num_users = check_positive_int("num_users", num_users)
+        self.num_items = check_positive_int("num_items", num_items)
+        self.embedding_dim = check_positive_int("embedding_dim", embedding_dim)
+
+    # ------------------------------------------------------------------ stage 1: representations
+    @abstractmethod
+    def embed(
+        self,
+        users: Tensor | None = None,
+        items: Tensor | None = None,
+        graph: Tensor | None = None,
+    ) -> tuple[Tensor, Tensor]:
+        """Final user and item representations, the inputs of :meth:`score`.
+
+        Args:
+            users: User ids of any shape ``S_u``; ``None`` means all users (``S_u = [num_users]``).
+            items: Item ids of any shape ``S_i``; ``None`` means all items (``S_i = [num_items]``).
+            graph: Training ``(user, item)`` pairs ``[2, E]`` (item ids not offset); required by
+                graph backbones, ignored by the others.
+
+        Returns:
+            ``(user_rep [*S_u, d'], item_rep [*S_i, d'])``.
+        """
+
+    def user_representation(self, graph: Tensor | None = None) -> Tensor:
+        """Representation of every user that the scorer consumes, ``[num_users, d']``.
+
+        This is what an attribute-inference audit attacks: it covers every user-side path of the
+        model (e.g. both NeuMF branches), so an attribute the model can still use is visible here.
+        Call it in eval mode (dropout off).
+        """
+        return self.embed(graph=graph)[0]
+
+    # ------------------------------------------------------------------ stage 2: scoring
+    def score(self, user_rep: Tensor, item_rep: Tensor) -> Tensor:
+        """Preference logits, broadcasting over leading dims: ``[..., d'] x [..., d'] -> [...]``.
+
+        The default is the dot product; e.g. ``[B, 1, d] x [B, n, d] -> [B, n]``.
+        """
+        return (user_rep * item_rep).sum(dim=-1)
+
+    def forward(self, users: Tensor, items: Tensor, graph: Tensor | None = None) -> Tensor:
+        """Score user-item pairs.
+
+        Args:
+            users: User ids ``[B]``.
+            items: Item ids ``[B]`` (one item per user) or ``[B, n]`` (e.g. several negatives).
+            graph: Training graph, see :meth:`embed`.
+
+        Returns:
+            Logits of the same shape as ``items``.
+        """
+        if users.ndim != 1:
+            raise ValueError(f"users must be [B], got shape {tuple(users.shape)}")
+        if items.ndim not in (1, 2) or items.shape[0] != users.shape[0]:
+            raise ValueError(
+                f"items must be [B] or [B, n] with B = {users.shape[0]}, got {tuple(items.shape)}"
+            )
+        user_rep, item_rep = self.embed(users, items, graph)
+        if items.ndim == 2:
+            user_rep = user_rep.unsqueeze(-2)  # [B, 1, d'] against [B, n, d']
+        return self.score(user_rep, item_rep)
+
+    def full_scores(self, users: Tensor, graph: Tensor | None = None) -> Tensor:
+        """Logits of the given users against every item, ``[B, num_items]``.
+
+        The default (dot-product scorers) is a single matmul.
+        """
+        user_rep, item_rep = self.embed(users, None, graph)
+        return user_rep @ item_rep.T
+
+    # ------------------------------------------------------------------ parameters
+    @abstractmethod
+    def user_parameters(self) -> list[nn.Parameter]:
+        """User-side parameters: user embeddings and user towers/branches.
+
+        Attribute unlearning by parameter self-sharing updates only these. Gradients of any
+        function of :meth:`user_representation` reach only these parameters.
+        """
+
+    def item_parameters(self) -> list[nn.Parameter]:
+        """Every parameter not in :meth:`user_parameters` (item embeddings, item tower, fusion).
+
+        Together with :meth:`user_parameters` it covers :meth:`parameters` exactly once.
+        """
+        user_ids = {id(p) for p in self.user_parameters()}
+        return [p for p in self.parameters() if id(p) not in user_ids]
+
+    @abstractmethod
+    def l2_batch(self, users: Tensor, items: Tensor) -> Tensor:
+        """Squared L2 norm of the batch's raw (layer-0) embeddings, averaged over the batch.
+
+        The BPR regulariser of LightGCN (He et al., 2020, Eq. 15): ``(||E_u||^2 + ||E_i||^2) / B``
+        where the sums run over the embedding rows the batch touches (with repetition) and
+        ``B = users.numel()``. No factor 1/2: the task's weight absorbs it.
+
+        Args:
+            users: User ids ``[B]``.
+            items: Item ids of the batch, any shape (e.g. ``[B, 1 + n]`` positives and negatives).
+        """
+
+    # ------------------------------------------------------------------ helpers
+    @staticmethod
+    def _lookup(table: nn.Embedding, ids: Tensor | None) -> Tensor:
+        """Rows of ``table`` for ``ids`` (any shape), or the whole table when ``ids`` is None."""
+        return table.weight if ids is None else table(ids)
+
+    @staticmethod
+    def _sq_norm(table: nn.Embedding, ids: Tensor) -> Tensor:
+        return table(ids).pow(2).sum()
