@@ -328,11 +328,14 @@ def _parse_block(
     frames: list[pd.DataFrame] = []
     line_parts: list[np.ndarray] = []
     if ok.any():
-        # Keep only accepted lines' bytes (without '\r'), so pandas sees a clean table.
-        total = np.diff(np.concatenate((starts, [len(buf)])))
-        mask = np.repeat(ok, total)
-        mask[(content_end[ok & has_cr])] = False
-        payload = buf[mask].tobytes()
+        if ok.all() and not has_cr.any():
+            payload = block  # the common case: every line is a clean data line
+        else:
+            # Keep only accepted lines' bytes (without '\r'), so pandas sees a clean table.
+            total = np.diff(np.concatenate((starts, [len(buf)])))
+            mask = np.repeat(ok, total)
+            mask[(content_end[ok & has_cr])] = False
+            payload = buf[mask].tobytes()
         try:
             frame = pd.read_csv(
                 io.BytesIO(payload),
