@@ -45,8 +45,7 @@ class UnlearnTrainer(pl.Trainer):
         Returns:
             One dict per (attribute, attacker).
         """
-        from lit_unlearn.attacks.audit import audit_embeddings, results_to_frame, results_to_markdown
-        from lit_unlearn.callbacks.attribute_audit import build_attackers
+        from lit_unlearn.attacks.audit import audit_embeddings, make_attacker, results_to_frame, results_to_markdown
 
         if ckpt_path is not None:
             ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
@@ -62,9 +61,8 @@ class UnlearnTrainer(pl.Trainer):
         model.setup("test")
         attrs: UserAttributes = datamodule.user_attributes  # type: ignore[attr-defined]
         reps = model.user_representation()  # type: ignore[operator]
-        results = audit_embeddings(
-            reps, attrs, attackers=build_attackers(attackers or ["mlp", "xgboost"], seed=seed), names=attributes, seed=seed
-        )
+        chosen = [make_attacker(name, seed=seed) for name in (attackers or ["mlp", "xgboost"])]
+        results = audit_embeddings(reps, attrs, attackers=chosen, names=attributes, seed=seed)
         table = results_to_markdown(results)
         print(table)
         out = Path(output_dir or (self.log_dir or "."))
