@@ -20,7 +20,9 @@ $(BIN)/.installed: setup.cfg pyproject.toml constraints.txt
 venv: $(BIN)/.installed
 
 demo: venv
-	$(BIN)/lit-unlearn fit --config configs/experiment/demo.yaml
+	$(BIN)/lit-unlearn fit --config configs/experiment/demo.yaml --trainer.enable_progress_bar=false
+	$(BIN)/lit-unlearn test --config configs/experiment/demo.yaml --ckpt_path runs/demo/checkpoints/best.ckpt --trainer.enable_progress_bar=false
+	$(BIN)/lit-unlearn audit --config configs/experiment/demo.yaml --ckpt_path runs/demo/checkpoints/best.ckpt --trainer.enable_progress_bar=false --trainer.logger=false --output_dir runs/demo/audit
 
 test: venv
 	$(BIN)/python -m pytest -q -p no:cacheprovider --timeout=900 $(PYTEST_ARGS)

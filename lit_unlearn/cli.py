@@ -33,7 +33,6 @@ def _cli_class() -> type:
 
 def build_cli(args: list[str] | None = None, run: bool = True) -> Any:
     """Parse ``args`` (default ``sys.argv[1:]``), run the subcommand if ``run``, return the CLI."""
-    argv = sys.argv[1:] if args is None else args
     from lightning.pytorch import LightningDataModule, LightningModule
 
     from lit_unlearn.trainer import UnlearnTrainer
@@ -46,7 +45,7 @@ def build_cli(args: list[str] | None = None, run: bool = True) -> Any:
         subclass_mode_model=True,
         subclass_mode_data=True,
         save_config_kwargs={"overwrite": True},
-        args=argv,
+        args=args,
         run=run,
         auto_configure_optimizers=False,
         parser_kwargs={"default_env": False},
@@ -61,7 +60,7 @@ def main(args: list[str] | None = None) -> None:
 
         print(f"lit-unlearn {__version__}")
         return
-    build_cli(argv)
+    build_cli(args)
 
 
 if __name__ == "__main__":

@@ -69,6 +69,7 @@ class AttributeAudit(Callback):
         save_dir: Folder for ``audit_{stage}.md`` / ``.csv``; ``None`` uses ``trainer.log_dir``.
         attacker_args: Optional constructor arguments per attacker name, e.g.
             ``{"mlp": {"max_epochs": 50}}``, overriding the defaults.
+        verbose: Print each audit table (rank 0) as well as logging it.
 
     Attributes:
         results: ``stage -> list[AttackResult]`` of the audits run so far (restored from
@@ -88,8 +89,10 @@ class AttributeAudit(Callback):
         seed: int = 0,
         save_dir: str | None = None,
         attacker_args: dict[str, dict[str, Any]] | None = None,
+        verbose: bool = True,
     ) -> None:
         super().__init__()
+        self.verbose = verbose
         if attributes is not None:
             attributes = _unique_names(attributes, "attributes")
         attackers = _unique_names(attackers, "attackers")
@@ -196,6 +199,9 @@ class AttributeAudit(Callback):
         out_dir = self.save_dir if self.save_dir is not None else trainer.log_dir
         if trainer.is_global_zero:
             self._log(trainer, stage, results)
+            if self.verbose:
+                print(f"\nAttribute audit at {stage} (attackers trained on shadow users, measured on the rest):")
+                print(results_to_markdown(results), flush=True)
             if out_dir is not None:
                 self._write(out_dir, stage, results)
 
