@@ -389,9 +389,8 @@ class RecommendationData(pl.LightningDataModule):
     # ------------------------------------------------------------------ checkpoint state
     def state_dict(self) -> dict[str, Any]:
         """The user/item order, so data-free runs can align attributes with the model."""
-        if self._index is None:
-            return {}
-        return {"user_ids": self._index.user_ids, "item_ids": self._index.item_ids}
+        index = self.index
+        return {"user_ids": index.user_ids, "item_ids": index.item_ids}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         if not state_dict:
