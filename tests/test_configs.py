@@ -66,8 +66,10 @@ def test_ddp_trainer_config(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("name", sorted(p.name for p in (CONFIGS / "experiment").glob("*.yaml")))
-def test_experiment_config(name: str, tmp_path: Path) -> None:
+def test_experiment_config(name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from tests.conftest import ML100K, SHARED_DATASETS
+
+    monkeypatch.chdir(tmp_path)  # checkpoint dirs in the configs are relative
 
     extra = []
     if "ml100k" in name:
