@@ -35,7 +35,7 @@ lint: venv
 	$(BIN)/ruff format --check .
 
 typecheck: venv
-	$(BIN)/mypy lit_unlearn
+	$(BIN)/mypy lit_unlearn tests benchmarks
 
 bench: venv
 	$(BIN)/python benchmarks/train_throughput.py

@@ -32,12 +32,12 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from lit_unlearn.datamodules import RecommendationData, Synthetic  # noqa: E402
-from lit_unlearn.datamodules.sources import MovieLens100K  # noqa: E402
-from lit_unlearn.metrics.negatives import is_seen  # noqa: E402
-from lit_unlearn.models import MF, NCF  # noqa: E402
-from lit_unlearn.tasks import RecommenderTask  # noqa: E402
-from lit_unlearn.tasks.losses import bpr_loss  # noqa: E402
+from lit_unlearn.datamodules import RecommendationData, Synthetic
+from lit_unlearn.datamodules.sources import MovieLens100K
+from lit_unlearn.metrics.negatives import is_seen
+from lit_unlearn.models import MF, NCF
+from lit_unlearn.tasks import RecommenderTask
+from lit_unlearn.tasks.losses import bpr_loss
 
 warnings.filterwarnings("ignore")
 
@@ -49,7 +49,9 @@ def make_data(args: argparse.Namespace, batch_size: int) -> RecommendationData:
     return dm
 
 
-def plain_loop(dm: RecommendationData, batch_size: int, epochs: int, device: torch.device, dim: int) -> list[float]:
+def plain_loop(
+    dm: RecommendationData, batch_size: int, epochs: int, device: torch.device, dim: int
+) -> list[float]:
     """The baseline: device-resident tensors, randperm + slicing, no framework."""
     torch.manual_seed(0)
     model = MF(dm.num_users, dm.num_items, dim).to(device)
@@ -93,7 +95,9 @@ class EpochTimer(pl.Callback):
         self.times.append(time.perf_counter() - self._t0)
 
 
-def lightning_loop(dm: RecommendationData, batch_size: int, epochs: int, device: torch.device, dim: int) -> list[float]:
+def lightning_loop(
+    dm: RecommendationData, batch_size: int, epochs: int, device: torch.device, dim: int
+) -> list[float]:
     torch.manual_seed(0)
     task = RecommenderTask(MF(dm.num_users, dm.num_items, dim), lr=1e-3)
     timer = EpochTimer()
@@ -161,9 +165,13 @@ def quality(args: argparse.Namespace, device: torch.device) -> list[dict[str, An
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", choices=["ml100k", "synthetic"], default="ml100k")
-    parser.add_argument("--data-dir", default=str(Path(__file__).resolve().parents[2] / "shared" / "datasets"))
+    parser.add_argument(
+        "--data-dir", default=str(Path(__file__).resolve().parents[2] / "shared" / "datasets")
+    )
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--epochs", type=int, default=6, help="timed epochs per run (first is warm-up)")
+    parser.add_argument(
+        "--epochs", type=int, default=6, help="timed epochs per run (first is warm-up)"
+    )
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[512, 8192])
     parser.add_argument("--dim", type=int, default=128)
     parser.add_argument("--repeats", type=int, default=3, help="interleaved plain/Lightning rounds")
@@ -172,7 +180,11 @@ def main() -> None:
     parser.add_argument("--out", default=str(Path(__file__).resolve().parent / "results"))
     args = parser.parse_args()
     device = torch.device(args.device)
-    machine = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU ({os.cpu_count()} cores, {platform.processor() or platform.machine()})"
+    machine = (
+        torch.cuda.get_device_name(device)
+        if device.type == "cuda"
+        else f"CPU ({os.cpu_count()} cores, {platform.processor() or platform.machine()})"
+    )
 
     speed = []
     for bs in args.batch_sizes:

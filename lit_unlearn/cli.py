@@ -25,7 +25,9 @@ def _cli_class() -> type:
         def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
             for size in ("num_users", "num_items"):
                 parser.link_arguments(
-                    f"data.{size}", f"model.init_args.model.init_args.{size}", apply_on="instantiate"
+                    f"data.{size}",
+                    f"model.init_args.model.init_args.{size}",
+                    apply_on="instantiate",
                 )
 
     return LitUnlearnCLI

@@ -45,7 +45,12 @@ class UnlearnTrainer(pl.Trainer):
         Returns:
             One dict per (attribute, attacker).
         """
-        from lit_unlearn.attacks.audit import audit_embeddings, make_attacker, results_to_frame, results_to_markdown
+        from lit_unlearn.attacks.audit import (
+            audit_embeddings,
+            make_attacker,
+            results_to_frame,
+            results_to_markdown,
+        )
 
         if ckpt_path is not None:
             ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
@@ -57,7 +62,7 @@ class UnlearnTrainer(pl.Trainer):
         if dm_state:
             datamodule.load_state_dict(dm_state)  # refuses a different user order
         model.trainer = self  # lets the task find the datamodule's graph in setup
-        self.datamodule = datamodule  # type: ignore[misc]
+        self.datamodule = datamodule
         model.setup("test")
         attrs: UserAttributes = datamodule.user_attributes  # type: ignore[attr-defined]
         reps = model.user_representation()  # type: ignore[operator]

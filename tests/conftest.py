@@ -6,6 +6,7 @@ import json
 import os
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -30,7 +31,8 @@ def official_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A data_dir holding tiny ml-1m, Last.FM-1K, Last.FM-360K and ModCloth files."""
     root = tmp_path_factory.mktemp("official")
     src = Synthetic(num_users=60, num_items=50, interactions_per_user=10, seed=1)
-    inter, users = src.load_interactions(), src.load_users()
+    inter: Any = src.load_interactions()
+    users: Any = src.load_users()
 
     ml1m = root / "ml-1m"
     ml1m.mkdir()
@@ -46,12 +48,17 @@ def official_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     lfm1k.mkdir()
     with open(lfm1k / "userid-timestamp-artid-artname-traid-traname.tsv", "w") as f:
         for r in inter.itertuples():
-            ts = datetime.fromtimestamp(int(r.timestamp), tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+            ts = datetime.fromtimestamp(int(r.timestamp), tz=timezone.utc).strftime(
+                "%Y-%m-%dT%H:%M:%SZ"
+            )
             f.write(f"user_{r.user}\t{ts}\tmbid-{r.item}\tArtist {r.item}\t\tTrack\n")
     with open(lfm1k / "userid-profile.tsv", "w") as f:
         f.write("#id\tgender\tage\tcountry\tregistered\n")
         for k, (uid, u) in enumerate(users.iterrows()):
-            f.write(f"user_{uid}\t{u['gender'].lower()}\t{u['age']}\t{_COUNTRIES[k % 6]}\tAug 13, 2006\n")
+            f.write(
+                f"user_{uid}\t{u['gender'].lower()}\t{u['age']}\t{_COUNTRIES[k % 6]}"
+                "\tAug 13, 2006\n"
+            )
 
     lfm360 = root / "lastfm-dataset-360K"
     lfm360.mkdir()
@@ -60,13 +67,21 @@ def official_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
             f.write(f"sha{r.user}\tmbid-{r.item}\tArtist {r.item}\t{int(r.rating) * 10}\n")
     with open(lfm360 / "usersha1-profile.tsv", "w") as f:
         for k, (uid, u) in enumerate(users.iterrows()):
-            f.write(f"sha{uid}\t{u['gender'].lower()}\t{u['age']}\t{_COUNTRIES[k % 6]}\tFeb 1, 2009\n")
+            f.write(
+                f"sha{uid}\t{u['gender'].lower()}\t{u['age']}\t{_COUNTRIES[k % 6]}\tFeb 1, 2009\n"
+            )
 
     modcloth = root / "modcloth"
     modcloth.mkdir()
     with open(modcloth / "modcloth_final_data.json", "w") as f:
         for r in inter.itertuples():
             shape = "Small" if users.loc[r.user, "gender"] == "F" else "Large"
-            record = {"user_id": r.user, "item_id": r.item, "rating": r.rating, "timestamp": int(r.timestamp), "user_attr": shape}
+            record = {
+                "user_id": r.user,
+                "item_id": r.item,
+                "rating": r.rating,
+                "timestamp": int(r.timestamp),
+                "user_attr": shape,
+            }
             f.write(json.dumps(record) + "\n")
     return root

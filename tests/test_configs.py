@@ -19,7 +19,8 @@ SHARED_DATA = {"ml100k.yaml", "ml100k_fedau2.yaml"}
 def fit(args: list[str], tmp_path: Path) -> None:
     build_cli(
         ["fit", *args, "--trainer.fast_dev_run=true", f"--trainer.default_root_dir={tmp_path}"]
-        + [f"--trainer.logger.init_args.save_dir={tmp_path}"] * ("--trainer.logger=false" not in args)
+        + [f"--trainer.logger.init_args.save_dir={tmp_path}"]
+        * ("--trainer.logger=false" not in args)
     )
 
 
@@ -34,18 +35,47 @@ def test_data_config(name: str, tmp_path: Path, official_root: Path) -> None:
     if name == "lastfm360k.yaml":  # the paper's 23/51-core would empty the tiny file
         extra += ["--data.init_args.user_k=2", "--data.init_args.item_k=2"]
     if name == "synthetic.yaml":
-        fit(["--config", TRAINER_CPU, "--config", str(CONFIGS / "data" / name), "--config", MODEL_MF], tmp_path)
+        fit(
+            [
+                "--config",
+                TRAINER_CPU,
+                "--config",
+                str(CONFIGS / "data" / name),
+                "--config",
+                MODEL_MF,
+            ],
+            tmp_path,
+        )
         return
     fit(
-        ["--config", TRAINER_CPU, "--config", str(CONFIGS / "data" / name), "--config", MODEL_MF,
-         f"--data.init_args.source.init_args.root={root}", "--data.init_args.download=false", *extra],
+        [
+            "--config",
+            TRAINER_CPU,
+            "--config",
+            str(CONFIGS / "data" / name),
+            "--config",
+            MODEL_MF,
+            f"--data.init_args.source.init_args.root={root}",
+            "--data.init_args.download=false",
+            *extra,
+        ],
         tmp_path,
     )
 
 
 @pytest.mark.parametrize("name", sorted(p.name for p in (CONFIGS / "model").glob("*.yaml")))
 def test_model_config(name: str, tmp_path: Path) -> None:
-    fit(["--config", TRAINER_CPU, "--config", DATA_SYNTH, "--config", str(CONFIGS / "model" / name)], tmp_path)
+    fit(
+        [
+            "--config",
+            TRAINER_CPU,
+            "--config",
+            DATA_SYNTH,
+            "--config",
+            str(CONFIGS / "model" / name),
+        ],
+        tmp_path,
+    )
 
 
 @pytest.mark.parametrize("name", ["cpu.yaml", "wandb.yaml"])
@@ -53,16 +83,36 @@ def test_trainer_config(name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPat
     monkeypatch.chdir(tmp_path)  # the wandb config's logger list writes under ./runs
     monkeypatch.setenv("WANDB_MODE", "offline")
     configs = ["--config", TRAINER_CPU] if name != "cpu.yaml" else []
-    args = [*configs, "--config", str(CONFIGS / "trainer" / name), "--config", DATA_SYNTH, "--config", MODEL_MF]
+    args = [
+        *configs,
+        "--config",
+        str(CONFIGS / "trainer" / name),
+        "--config",
+        DATA_SYNTH,
+        "--config",
+        MODEL_MF,
+    ]
     if name == "wandb.yaml":
-        build_cli(["fit", *args, "--trainer.fast_dev_run=true", f"--trainer.default_root_dir={tmp_path}"])
+        build_cli(
+            ["fit", *args, "--trainer.fast_dev_run=true", f"--trainer.default_root_dir={tmp_path}"]
+        )
         return
     fit(args, tmp_path)
 
 
 @pytest.mark.ddp
 def test_ddp_trainer_config(tmp_path: Path) -> None:
-    fit(["--config", str(CONFIGS / "trainer" / "ddp_cpu.yaml"), "--config", DATA_SYNTH, "--config", MODEL_MF], tmp_path)
+    fit(
+        [
+            "--config",
+            str(CONFIGS / "trainer" / "ddp_cpu.yaml"),
+            "--config",
+            DATA_SYNTH,
+            "--config",
+            MODEL_MF,
+        ],
+        tmp_path,
+    )
 
 
 @pytest.mark.parametrize("name", sorted(p.name for p in (CONFIGS / "experiment").glob("*.yaml")))
@@ -75,5 +125,8 @@ def test_experiment_config(name: str, tmp_path: Path, monkeypatch: pytest.Monkey
     if "ml100k" in name:
         if not ML100K.exists():
             pytest.skip("ML-100K not found beside the repository")
-        extra = [f"--data.init_args.source.init_args.root={SHARED_DATASETS}", "--data.init_args.download=false"]
+        extra = [
+            f"--data.init_args.source.init_args.root={SHARED_DATASETS}",
+            "--data.init_args.download=false",
+        ]
     fit(["--config", str(CONFIGS / "experiment" / name), *extra], tmp_path)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pytest
@@ -18,9 +19,11 @@ class NoInteractions(Synthetic):
         raise AssertionError("data-free mode read the interactions")
 
 
-def small(**kwargs: object) -> RecommendationData:
+def small(**kwargs: Any) -> RecommendationData:
     kwargs.setdefault("num_eval_negatives", 20)
-    return RecommendationData(source=Synthetic(num_users=80, num_items=60, interactions_per_user=12), **kwargs)  # type: ignore[arg-type]
+    return RecommendationData(
+        source=Synthetic(num_users=80, num_items=60, interactions_per_user=12), **kwargs
+    )
 
 
 def test_data_dependent_sizes_split_and_attributes() -> None:
@@ -48,11 +51,15 @@ def test_eval_batches_have_masks_and_fixed_negatives() -> None:
     full, sampled = dm.val_dataloader()
     seen_train = set(map(tuple, dm.split.train.tolist()))
     for batch in full:
-        assert batch["exclude"].shape == batch["targets"].shape == (len(batch["user"]), dm.num_items)
+        assert (
+            batch["exclude"].shape == batch["targets"].shape == (len(batch["user"]), dm.num_items)
+        )
         assert (batch["targets"].sum(1) == 1).all()
         assert not (batch["exclude"] & batch["targets"]).any()
         u = int(batch["user"][0])
-        assert {i for i in range(dm.num_items) if batch["exclude"][0, i]} == {i for (uu, i) in seen_train if uu == u}
+        assert {i for i in range(dm.num_items) if batch["exclude"][0, i]} == {
+            i for (uu, i) in seen_train if uu == u
+        }
     neg = torch.cat([b["negatives"] for b in sampled])
     assert neg.shape == (80, 20)
     again = torch.cat([b["negatives"] for b in small(eval_batch_size=16).val_dataloader()[1]])

@@ -6,6 +6,8 @@ audit stops finding the gender leakage that trained ML-100K embeddings are known
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import lightning.pytorch as pl
 import pytest
 import torch
@@ -24,14 +26,22 @@ pytestmark = [
 
 
 @pytest.fixture(scope="module")
-def trained() -> tuple[RecommenderTask, RecommendationData, dict[str, float], torch.Tensor]:
+def trained() -> tuple[RecommenderTask, RecommendationData, Mapping[str, float], torch.Tensor]:
     pl.seed_everything(0, verbose=False)
-    dm = RecommendationData(source=MovieLens100K(str(SHARED_DATASETS)), download=False, batch_size=512, seed=0)
+    dm = RecommendationData(
+        source=MovieLens100K(str(SHARED_DATASETS)), download=False, batch_size=512, seed=0
+    )
     task = RecommenderTask(MF(dm.num_users, dm.num_items, 64), lr=2e-3, l2_reg=1e-5)
     before = task.user_representation().clone()
     trainer = pl.Trainer(
-        max_epochs=30, accelerator="cpu", logger=False, enable_checkpointing=False,
-        enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0, num_sanity_val_steps=0,
+        max_epochs=30,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_val_batches=0,
+        num_sanity_val_steps=0,
     )
     trainer.fit(task, dm)
     metrics = trainer.test(task, dm, verbose=False)[0]
@@ -49,9 +59,13 @@ def test_ranking_quality_floors(trained: tuple) -> None:
 
 def test_attackers_find_gender_leakage_only_after_training(trained: tuple) -> None:
     task, dm, _, before = trained
-    after = audit_embeddings(task.user_representation(), dm.user_attributes, names=["gender"], seed=0)
+    after = audit_embeddings(
+        task.user_representation(), dm.user_attributes, names=["gender"], seed=0
+    )
     best = max(r.balanced_accuracy for r in after)
     assert best > 0.58, [r.as_dict() for r in after]
     # Control: random initial embeddings carry no attribute, attackers sit at chance.
     untrained = audit_embeddings(before, dm.user_attributes, names=["gender"], seed=0)
-    assert all(abs(r.balanced_accuracy - 0.5) < 0.07 for r in untrained), [r.as_dict() for r in untrained]
+    assert all(abs(r.balanced_accuracy - 0.5) < 0.07 for r in untrained), [
+        r.as_dict() for r in untrained
+    ]

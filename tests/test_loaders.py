@@ -26,7 +26,9 @@ def test_eval_shards_partition_rows_without_duplicates(n: int, world: int) -> No
 
 @pytest.mark.parametrize("n", [5, 10, 11])
 def test_train_shards_have_equal_step_counts_and_cover_all_rows(n: int) -> None:
-    samplers = [ShardedIndexSampler(n, 2, shuffle=True, seed=3, rank=r, world_size=3) for r in range(3)]
+    samplers = [
+        ShardedIndexSampler(n, 2, shuffle=True, seed=3, rank=r, world_size=3) for r in range(3)
+    ]
     assert len({len(s) for s in samplers}) == 1
     rows = [i for s in samplers for i in _rows(s)]
     assert set(rows) == set(range(n))

@@ -534,7 +534,7 @@ def test_modcloth_jsonl(tmp_path: Path) -> None:
     users = src.load_users()
     assert users.index.tolist() == ["Alex", "carolyn.agan", "Robin", "Kim"]
     assert users.loc["Alex", "body_shape"] == "Large"  # 2 x Large vs 1 x Small
-    assert pd.isna(users.loc["carolyn.agan", "body_shape"])
+    assert users["body_shape"].isna()["carolyn.agan"]
     assert users.loc["Robin", "body_shape"] == "Small"
     assert users.loc["Kim", "body_shape"] == "Large"  # tie -> sorted first
 
@@ -576,7 +576,7 @@ def test_modcloth_csv(tmp_path: Path) -> None:
     assert inter["timestamp"].tolist() == [1264060800, 1264579200, 1265011200]
     users = src.load_users()
     assert users.loc["Alex", "body_shape"] == "Small"
-    assert pd.isna(users.loc["carolyn.agan", "body_shape"])
+    assert users["body_shape"].isna()["carolyn.agan"]
 
 
 def test_modcloth_malformed(tmp_path: Path) -> None:

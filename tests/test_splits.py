@@ -219,7 +219,7 @@ def test_ml100k_implicit_5core_leave_one_out() -> None:
         ML100K / "u.data",
         sep="\t",
         names=["user", "item", "rating", "timestamp"],
-        dtype={"user": str, "item": str, "rating": "float64", "timestamp": "int64"},
+        dtype={"user": "str", "item": "str", "rating": "float64", "timestamp": "int64"},
     )
     assert len(raw) == 100_000
     frame = k_core(deduplicate(to_implicit(raw, 4.0)), user_k=5, item_k=5)

@@ -1,4 +1,4 @@
-"""RecommenderTask: losses, negative sampling, NaN guard, checkpoints, CLI audit, data-free audit."""
+"""RecommenderTask: losses, negatives, NaN guard, checkpoints, CLI and data-free audits."""
 
 from __future__ import annotations
 
@@ -23,7 +23,10 @@ def test_bpr_closed_form() -> None:
     pos = torch.tensor([2.0, 0.0])
     neg = torch.tensor([[1.0, 3.0], [0.0, -1.0]])
     # -mean(log sigmoid(d)) over d in {1, -1, 0, 1}
-    expected = -(2 * math.log(1 / (1 + math.exp(-1))) + math.log(1 / (1 + math.exp(1))) + math.log(0.5)) / 4
+    expected = (
+        -(2 * math.log(1 / (1 + math.exp(-1))) + math.log(1 / (1 + math.exp(1))) + math.log(0.5))
+        / 4
+    )
     assert bpr_loss(pos, neg).item() == pytest.approx(expected, rel=1e-6)
 
 
@@ -36,16 +39,25 @@ def test_bce_closed_form() -> None:
 
 def small_dm(**kwargs: object) -> RecommendationData:
     return RecommendationData(
-        source=Synthetic(num_users=60, num_items=40, interactions_per_user=10), num_eval_negatives=15, **kwargs  # type: ignore[arg-type]
+        source=Synthetic(num_users=60, num_items=40, interactions_per_user=10),
+        num_eval_negatives=15,
+        **kwargs,  # type: ignore[arg-type]
     )
 
 
-def fitted(tmp_path: Path, epochs: int = 1, **task_kwargs: object) -> tuple[RecommenderTask, RecommendationData, pl.Trainer]:
+def fitted(
+    tmp_path: Path, epochs: int = 1, **task_kwargs: object
+) -> tuple[RecommenderTask, RecommendationData, pl.Trainer]:
     dm = small_dm()
     task = RecommenderTask(MF(dm.num_users, dm.num_items, 8), **task_kwargs)  # type: ignore[arg-type]
     trainer = pl.Trainer(
-        max_epochs=epochs, accelerator="cpu", logger=False, enable_progress_bar=False,
-        enable_model_summary=False, default_root_dir=tmp_path, num_sanity_val_steps=0,
+        max_epochs=epochs,
+        accelerator="cpu",
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=tmp_path,
+        num_sanity_val_steps=0,
     )
     trainer.fit(task, dm)
     return task, dm, trainer
@@ -66,15 +78,25 @@ def test_nan_loss_stops_with_a_clear_error(tmp_path: Path) -> None:
     dm = small_dm()
     task = RecommenderTask(MF(dm.num_users, dm.num_items, 8))
     with torch.no_grad():
-        task.model.user_embedding.weight[0] = float("nan")
-    trainer = pl.Trainer(max_epochs=1, accelerator="cpu", logger=False, enable_progress_bar=False, enable_checkpointing=False)
+        next(iter(task.model.user_parameters()))[0] = float("nan")
+    trainer = pl.Trainer(
+        max_epochs=1,
+        accelerator="cpu",
+        logger=False,
+        enable_progress_bar=False,
+        enable_checkpointing=False,
+    )
     with pytest.raises(FloatingPointError, match="non-finite training loss"):
         trainer.fit(task, dm)
 
 
 @pytest.mark.parametrize(
     ("kwargs", "match"),
-    [({"loss": "hinge"}, "loss must be"), ({"num_negatives": 0}, "num_negatives"), ({"lr": 0.0}, "lr > 0")],
+    [
+        ({"loss": "hinge"}, "loss must be"),
+        ({"num_negatives": 0}, "num_negatives"),
+        ({"lr": 0.0}, "lr > 0"),
+    ],
 )
 def test_bad_task_args(kwargs: dict[str, object], match: str) -> None:
     with pytest.raises(ValueError, match=match):
@@ -83,9 +105,15 @@ def test_bad_task_args(kwargs: dict[str, object], match: str) -> None:
 
 def test_cli_checkpoint_resumes_and_reloads(tmp_path: Path) -> None:
     args = [
-        "--config", str(CONFIGS / "trainer" / "cpu.yaml"), "--config", str(CONFIGS / "data" / "synthetic.yaml"),
-        "--config", str(CONFIGS / "model" / "mf.yaml"), f"--trainer.default_root_dir={tmp_path}",
-        f"--trainer.logger.init_args.save_dir={tmp_path}", "--trainer.enable_progress_bar=false",
+        "--config",
+        str(CONFIGS / "trainer" / "cpu.yaml"),
+        "--config",
+        str(CONFIGS / "data" / "synthetic.yaml"),
+        "--config",
+        str(CONFIGS / "model" / "mf.yaml"),
+        f"--trainer.default_root_dir={tmp_path}",
+        f"--trainer.logger.init_args.save_dir={tmp_path}",
+        "--trainer.enable_progress_bar=false",
         "--data.init_args.num_eval_negatives=50",
     ]
     cli = build_cli(["fit", *args, "--trainer.max_epochs=1"])
@@ -102,17 +130,31 @@ def test_cli_checkpoint_resumes_and_reloads(tmp_path: Path) -> None:
 def test_audit_subcommand_on_checkpoint_in_data_free_mode(tmp_path: Path) -> None:
     """The audit command runs on a saved model with data-free data (no interactions read)."""
     args = [
-        "--config", str(CONFIGS / "trainer" / "cpu.yaml"), "--config", str(CONFIGS / "data" / "synthetic.yaml"),
-        "--config", str(CONFIGS / "model" / "mf.yaml"), f"--trainer.default_root_dir={tmp_path}",
-        f"--trainer.logger.init_args.save_dir={tmp_path}", "--trainer.enable_progress_bar=false",
+        "--config",
+        str(CONFIGS / "trainer" / "cpu.yaml"),
+        "--config",
+        str(CONFIGS / "data" / "synthetic.yaml"),
+        "--config",
+        str(CONFIGS / "model" / "mf.yaml"),
+        f"--trainer.default_root_dir={tmp_path}",
+        f"--trainer.logger.init_args.save_dir={tmp_path}",
+        "--trainer.enable_progress_bar=false",
         "--data.init_args.num_eval_negatives=50",
     ]
     cli = build_cli(["fit", *args, "--trainer.max_epochs=4", "--model.init_args.lr=0.02"])
     ckpt = next(Path(cli.trainer.log_dir).rglob("last.ckpt"))
     out = tmp_path / "audit"
     build_cli(
-        ["audit", *args, "--data.init_args.mode=data_free", f"--data.init_args.user_index={ckpt}",
-         f"--ckpt_path={ckpt}", "--attackers=[mlp]", "--attributes=[gender]", f"--output_dir={out}"]
+        [
+            "audit",
+            *args,
+            "--data.init_args.mode=data_free",
+            f"--data.init_args.user_index={ckpt}",
+            f"--ckpt_path={ckpt}",
+            "--attackers=[mlp]",
+            "--attributes=[gender]",
+            f"--output_dir={out}",
+        ]
     )
     table = pd.read_csv(out / "audit.csv")
     assert table["attribute"].tolist() == ["gender"] and table["attacker"].tolist() == ["mlp"]

@@ -53,7 +53,11 @@ def test_validation_metrics_equal_on_one_and_two_processes(tmp_path: Path) -> No
     task2, dm2 = make()
     task2.load_state_dict(weights)
     double = trainer(2, tmp_path).validate(task2, dm2, verbose=False)[0]
-    assert set(single) == set(double) and any("full" in k for k in single) and any("sampled" in k for k in single)
+    assert (
+        set(single) == set(double)
+        and any("full" in k for k in single)
+        and any("sampled" in k for k in single)
+    )
     for key, value in single.items():
         assert double[key] == pytest.approx(value, abs=1e-6), key
     # The evaluated numbers are not trivial (a trained model beats the worst case).
@@ -63,7 +67,7 @@ def test_validation_metrics_equal_on_one_and_two_processes(tmp_path: Path) -> No
 @pytest.mark.ddp
 def test_ddp_training_runs_with_equal_steps(tmp_path: Path) -> None:
     task, dm = make()
-    before = task.model.user_embedding.weight.detach().clone()
+    before = task.user_representation().clone()
     trainer(2, tmp_path, max_epochs=1, num_sanity_val_steps=0, limit_val_batches=0).fit(task, dm)
     # ddp_spawn sends rank 0's weights back to the parent: training moved them.
-    assert not torch.allclose(task.model.user_embedding.weight, before)
+    assert not torch.allclose(task.user_representation(), before)

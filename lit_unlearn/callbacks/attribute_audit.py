@@ -200,7 +200,10 @@ class AttributeAudit(Callback):
         if trainer.is_global_zero:
             self._log(trainer, stage, results)
             if self.verbose:
-                print(f"\nAttribute audit at {stage} (attackers trained on shadow users, measured on the rest):")
+                print(
+                    f"\nAttribute audit at {stage} "
+                    "(attackers trained on shadow users, measured on the rest):"
+                )
                 print(results_to_markdown(results), flush=True)
             if out_dir is not None:
                 self._write(out_dir, stage, results)

@@ -27,13 +27,20 @@ class UserAttributes:
 
     def __post_init__(self) -> None:
         if set(self.codes) != set(self.classes):
-            raise ValueError(f"codes {sorted(self.codes)} and classes {sorted(self.classes)} differ")
+            raise ValueError(
+                f"codes {sorted(self.codes)} and classes {sorted(self.classes)} differ"
+            )
         n = int(self.shadow.numel())
         for name, c in self.codes.items():
             if c.dtype != torch.long or c.ndim != 1 or c.numel() != n:
-                raise ValueError(f"attribute {name!r}: codes must be LongTensor[{n}], got {c.dtype} {tuple(c.shape)}")
+                raise ValueError(
+                    f"attribute {name!r}: codes must be LongTensor[{n}], "
+                    f"got {c.dtype} {tuple(c.shape)}"
+                )
             if c.numel() and int(c.max()) >= len(self.classes[name]):
-                raise ValueError(f"attribute {name!r}: code {int(c.max())} >= {len(self.classes[name])} classes")
+                raise ValueError(
+                    f"attribute {name!r}: code {int(c.max())} >= {len(self.classes[name])} classes"
+                )
 
     @property
     def names(self) -> list[str]:

@@ -13,6 +13,7 @@ Two modes (AttrCloak's data settings):
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -64,7 +65,10 @@ class UserIndex:
                     "fit with this DataModule? Write one with RecommendationData.save_index()."
                 )
         try:
-            return cls(user_ids=list(map(str, state["user_ids"])), item_ids=list(map(str, state["item_ids"])))
+            return cls(
+                user_ids=list(map(str, state["user_ids"])),
+                item_ids=list(map(str, state["item_ids"])),
+            )
         except (KeyError, TypeError) as err:
             raise ValueError(f"{path}: no user_ids/item_ids in the stored index") from err
 
@@ -131,7 +135,9 @@ class RecommendationData(pl.LightningDataModule):
         super().__init__()
         self.source = source if source is not None else Synthetic()
         self.mode = mode
-        self.attribute_names = list(attributes) if attributes is not None else ["gender", "age", "occupation"]
+        self.attribute_names = (
+            list(attributes) if attributes is not None else ["gender", "age", "occupation"]
+        )
         self.age_scheme = age_scheme
         self.age_bins = age_bins
         self.rating_threshold = rating_threshold
@@ -144,7 +150,9 @@ class RecommendationData(pl.LightningDataModule):
         self.val_ratio = val_ratio
         self.shadow_fraction = shadow_fraction
         self.shadow_stratify = shadow_stratify
-        self.protocols: list[Protocol] = list(protocols) if protocols is not None else ["full", "sampled"]
+        self.protocols: list[Protocol] = (
+            list(protocols) if protocols is not None else ["full", "sampled"]
+        )
         self.num_eval_negatives = num_eval_negatives
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size
@@ -170,10 +178,15 @@ class RecommendationData(pl.LightningDataModule):
         if len(set(self.attribute_names)) != len(self.attribute_names):
             raise ValueError(f"attributes repeat a name: {self.attribute_names}")
         if self.shadow_stratify is not None and self.shadow_stratify not in self.attribute_names:
-            raise ValueError(f"shadow_stratify {self.shadow_stratify!r} is not in attributes {self.attribute_names}")
+            raise ValueError(
+                f"shadow_stratify {self.shadow_stratify!r} is not in attributes "
+                f"{self.attribute_names}"
+            )
         bad = [p for p in self.protocols if p not in ("full", "sampled")]
         if bad or not self.protocols:
-            raise ValueError(f"protocols must be a non-empty subset of ['full', 'sampled'], got {self.protocols}")
+            raise ValueError(
+                f"protocols must be a non-empty subset of ['full', 'sampled'], got {self.protocols}"
+            )
         for name in ("batch_size", "eval_batch_size", "num_eval_negatives"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -201,13 +214,21 @@ class RecommendationData(pl.LightningDataModule):
         interactions = self.source.load_interactions()
         users = self.source.load_users()
         data, users = preprocess(
-            interactions, users, rating_threshold=self.rating_threshold, user_k=self.user_k, item_k=self.item_k
+            interactions,
+            users,
+            rating_threshold=self.rating_threshold,
+            user_k=self.user_k,
+            item_k=self.item_k,
         )
         if self.balance is not None:
             codes, _ = self._encode(users, self.balance)
             balanced = balance_users(users, codes, seed=self.seed)
             data, users = preprocess(
-                interactions, balanced, rating_threshold=self.rating_threshold, user_k=self.user_k, item_k=self.item_k
+                interactions,
+                balanced,
+                rating_threshold=self.rating_threshold,
+                user_k=self.user_k,
+                item_k=self.item_k,
             )
         self._index = UserIndex(user_ids=list(data.user_ids), item_ids=list(data.item_ids))
         self._attributes = self._encode_all(users)
@@ -222,7 +243,8 @@ class RecommendationData(pl.LightningDataModule):
         missing = [u for u in index.user_ids if u not in users.index]
         if missing:
             raise ValueError(
-                f"{len(missing)} user(s) of the model's index have no profile in {self.source.name}, "
+                f"{len(missing)} user(s) of the model's index have no profile in "
+                f"{self.source.name}, "
                 f"e.g. {missing[:5]}"
             )
         self._index = index
@@ -240,9 +262,14 @@ class RecommendationData(pl.LightningDataModule):
             classes[name] = list(names)
         stratify = self.shadow_stratify or self.attribute_names[0]
         shadow = shadow_mask(
-            codes[stratify].numpy(), num_users=len(users), fraction=self.shadow_fraction, seed=self.seed
+            codes[stratify].numpy(),
+            num_users=len(users),
+            fraction=self.shadow_fraction,
+            seed=self.seed,
         )
-        return UserAttributes(codes=codes, classes=classes, shadow=torch.as_tensor(shadow, dtype=torch.bool))
+        return UserAttributes(
+            codes=codes, classes=classes, shadow=torch.as_tensor(shadow, dtype=torch.bool)
+        )
 
     def _make_split(self, data: IndexedInteractions) -> Split:
         if self.split_kind == "leave_one_out":
@@ -262,14 +289,20 @@ class RecommendationData(pl.LightningDataModule):
         seen_all = interaction_keys(everything[:, 0], everything[:, 1], n_items)
         exclude = {
             "val": interaction_keys(train[:, 0], train[:, 1], n_items),
-            "test": interaction_keys(torch.cat([train, val])[:, 0], torch.cat([train, val])[:, 1], n_items),
+            "test": interaction_keys(
+                torch.cat([train, val])[:, 0], torch.cat([train, val])[:, 1], n_items
+            ),
         }
         self._eval = {}
         for offset, (stage, pairs) in enumerate((("val", val), ("test", test))):
             if len(pairs) == 0:
                 continue
             negatives = sample_negatives(
-                pairs[:, 0], seen_all, n_items, num_negatives=self.num_eval_negatives, seed=self.seed + offset
+                pairs[:, 0],
+                seen_all,
+                n_items,
+                num_negatives=self.num_eval_negatives,
+                seed=self.seed + offset,
             )
             self._eval[stage] = {
                 "pairs": pairs,
@@ -338,7 +371,13 @@ class RecommendationData(pl.LightningDataModule):
             columns = {"user": train[:, 0].contiguous(), "item": train[:, 1].contiguous()}
         n = int(next(iter(columns.values())).shape[0])
         sampler = ShardedIndexSampler(
-            n, self.batch_size, shuffle=True, seed=self.seed, rank=rank, world_size=world, even_shards=True
+            n,
+            self.batch_size,
+            shuffle=True,
+            seed=self.seed,
+            rank=rank,
+            world_size=world,
+            even_shards=True,
         )
         return TensorBatchLoader(columns, sampler, device=self._device())
 
@@ -384,7 +423,11 @@ class RecommendationData(pl.LightningDataModule):
 
     def eval_protocols(self, stage: str) -> list[Protocol]:
         """Protocol of each evaluation dataloader of ``stage``, by dataloader index."""
-        return list(self.protocols) if stage in self._eval_stages() and self.mode == "data_dependent" else []
+        return (
+            list(self.protocols)
+            if stage in self._eval_stages() and self.mode == "data_dependent"
+            else []
+        )
 
     # ------------------------------------------------------------------ checkpoint state
     def state_dict(self) -> dict[str, Any]:
@@ -430,11 +473,15 @@ class FullRankingLoader:
     def __len__(self) -> int:
         return len(self.users)
 
-    def __iter__(self):  # type: ignore[no-untyped-def]
+    def __iter__(self) -> Iterator[dict[str, Tensor]]:
         for batch in self.users:
             u = batch["user"]
             yield {
                 "user": u.to(self.device),
-                "exclude": build_exclusion_mask(u, self.exclude_keys, self.num_items).to(self.device),
-                "targets": build_exclusion_mask(u, self.target_keys, self.num_items).to(self.device),
+                "exclude": build_exclusion_mask(u, self.exclude_keys, self.num_items).to(
+                    self.device
+                ),
+                "targets": build_exclusion_mask(u, self.target_keys, self.num_items).to(
+                    self.device
+                ),
             }

@@ -41,7 +41,9 @@ def validate_interactions(frame: pd.DataFrame, origin: str) -> pd.DataFrame:
     """
     missing = {"user", "item"} - set(frame.columns)
     if missing:
-        raise DataFormatError(f"{origin}: missing column(s) {sorted(missing)}; got {list(frame.columns)}")
+        raise DataFormatError(
+            f"{origin}: missing column(s) {sorted(missing)}; got {list(frame.columns)}"
+        )
     if len(frame) == 0:
         raise DataFormatError(f"{origin}: no interactions")
     out = pd.DataFrame(

@@ -108,7 +108,9 @@ class Synthetic(DataSource):
         taste = noise.copy()
         for codes, k in ((gender, 2), (age_group, 7), (occupation, len(_OCCUPATIONS))):
             offsets = rng.normal(size=(k, d))
-            offsets *= self.attribute_signal * np.sqrt(d) / np.linalg.norm(offsets, axis=1, keepdims=True)
+            offsets *= (
+                self.attribute_signal * np.sqrt(d) / np.linalg.norm(offsets, axis=1, keepdims=True)
+            )
             taste += offsets[codes] / np.sqrt(3.0)
         taste /= np.sqrt(d)
         items = rng.normal(size=(m, d))

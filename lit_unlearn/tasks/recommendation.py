@@ -8,16 +8,21 @@ batches to the metric of their protocol.
 from __future__ import annotations
 
 import warnings
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import lightning.pytorch as pl
+import torch
 from lightning.pytorch.core.mixins.hparams_mixin import _given_hyperparameters
 from lightning.pytorch.core.optimizer import LightningOptimizer
-import torch
 from torch import Tensor, nn
 
 from lit_unlearn.metrics.negatives import is_seen
-from lit_unlearn.metrics.ranking import metrics_from_hits, metrics_from_ranks, sampled_ranks, topk_hits
+from lit_unlearn.metrics.ranking import (
+    metrics_from_hits,
+    metrics_from_ranks,
+    sampled_ranks,
+    topk_hits,
+)
 from lit_unlearn.metrics.ranking_metric import RankingMetrics
 from lit_unlearn.models.base import Recommender
 from lit_unlearn.tasks.losses import LOSSES
@@ -59,11 +64,15 @@ class RecommenderTask(pl.LightningModule):
         if num_negatives < 1:
             raise ValueError(f"num_negatives must be >= 1, got {num_negatives}")
         if lr <= 0 or weight_decay < 0 or l2_reg < 0:
-            raise ValueError(f"need lr > 0, weight_decay >= 0, l2_reg >= 0; got {lr}, {weight_decay}, {l2_reg}")
+            raise ValueError(
+                f"need lr > 0, weight_decay >= 0, l2_reg >= 0; got {lr}, {weight_decay}, {l2_reg}"
+            )
         # Under LightningCLI the hparams are the parsed config (the backbone as class_path +
         # init_args), so load_from_checkpoint rebuilds everything. Outside the CLI the backbone
         # is a live module: don't pickle it into hparams; pass ``model=`` when loading instead.
-        self.save_hyperparameters(ignore=None if _given_hyperparameters.get() is not None else ["model"])
+        self.save_hyperparameters(
+            ignore=None if _given_hyperparameters.get() is not None else ["model"]
+        )
         self.model = model
         self.loss_name = loss
         self.loss_fn = LOSSES[loss]
@@ -116,7 +125,9 @@ class RecommenderTask(pl.LightningModule):
         neg = torch.randint(n_items, (users.shape[0], self.num_negatives), device=users.device)
         if self.reject_seen_negatives and self.train_keys.numel():
             users_rep = users.unsqueeze(1).expand_as(neg)
-            hit = is_seen(self.train_keys, users_rep.reshape(-1), neg.reshape(-1), n_items).view_as(neg)
+            hit = is_seen(self.train_keys, users_rep.reshape(-1), neg.reshape(-1), n_items).view_as(
+                neg
+            )
             if hit.any():
                 neg = torch.where(hit, torch.randint_like(neg, n_items), neg)
         return neg
@@ -145,8 +156,15 @@ class RecommenderTask(pl.LightningModule):
         # logger's cadence, and the epoch mean at epoch end.
         self._epoch_loss[0] += loss.detach()
         self._epoch_loss[1] += 1
-        if self.global_step % max(self.trainer.log_every_n_steps, 1) == 0:
-            self.log("train/loss", loss.detach(), prog_bar=True, on_step=True, on_epoch=False, batch_size=users.shape[0])
+        if self.global_step % max(getattr(self.trainer, "log_every_n_steps", 50), 1) == 0:
+            self.log(
+                "train/loss",
+                loss.detach(),
+                prog_bar=True,
+                on_step=True,
+                on_epoch=False,
+                batch_size=users.shape[0],
+            )
         return loss.detach()
 
     def on_train_epoch_start(self) -> None:
@@ -158,10 +176,14 @@ class RecommenderTask(pl.LightningModule):
             # sync_dist: the epoch loss is a mean over every rank's steps.
             self.log("train/loss_epoch", total / count, sync_dist=True)
 
-    def transfer_batch_to_device(self, batch: Any, device: torch.device, dataloader_idx: int) -> Any:
+    def transfer_batch_to_device(
+        self, batch: Any, device: torch.device, dataloader_idx: int
+    ) -> Any:
         # Our loaders gather batches on the training device already; skip the generic
         # collection walk (measurable per step on small models) when nothing has to move.
-        if isinstance(batch, dict) and all(isinstance(v, Tensor) and v.device == device for v in batch.values()):
+        if isinstance(batch, dict) and all(
+            isinstance(v, Tensor) and v.device == device for v in batch.values()
+        ):
             return batch
         return super().transfer_batch_to_device(batch, device, dataloader_idx)
 
@@ -171,7 +193,7 @@ class RecommenderTask(pl.LightningModule):
     # ------------------------------------------------------------------ evaluation
     def _eval_step(self, stage: Stage, batch: dict[str, Tensor], dataloader_idx: int) -> None:
         protocol = self._protocols[stage][dataloader_idx]
-        metric = self.metrics[f"{stage}_{protocol}"]
+        metric = cast(RankingMetrics, self.metrics[f"{stage}_{protocol}"])
         if protocol == "full":
             scores = self.model.full_scores(batch["user"], graph=self._graph())
             hits = topk_hits(scores, batch["targets"], batch["exclude"], k=max(self.ks))
@@ -185,15 +207,19 @@ class RecommenderTask(pl.LightningModule):
 
     def _eval_epoch_end(self, stage: Stage) -> None:
         for protocol in self._protocols[stage]:
-            metric = self.metrics[f"{stage}_{protocol}"]
+            metric = cast(RankingMetrics, self.metrics[f"{stage}_{protocol}"])
             with warnings.catch_warnings():
                 # A rank with no rows of a protocol still joins the sum-reduction: that's fine.
                 warnings.filterwarnings("ignore", message=".*compute.*before.*update.*")
                 values = metric.compute()
-            self.log_dict({k: v.float() for k, v in values.items()}, add_dataloader_idx=False, sync_dist=False)
+            self.log_dict(
+                {k: v.float() for k, v in values.items()}, add_dataloader_idx=False, sync_dist=False
+            )
             metric.reset()
 
-    def validation_step(self, batch: dict[str, Tensor], batch_idx: int, dataloader_idx: int = 0) -> None:
+    def validation_step(
+        self, batch: dict[str, Tensor], batch_idx: int, dataloader_idx: int = 0
+    ) -> None:
         self._eval_step("val", batch, dataloader_idx)
 
     def on_validation_epoch_end(self) -> None:
@@ -217,4 +243,7 @@ class RecommenderTask(pl.LightningModule):
             self.model.train(was_training)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint["lit_unlearn"] = {"num_users": self.model.num_users, "num_items": self.model.num_items}
+        checkpoint["lit_unlearn"] = {
+            "num_users": self.model.num_users,
+            "num_items": self.model.num_items,
+        }
