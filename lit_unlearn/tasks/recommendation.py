@@ -8,7 +8,7 @@ batches to the metric of their protocol.
 from __future__ import annotations
 
 import warnings
-from typing import Any, Literal, cast
+from typing import Any, Literal, Protocol, cast
 
 import lightning.pytorch as pl
 import torch
@@ -28,6 +28,16 @@ from lit_unlearn.models.base import Recommender
 from lit_unlearn.tasks.losses import LOSSES
 
 Stage = Literal["val", "test"]
+
+
+class UnlearningStep(Protocol):
+    """What an unlearning callback provides when it takes over :class:`RecommenderTask`."""
+
+    def training_step(
+        self, task: RecommenderTask, batch: dict[str, Tensor], batch_idx: int
+    ) -> Tensor: ...
+
+    def configure_optimizer(self, task: RecommenderTask) -> torch.optim.Optimizer: ...
 
 
 class RecommenderTask(pl.LightningModule):
@@ -95,6 +105,8 @@ class RecommenderTask(pl.LightningModule):
         self._protocols: dict[str, list[str]] = {"val": [], "test": []}
         self._epoch_loss: list = [torch.zeros(()), 0]
         self.automatic_optimization = False
+        # Set by an unlearning callback in its setup(); it then owns the training step.
+        self.unlearning: UnlearningStep | None = None
 
     # ------------------------------------------------------------------ data hookup
     def setup(self, stage: str) -> None:
@@ -132,7 +144,14 @@ class RecommenderTask(pl.LightningModule):
                 neg = torch.where(hit, torch.randint_like(neg, n_items), neg)
         return neg
 
-    def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
+    def recommendation_loss(self, batch: dict[str, Tensor]) -> Tensor:
+        """The training objective on a batch of (user, positive item) pairs (AttrCloak Eq. 20).
+
+        Samples negatives, scores with the backbone and applies BPR/BCE plus the batch L2.
+
+        Raises:
+            FloatingPointError: The loss is NaN/inf (never silently stepped on).
+        """
         users, pos = batch["user"], batch["item"]
         neg = self.sample_negatives(users)
         items = torch.cat([pos.unsqueeze(1), neg], dim=1)
@@ -145,6 +164,13 @@ class RecommenderTask(pl.LightningModule):
                 f"non-finite training loss {loss.item()} at step {self.global_step}: lower the "
                 "learning rate or check the data"
             )
+        return loss
+
+    def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
+        if self.unlearning is not None:
+            # An unlearning callback took over the step (its own objectives and combiner).
+            return self.unlearning.training_step(self, batch, batch_idx)
+        loss = self.recommendation_loss(batch)
         # Manual optimisation: one backward and one Adam step, without the automatic loop's
         # closure and per-step hook fan-out, which cost as much as a BPR-MF step at batch 512.
         opt = self.optimizers()
@@ -152,20 +178,26 @@ class RecommenderTask(pl.LightningModule):
         opt.zero_grad(set_to_none=True)
         self.manual_backward(loss)
         opt.step()
-        # self.log costs ~1 ms per call on CPU (result-collection bookkeeping): log at the
-        # logger's cadence, and the epoch mean at epoch end.
+        self.track_loss("train/loss", loss, batch_size=batch["user"].shape[0])
+        return loss.detach()
+
+    def track_loss(self, name: str, loss: Tensor, batch_size: int) -> None:
+        """Accumulate the epoch mean and log ``name`` at the logger's cadence only.
+
+        ``self.log`` costs ~1 ms per call on CPU (result-collection bookkeeping), as much as a
+        whole BPR-MF step at batch 512.
+        """
         self._epoch_loss[0] += loss.detach()
         self._epoch_loss[1] += 1
         if self.global_step % max(getattr(self.trainer, "log_every_n_steps", 50), 1) == 0:
             self.log(
-                "train/loss",
+                name,
                 loss.detach(),
                 prog_bar=True,
                 on_step=True,
                 on_epoch=False,
-                batch_size=users.shape[0],
+                batch_size=batch_size,
             )
-        return loss.detach()
 
     def on_train_epoch_start(self) -> None:
         self._epoch_loss = [torch.zeros((), device=self.device), 0]
@@ -188,6 +220,8 @@ class RecommenderTask(pl.LightningModule):
         return super().transfer_batch_to_device(batch, device, dataloader_idx)
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
+        if self.unlearning is not None:
+            return self.unlearning.configure_optimizer(self)
         return torch.optim.Adam(self.model.parameters(), lr=self.lr, weight_decay=self.weight_decay)
 
     # ------------------------------------------------------------------ evaluation

@@ -1,0 +1,211 @@
+"""Post-training attribute unlearning: a privacy objective against a retention objective.
+
+The shared step of AttrCloak (Wu et al., Algorithm 1) and of the U2U-R / D2D-R baselines (Li et
+al., MM 2023): compute a privacy loss on the user representation of *all* users (population
+statistics, identical on every DDP rank), a retention loss (the recommender's own loss on the
+batch in data-dependent mode, Eq. 20; the L2 distance to the original representation in
+data-free mode, Eq. 21), one synchronised backward pass per objective, and let a gradient
+combiner (MGDA, fixed weights...) choose the weights (Eq. 22-26). Only user-side parameters are
+updated ("parameter self-sharing"): item embeddings and the scorer stay frozen.
+"""
+
+from __future__ import annotations
+
+import time
+from abc import abstractmethod
+from typing import Any, Literal
+
+import lightning.pytorch as pl
+import torch
+from lightning.pytorch.core.optimizer import LightningOptimizer
+from torch import Tensor
+
+from lit_unlearn.callbacks.unlearning import UnlearningCallback
+from lit_unlearn.losses.retention import embedding_regularization
+from lit_unlearn.optim.combiners import (
+    FixedWeights,
+    GradientCombiner,
+    assign_flat_grad,
+    flatten_grads,
+    gramian,
+)
+from lit_unlearn.tasks.recommendation import RecommenderTask
+
+Mode = Literal["auto", "dd", "df"]
+
+
+class AttributeUnlearning(UnlearningCallback):
+    """Base for attribute unlearning callbacks (privacy objective vs retention objective).
+
+    Args:
+        checkpoint: Trained model to unlearn (see :class:`UnlearningCallback`).
+        attributes: Attributes to forget (default: every attribute the DataModule encodes).
+        mode: ``dd`` (retention = recommendation loss on interactions), ``df`` (retention =
+            L2 to the original user representation; no interactions), ``auto`` (from the
+            DataModule's mode).
+        combiner: How the two objectives' gradients are combined.
+        lr: Adam learning rate over the user-side parameters.
+        reg_reduction: Eq. 21 sums over users (``sum``); ``mean`` divides by the user count.
+    """
+
+    def __init__(
+        self,
+        checkpoint: str | None = None,
+        attributes: list[str] | None = None,
+        mode: Mode = "auto",
+        combiner: GradientCombiner | None = None,
+        lr: float = 1e-3,
+        reg_reduction: Literal["sum", "mean"] = "sum",
+    ) -> None:
+        super().__init__(checkpoint=checkpoint, lr=lr)
+        if mode not in ("auto", "dd", "df"):
+            raise ValueError(f"mode must be 'auto', 'dd' or 'df', got {mode!r}")
+        if attributes is not None and (not attributes or len(set(attributes)) != len(attributes)):
+            raise ValueError(
+                f"attributes must be a non-empty list without repeats, got {attributes}"
+            )
+        if reg_reduction not in ("sum", "mean"):
+            raise ValueError(f"reg_reduction must be 'sum' or 'mean', got {reg_reduction!r}")
+        self.attributes = attributes
+        self.requested_mode = mode
+        self.combiner = combiner if combiner is not None else self.default_combiner(mode)
+        self.reg_reduction = reg_reduction
+        self.mode: Literal["dd", "df"] = "df" if mode == "df" else "dd"
+        self._codes: dict[str, Tensor] = {}
+        self._num_classes: dict[str, int] = {}
+        self._reference: Tensor | None = None
+        self.last_weights: Tensor | None = None
+        self.elapsed_s = 0.0
+        self._t0 = 0.0
+
+    # ------------------------------------------------------------------ method-specific parts
+    def default_combiner(self, mode: Mode) -> GradientCombiner:
+        """Combiner used when none is configured."""
+        return FixedWeights([0.5, 0.5])
+
+    @abstractmethod
+    def privacy_loss(self, representation: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        """Loss whose minimum hides the attributes, and per-attribute terms for logging."""
+
+    # ------------------------------------------------------------------ setup
+    def trainable_parameters(self, task: RecommenderTask) -> list[torch.nn.Parameter]:
+        return list(task.model.user_parameters())
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        super().setup(trainer, pl_module, stage)
+        if stage != "fit":
+            return
+        dm = getattr(trainer, "datamodule", None)
+        data_mode = getattr(dm, "mode", "data_dependent")
+        self.mode = {"dd": "dd", "df": "df"}.get(
+            self.requested_mode, "df" if data_mode == "data_free" else "dd"
+        )  # type: ignore[assignment]
+        if self.mode == "dd" and data_mode == "data_free":
+            raise ValueError(
+                "mode 'dd' needs interactions, but the DataModule is in data_free mode"
+            )
+        attrs = getattr(dm, "user_attributes", None)
+        if attrs is None:
+            raise RuntimeError(f"{type(self).__name__} needs trainer.datamodule.user_attributes")
+        names = self.attributes if self.attributes is not None else attrs.names
+        for name in names:
+            if name not in attrs.codes:
+                raise KeyError(f"unknown attribute {name!r}; the data encodes {attrs.names}")
+        self._codes = {n: attrs.codes[n] for n in names}
+        self._num_classes = {n: attrs.num_classes(n) for n in names}
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        assert isinstance(pl_module, RecommenderTask)
+        if pl_module.model.needs_graph and pl_module._graph() is None:
+            raise ValueError(
+                f"{type(pl_module.model).__name__} propagates over the interaction graph: it "
+                "cannot be unlearned data-free (no interactions); use mode 'dd'"
+            )
+        device = pl_module.device
+        self._codes = {n: c.to(device) for n, c in self._codes.items()}
+        with torch.no_grad():
+            # Eq. 21's reference em_i: the representation before unlearning. On resume the
+            # checkpoint to unlearn was loaded in setup, so this is still the original.
+            self._reference = (
+                pl_module.model.user_representation(graph=pl_module._graph()).detach().clone()
+            )
+        self._t0 = time.perf_counter()
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.elapsed_s = time.perf_counter() - self._t0
+
+    # ------------------------------------------------------------------ the step
+    def retention_loss(
+        self, task: RecommenderTask, representation: Tensor, batch: dict[str, Tensor]
+    ) -> Tensor:
+        """Eq. 20 (DD: the recommender's loss on the batch) or Eq. 21 (DF: L2 to the original)."""
+        if self.mode == "dd":
+            return task.recommendation_loss(batch)
+        assert self._reference is not None
+        return embedding_regularization(
+            representation, self._reference, reduction=self.reg_reduction
+        )
+
+    def training_step(
+        self, task: RecommenderTask, batch: dict[str, Tensor], batch_idx: int
+    ) -> Tensor:
+        rep = task.model.user_representation(graph=task._graph())
+        privacy, per_attribute = self.privacy_loss(rep)
+        retention = self.retention_loss(task, rep, batch)
+        for name, value in (("privacy", privacy), ("retention", retention)):
+            if not torch.isfinite(value):
+                raise FloatingPointError(
+                    f"{type(self).__name__}: non-finite {name} loss at step {task.global_step}"
+                )
+        opt = task.optimizers()
+        assert isinstance(opt, LightningOptimizer)
+        weights = self.combine(task, opt, [privacy, retention])
+        opt.step()
+        self.last_weights = weights.detach()
+        total = weights[0] * privacy.detach() + weights[1] * retention.detach()
+        task.log_dict(
+            {
+                "unlearn/privacy": privacy.detach(),
+                "unlearn/retention": retention.detach(),
+                "unlearn/alpha_u": weights[0].float(),
+                **{f"unlearn/privacy/{n}": v.detach() for n, v in per_attribute.items()},
+            },
+            on_step=True,
+            on_epoch=False,
+        )
+        return total
+
+    def combine(
+        self, task: RecommenderTask, opt: LightningOptimizer, losses: list[Tensor]
+    ) -> Tensor:
+        """Backward each objective, combine their gradients, leave the result in ``.grad``.
+
+        Every ``manual_backward`` is all-reduced under DDP, so the Gramian and the weights are
+        identical on every rank (``torch.autograd.grad`` would not be synchronised). Fixed
+        weights need no per-objective gradients: one backward of the weighted sum.
+
+        Returns:
+            The objective weights ``[m]``.
+        """
+        params = [p for p in self.trainable_parameters(task) if p.requires_grad]
+        if isinstance(self.combiner, FixedWeights):
+            w = self.combiner.weights(torch.zeros(len(losses), len(losses), dtype=torch.float64))
+            w = w.to(device=losses[0].device, dtype=losses[0].dtype)
+            opt.zero_grad(set_to_none=True)
+            task.manual_backward(sum(wi * li for wi, li in zip(w, losses, strict=True)))
+            return w
+        grads = []
+        for i, loss in enumerate(losses):
+            opt.zero_grad(set_to_none=True)
+            task.manual_backward(loss, retain_graph=i < len(losses) - 1)
+            grads.append(flatten_grads(params))
+        jac = torch.stack(grads)
+        w = self.combiner.weights(gramian(jac)).to(jac)
+        assign_flat_grad(params, w @ jac)
+        return w
+
+    def state_dict(self) -> dict[str, Any]:
+        return {**super().state_dict(), "elapsed_s": self.elapsed_s}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.elapsed_s = float(state_dict.get("elapsed_s", 0.0))
