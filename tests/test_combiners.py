@@ -377,7 +377,21 @@ def test_mgda_rejects_bad_hyperparameters(kwargs: dict[str, typing.Any], match: 
 def test_mgda_accepts_list_bounds_and_keeps_config() -> None:
     mgda = MGDA(bounds=[0.1, 1], max_iter=10, tol=0.0)  # type: ignore[arg-type]
     assert mgda.bounds == (0.1, 1.0)
-    assert repr(mgda) == "MGDA(bounds=(0.1, 1.0), max_iter=10, tol=0.0)"
+    assert repr(mgda) == "MGDA(bounds=(0.1, 1.0), max_iter=10, tol=0.0, normalize='none')"
+
+
+def test_mgda_l2_normalisation_weighs_directions_not_magnitudes() -> None:
+    # g0 = (10, 0), g1 = (0, 1): on unit vectors the min-norm point is (1/2, 1/2), so the raw
+    # weights are (1/2)/10 and (1/2)/1 and both gradients contribute a step of length 1/2.
+    grads = torch.tensor([[10.0, 0.0], [0.0, 1.0]], dtype=torch.float64)
+    direction, w = MGDA(normalize="l2")(grads)
+    assert w.tolist() == pytest.approx([0.05, 0.5])
+    assert direction.tolist() == pytest.approx([0.5, 0.5])
+    # A zero gradient gets weight 0 instead of a division by zero.
+    _, w0 = MGDA(normalize="l2")(torch.tensor([[0.0, 0.0], [0.0, 2.0]], dtype=torch.float64))
+    assert torch.isfinite(w0).all() and w0[0] == 0
+    with pytest.raises(ValueError, match="normalize"):
+        MGDA(normalize="max")  # type: ignore[arg-type]
 
 
 def test_mgda_rejects_bad_inputs() -> None:

@@ -103,8 +103,9 @@ def test_bad_task_args(kwargs: dict[str, object], match: str) -> None:
         RecommenderTask(MF(5, 5, 2), **kwargs)  # type: ignore[arg-type]
 
 
-def test_cli_checkpoint_resumes_and_reloads(tmp_path: Path) -> None:
-    args = [
+def synthetic_mf_args(tmp_path: Path) -> list[str]:
+    """CLI arguments for BPR-MF on the synthetic data, everything written under tmp_path."""
+    return [
         "--config",
         str(CONFIGS / "trainer" / "cpu.yaml"),
         "--config",
@@ -116,6 +117,10 @@ def test_cli_checkpoint_resumes_and_reloads(tmp_path: Path) -> None:
         "--trainer.enable_progress_bar=false",
         "--data.init_args.num_eval_negatives=50",
     ]
+
+
+def test_cli_checkpoint_resumes_and_reloads(tmp_path: Path) -> None:
+    args = synthetic_mf_args(tmp_path)
     cli = build_cli(["fit", *args, "--trainer.max_epochs=1"])
     ckpts = sorted(Path(cli.trainer.log_dir).rglob("last.ckpt"))
     assert ckpts, "no last.ckpt written"
@@ -129,18 +134,7 @@ def test_cli_checkpoint_resumes_and_reloads(tmp_path: Path) -> None:
 
 def test_audit_subcommand_on_checkpoint_in_data_free_mode(tmp_path: Path) -> None:
     """The audit command runs on a saved model with data-free data (no interactions read)."""
-    args = [
-        "--config",
-        str(CONFIGS / "trainer" / "cpu.yaml"),
-        "--config",
-        str(CONFIGS / "data" / "synthetic.yaml"),
-        "--config",
-        str(CONFIGS / "model" / "mf.yaml"),
-        f"--trainer.default_root_dir={tmp_path}",
-        f"--trainer.logger.init_args.save_dir={tmp_path}",
-        "--trainer.enable_progress_bar=false",
-        "--data.init_args.num_eval_negatives=50",
-    ]
+    args = synthetic_mf_args(tmp_path)
     cli = build_cli(["fit", *args, "--trainer.max_epochs=4", "--model.init_args.lr=0.02"])
     ckpt = next(Path(cli.trainer.log_dir).rglob("last.ckpt"))
     out = tmp_path / "audit"

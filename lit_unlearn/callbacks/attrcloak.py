@@ -33,9 +33,12 @@ class AttrCloak(AttributeUnlearning):
         lr: Adam learning rate over user-side parameters.
         shrinkage: Ridge added to every covariance, relative to its mean variance, so small
             classes and singular covariances stay well defined.
-        reg_reduction: Reduction of Eq. 21 (the paper sums over users).
+        reg_reduction: Reduction of Eq. 21 (the paper sums over users; ``mean`` by default so
+            the trade-off does not scale with the user count).
         dd_bounds: Bounds of alpha_u in data-dependent mode.
         df_bounds: Bounds of alpha_u in data-free mode.
+        optimizer: ``adam`` or ``sgd`` (Algorithm 1's gradient descent).
+        normalize: Gradient normalisation of the default MGDA combiner (``none`` = the paper).
     """
 
     def __init__(
@@ -46,10 +49,13 @@ class AttrCloak(AttributeUnlearning):
         combiner: GradientCombiner | None = None,
         lr: float = 1e-3,
         shrinkage: float = 1e-3,
-        reg_reduction: Literal["sum", "mean"] = "sum",
+        reg_reduction: Literal["sum", "mean"] = "mean",
         dd_bounds: tuple[float, float] = (0.0, 1.0),
         df_bounds: tuple[float, float] = (0.1, 1.0),
+        optimizer: Literal["adam", "sgd"] = "adam",
+        normalize: Literal["none", "l2"] = "none",
     ) -> None:
+        self.normalize = normalize
         self.dd_bounds = dd_bounds
         self.df_bounds = df_bounds
         self._explicit_combiner = combiner is not None
@@ -63,10 +69,13 @@ class AttrCloak(AttributeUnlearning):
             combiner=combiner,
             lr=lr,
             reg_reduction=reg_reduction,
+            optimizer=optimizer,
         )
 
     def default_combiner(self, mode: Mode) -> GradientCombiner:
-        return MGDA(bounds=self.df_bounds if mode == "df" else self.dd_bounds)
+        return MGDA(
+            bounds=self.df_bounds if mode == "df" else self.dd_bounds, normalize=self.normalize
+        )
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         super().setup(trainer, pl_module, stage)

@@ -45,7 +45,10 @@ class AttributeUnlearning(UnlearningCallback):
             DataModule's mode).
         combiner: How the two objectives' gradients are combined.
         lr: Adam learning rate over the user-side parameters.
-        reg_reduction: Eq. 21 sums over users (``sum``); ``mean`` divides by the user count.
+        reg_reduction: Eq. 21 sums over users (``sum``); the default ``mean`` divides by the
+            user count, so the privacy/retention trade-off of fixed weights and of clipped
+            MGDA does not change with the number of users.
+        optimizer: ``adam`` or ``sgd`` over the user-side parameters.
     """
 
     def __init__(
@@ -55,9 +58,10 @@ class AttributeUnlearning(UnlearningCallback):
         mode: Mode = "auto",
         combiner: GradientCombiner | None = None,
         lr: float = 1e-3,
-        reg_reduction: Literal["sum", "mean"] = "sum",
+        reg_reduction: Literal["sum", "mean"] = "mean",
+        optimizer: Literal["adam", "sgd"] = "adam",
     ) -> None:
-        super().__init__(checkpoint=checkpoint, lr=lr)
+        super().__init__(checkpoint=checkpoint, lr=lr, optimizer=optimizer)
         if mode not in ("auto", "dd", "df"):
             raise ValueError(f"mode must be 'auto', 'dd' or 'df', got {mode!r}")
         if attributes is not None and (not attributes or len(set(attributes)) != len(attributes)):
@@ -167,7 +171,8 @@ class AttributeUnlearning(UnlearningCallback):
             {
                 "unlearn/privacy": privacy.detach(),
                 "unlearn/retention": retention.detach(),
-                "unlearn/alpha_u": weights[0].float(),
+                # alpha_u on the simplex (raw weights may not sum to 1, e.g. normalised MGDA)
+                "unlearn/alpha_u": (weights[0] / weights.sum().clamp_min(1e-12)).float(),
                 **{f"unlearn/privacy/{n}": v.detach() for n, v in per_attribute.items()},
             },
             on_step=True,

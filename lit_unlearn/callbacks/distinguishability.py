@@ -25,7 +25,7 @@ class _FixedWeightBaseline(AttributeUnlearning):
         distinguishability_weight: float = 1.0,
         regularization_weight: float = 1.0,
         lr: float = 1e-3,
-        reg_reduction: Literal["sum", "mean"] = "sum",
+        reg_reduction: Literal["sum", "mean"] = "mean",
     ) -> None:
         combiner: GradientCombiner = FixedWeights(
             [distinguishability_weight, regularization_weight]
@@ -67,7 +67,7 @@ class U2UR(_FixedWeightBaseline):
         distinguishability_weight: float = 1.0,
         regularization_weight: float = 1.0,
         lr: float = 1e-3,
-        reg_reduction: Literal["sum", "mean"] = "sum",
+        reg_reduction: Literal["sum", "mean"] = "mean",
         num_pairs: int | None = None,
         seed: int = 0,
     ) -> None:
@@ -125,7 +125,7 @@ class D2DR(_FixedWeightBaseline):
         distinguishability_weight: float = 1.0,
         regularization_weight: float = 1.0,
         lr: float = 1e-3,
-        reg_reduction: Literal["sum", "mean"] = "sum",
+        reg_reduction: Literal["sum", "mean"] = "mean",
         kernel: Literal["mean", "mmd"] = "mean",
     ) -> None:
         super().__init__(

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import lightning.pytorch as pl
 import torch
@@ -27,13 +27,24 @@ class UnlearningCallback(Callback, ABC):
     Args:
         checkpoint: Lightning checkpoint of the trained model to unlearn. ``None`` unlearns the
             weights the task already has (e.g. when called from Python after training).
-        lr: Learning rate of the Adam optimiser over the updated parameters.
+        lr: Learning rate over the updated parameters.
+        optimizer: ``adam`` or ``sgd`` (plain gradient descent, as AttrCloak's Algorithm 1
+            writes the update; it keeps MGDA's common-descent guarantee, which Adam's
+            per-coordinate rescaling does not).
     """
 
-    def __init__(self, checkpoint: str | None = None, lr: float = 1e-3) -> None:
+    def __init__(
+        self,
+        checkpoint: str | None = None,
+        lr: float = 1e-3,
+        optimizer: Literal["adam", "sgd"] = "adam",
+    ) -> None:
         super().__init__()
         if lr <= 0:
             raise ValueError(f"lr must be > 0, got {lr}")
+        if optimizer not in ("adam", "sgd"):
+            raise ValueError(f"optimizer must be 'adam' or 'sgd', got {optimizer!r}")
+        self.optimizer = optimizer
         if checkpoint is not None and not Path(checkpoint).is_file():
             raise FileNotFoundError(f"checkpoint to unlearn {checkpoint!r} does not exist")
         self.checkpoint = checkpoint
@@ -74,8 +85,11 @@ class UnlearningCallback(Callback, ABC):
         return list(task.model.parameters())
 
     def configure_optimizer(self, task: RecommenderTask) -> torch.optim.Optimizer:
-        """Adam over :meth:`trainable_parameters` (called by the task's configure_optimizers)."""
-        return torch.optim.Adam(self.trainable_parameters(task), lr=self.lr)
+        """The optimiser over :meth:`trainable_parameters` (the task's configure_optimizers)."""
+        params = self.trainable_parameters(task)
+        if self.optimizer == "sgd":
+            return torch.optim.SGD(params, lr=self.lr)
+        return torch.optim.Adam(params, lr=self.lr)
 
     @abstractmethod
     def training_step(

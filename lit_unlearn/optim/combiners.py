@@ -28,6 +28,7 @@ import math
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Sequence
 from numbers import Real
+from typing import Literal
 
 import torch
 from torch import Tensor
@@ -439,6 +440,9 @@ class MGDA(GradientCombiner):
       ``bounds``); the result is never NaN.
 
     Args:
+        normalize: ``none`` (the paper's MGDA on raw gradients) or ``l2`` (solve on unit
+            gradients, Sener & Koltun 2018 Sec. 3.2; the returned weights then apply to the raw
+            gradients and no longer sum to 1).
         bounds: ``(lo, hi)`` with ``0 <= lo <= hi <= 1``: the interval the FIRST objective's
             weight is clipped to (two objectives only). ``None`` means ``(0, 1)`` for two
             objectives and is required for ``m != 2``.
@@ -455,6 +459,7 @@ class MGDA(GradientCombiner):
         bounds: tuple[float, float] | None = None,
         max_iter: int = 250,
         tol: float = 1e-9,
+        normalize: Literal["none", "l2"] = "none",
     ) -> None:
         if bounds is not None:
             if isinstance(bounds, str | bytes) or not isinstance(bounds, Sequence):
@@ -479,9 +484,12 @@ class MGDA(GradientCombiner):
             or tol < 0
         ):
             raise ValueError(f"tol must be a finite number >= 0, got {tol!r}")
+        if normalize not in ("none", "l2"):
+            raise ValueError(f"normalize must be 'none' or 'l2', got {normalize!r}")
         self.bounds: tuple[float, float] | None = bounds
         self.max_iter: int = max_iter
         self.tol: float = float(tol)
+        self.normalize: Literal["none", "l2"] = normalize
 
     def weights(self, gramian: Tensor) -> Tensor:
         """Min-norm weights on the simplex (see the class docstring).
@@ -497,6 +505,16 @@ class MGDA(GradientCombiner):
                 or ``bounds`` is set and ``m != 2``.
         """
         G = _check_gramian(gramian)
+        if self.normalize == "l2":
+            # Sener & Koltun's "l2" normalisation: solve on unit gradients, so the weights
+            # reflect directions only, then map back onto the raw gradients.
+            norms = torch.sqrt(torch.clamp(torch.diagonal(G), min=0.0))
+            inv = torch.where(norms > 0, 1.0 / torch.where(norms > 0, norms, 1.0), 0.0)
+            unit = self._simplex_weights(G * inv[:, None] * inv[None, :])
+            return (unit * inv).to(gramian.device)
+        return self._simplex_weights(G).to(gramian.device)
+
+    def _simplex_weights(self, G: Tensor) -> Tensor:
         m = G.shape[0]
         if self.bounds is not None and m != 2:
             raise ValueError(
@@ -514,10 +532,13 @@ class MGDA(GradientCombiner):
             w = torch.full((m,), 1.0 / m, dtype=torch.float64)
         else:
             w = _frank_wolfe(G / scale, self.max_iter, self.tol)
-        return w.to(gramian.device)
+        return w
 
     def __repr__(self) -> str:
-        return f"MGDA(bounds={self.bounds}, max_iter={self.max_iter}, tol={self.tol})"
+        return (
+            f"MGDA(bounds={self.bounds}, max_iter={self.max_iter}, tol={self.tol}, "
+            f"normalize={self.normalize!r})"
+        )
 
 
 # --------------------------------------------------------------------------------------------

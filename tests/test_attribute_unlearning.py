@@ -1,0 +1,236 @@
+"""Attribute-unlearning callbacks (AttrCloak, U2U-R, D2D-R) on a leaky synthetic recommender."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+import pandas as pd
+import pytest
+import torch
+
+from lit_unlearn.attacks.audit import audit_embeddings, make_attacker
+from lit_unlearn.callbacks.attrcloak import AttrCloak
+from lit_unlearn.callbacks.distinguishability import D2DR, U2UR
+from lit_unlearn.datamodules import RecommendationData, Synthetic
+from lit_unlearn.models import MF
+from lit_unlearn.optim.combiners import FixedWeights
+from lit_unlearn.tasks import RecommenderTask
+
+SOURCE: dict[str, Any] = {
+    "num_users": 300,
+    "num_items": 150,
+    "interactions_per_user": 20,
+    "attribute_signal": 1.5,
+    "seed": 2,
+}
+
+
+class NoInteractions(Synthetic):
+    def load_interactions(self) -> pd.DataFrame:
+        raise AssertionError("data-free unlearning read the interactions")
+
+
+def bare_trainer(root: Path, **kwargs: Any) -> pl.Trainer:
+    kwargs.setdefault("accelerator", "cpu")
+    kwargs.setdefault("devices", 1)
+    return pl.Trainer(
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        default_root_dir=root,
+        **kwargs,
+    )
+
+
+def dd_data(**kwargs: Any) -> RecommendationData:
+    return RecommendationData(
+        source=Synthetic(**SOURCE), num_eval_negatives=50, attributes=["gender", "age"], **kwargs
+    )
+
+
+def df_data(ckpt: Path, **kwargs: Any) -> RecommendationData:
+    return RecommendationData(
+        source=NoInteractions(**SOURCE),
+        mode="data_free",
+        user_index=str(ckpt),
+        attributes=["gender", "age"],
+        batch_size=10_000,
+        **kwargs,
+    )
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("trained")
+    pl.seed_everything(0, verbose=False)
+    dm = dd_data()
+    task = RecommenderTask(MF(dm.num_users, dm.num_items, 16), lr=0.02)
+    trainer = bare_trainer(root, max_epochs=8, limit_val_batches=0)
+    trainer.fit(task, dm)
+    ckpt = root / "trained.ckpt"
+    trainer.save_checkpoint(ckpt)
+    return ckpt
+
+
+def load(ckpt: Path) -> RecommenderTask:
+    dm = dd_data()
+    task = RecommenderTask(MF(dm.num_users, dm.num_items, 16))
+    task.load_state_dict(torch.load(ckpt, weights_only=False)["state_dict"])
+    return task
+
+
+def gender_leak(task: RecommenderTask, attrs: Any) -> float:
+    mlp = make_attacker("mlp", seed=0, lr=1e-2, max_epochs=100)
+    res = audit_embeddings(
+        task.user_representation(), attrs, attackers=[mlp], names=["gender"], seed=0
+    )
+    return res[0].balanced_accuracy
+
+
+def test_attrcloak_df_hides_gender_and_keeps_items(trained: Path, tmp_path: Path) -> None:
+    original = load(trained)
+    dm = df_data(trained)
+    before = gender_leak(original, dm.user_attributes)
+    # alpha_u >= 0.9: the privacy end of the Pareto front (plain MGDA stops earlier, see below).
+    cloak = AttrCloak(checkpoint=str(trained), lr=0.01, df_bounds=(0.9, 1.0))
+    task = load(trained)
+    bare_trainer(tmp_path, max_epochs=300, callbacks=[cloak]).fit(task, dm)
+    after = gender_leak(task, dm.user_attributes)
+    assert before > 0.75, before  # the synthetic recommender leaks gender
+    assert abs(after - 0.5) < 0.08, (before, after)
+    # Parameter self-sharing: item side untouched, user side moved.
+    assert torch.equal(task.model.item_parameters()[0], original.model.item_parameters()[0])
+    assert not torch.equal(task.model.user_parameters()[0], original.model.user_parameters()[0])
+    assert cloak.last_weights is not None and 0.9 - 1e-6 <= float(cloak.last_weights[0]) <= 1.0
+    assert task.unlearning is None  # detached after fit
+
+
+def test_attrcloak_df_default_mgda_lowers_the_bound_within_bounds(
+    trained: Path, tmp_path: Path
+) -> None:
+    dm = df_data(trained)
+    cloak = AttrCloak(checkpoint=str(trained), lr=0.01)
+    task = load(trained)
+    cloak._codes = dict(dm.user_attributes.codes)
+    cloak._num_classes = {n: dm.user_attributes.num_classes(n) for n in dm.user_attributes.names}
+    start = float(cloak.privacy_loss(task.user_representation())[0])
+    bare_trainer(tmp_path, max_epochs=100, callbacks=[cloak]).fit(task, dm)
+    end = float(cloak.privacy_loss(task.user_representation())[0])
+    assert end < 0.9 * start, (start, end)
+    # DF default bounds of the paper: alpha_u in [0.1, 1]
+    assert cloak.last_weights is not None and 0.1 - 1e-6 <= float(cloak.last_weights[0]) <= 1.0
+
+
+def test_attrcloak_dd_runs_and_evaluates(trained: Path, tmp_path: Path) -> None:
+    task = load(trained)
+    dm = dd_data()
+    cloak = AttrCloak(checkpoint=str(trained), attributes=["gender"], lr=0.005)
+    trainer = bare_trainer(tmp_path, max_epochs=1, callbacks=[cloak])
+    trainer.fit(task, dm)
+    metrics = trainer.callback_metrics
+    assert "val/sampled/hr@10" in metrics and "unlearn/alpha_u" in metrics
+    assert 0.0 <= float(metrics["unlearn/alpha_u"]) <= 1.0
+    assert cloak.mode == "dd"
+
+
+@pytest.mark.parametrize("method", [U2UR, D2DR])
+def test_fixed_weight_baselines_reduce_their_loss(
+    method: type, trained: Path, tmp_path: Path
+) -> None:
+    task = load(trained)
+    dm = df_data(trained)
+    cb = method(checkpoint=str(trained), lr=0.01)
+    rep0 = task.user_representation()
+    cb._codes = dict(dm.user_attributes.codes)
+    cb._num_classes = {n: dm.user_attributes.num_classes(n) for n in dm.user_attributes.names}
+    start = float(cb.privacy_loss(rep0)[0])
+    bare_trainer(tmp_path, max_epochs=50, callbacks=[cb]).fit(task, dm)
+    end = float(cb.privacy_loss(task.user_representation())[0])
+    assert end < 0.5 * start, (start, end)
+    assert isinstance(cb.combiner, FixedWeights)
+
+
+def test_fixed_alpha_ablation_uses_the_given_weight(trained: Path, tmp_path: Path) -> None:
+    task = load(trained)
+    cloak = AttrCloak(checkpoint=str(trained), combiner=FixedWeights([0.4, 0.6]))
+    bare_trainer(tmp_path, max_epochs=3, callbacks=[cloak]).fit(task, df_data(trained))
+    assert cloak.last_weights is not None
+    assert cloak.last_weights.tolist() == pytest.approx([0.4, 0.6])
+
+
+def test_bad_configurations(trained: Path, tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="mode"):
+        AttrCloak(mode="sometimes")  # type: ignore[arg-type]
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        AttrCloak(checkpoint=str(tmp_path / "nope.ckpt"))
+    with pytest.raises(ValueError, match="shrinkage"):
+        AttrCloak(shrinkage=-1.0)
+    task = load(trained)
+    with pytest.raises(KeyError, match="religion"):
+        bare_trainer(tmp_path, max_epochs=1, callbacks=[AttrCloak(attributes=["religion"])]).fit(
+            task, df_data(trained)
+        )
+    task = load(trained)
+    with pytest.raises(ValueError, match="needs interactions"):
+        bare_trainer(tmp_path, max_epochs=1, callbacks=[AttrCloak(mode="dd")]).fit(
+            task, df_data(trained)
+        )
+
+
+class RecordWeights(pl.Callback):
+    """Writes every rank's alpha_u history to a JSON file (for the DDP test)."""
+
+    def __init__(self, cloak: AttrCloak, out: str) -> None:
+        self.cloak, self.out, self.history = cloak, out, []  # type: ignore[var-annotated]
+
+    def on_train_batch_end(self, trainer: pl.Trainer, *args: Any) -> None:
+        assert self.cloak.last_weights is not None
+        self.history.append(float(self.cloak.last_weights[0]))
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        Path(f"{self.out}.{trainer.global_rank}").write_text(json.dumps(self.history))
+
+
+@pytest.mark.ddp
+def test_df_unlearning_is_identical_on_one_and_two_processes(trained: Path, tmp_path: Path) -> None:
+    results = {}
+    for devices in (1, 2):
+        task = load(trained)
+        cloak = AttrCloak(checkpoint=str(trained), lr=0.01)
+        rec = RecordWeights(cloak, str(tmp_path / f"w{devices}"))
+        kwargs: dict[str, Any] = {"devices": devices}
+        if devices > 1:
+            kwargs["strategy"] = "ddp_spawn"
+        bare_trainer(tmp_path, max_epochs=5, callbacks=[cloak, rec], **kwargs).fit(
+            task, df_data(trained)
+        )
+        results[devices] = task.user_representation()
+    torch.testing.assert_close(results[2], results[1], rtol=1e-4, atol=1e-5)
+    w1 = json.loads((tmp_path / "w1.0").read_text())
+    w2 = [json.loads((tmp_path / f"w2.{r}").read_text()) for r in (0, 1)]
+    assert w2[0] == w2[1]  # every rank computed the same MGDA weights
+    assert w2[0] == pytest.approx(w1, abs=1e-6)
+
+
+@pytest.mark.ddp
+def test_dd_unlearning_weights_agree_across_ranks(trained: Path, tmp_path: Path) -> None:
+    task = load(trained)
+    cloak = AttrCloak(checkpoint=str(trained), attributes=["gender"], lr=0.005)
+    rec = RecordWeights(cloak, str(tmp_path / "dd"))
+    trainer = bare_trainer(
+        tmp_path,
+        max_epochs=1,
+        limit_train_batches=4,
+        limit_val_batches=0,
+        devices=2,
+        strategy="ddp_spawn",
+        callbacks=[cloak, rec],
+    )
+    trainer.fit(task, dd_data(batch_size=64))
+    ranks = [json.loads((tmp_path / f"dd.{r}").read_text()) for r in (0, 1)]
+    assert len(ranks[0]) == 4 and ranks[0] == ranks[1]
