@@ -101,7 +101,15 @@ def lightning_loop(
     torch.manual_seed(0)
     task = RecommenderTask(MF(dm.num_users, dm.num_items, dim), lr=1e-3)
     timer = EpochTimer()
-    trainer = pl.Trainer(
+    bare_trainer(device, epochs, callbacks=[timer]).fit(task, dm)
+    return timer.times
+
+
+def bare_trainer(
+    device: torch.device, epochs: int, callbacks: list[pl.Callback] | None = None
+) -> pl.Trainer:
+    """A Trainer with no logging, checkpointing or validation: only the training loop."""
+    return pl.Trainer(
         accelerator="gpu" if device.type == "cuda" else "cpu",
         devices=1,
         max_epochs=epochs,
@@ -111,10 +119,8 @@ def lightning_loop(
         enable_model_summary=False,
         limit_val_batches=0,
         num_sanity_val_steps=0,
-        callbacks=[timer],
+        callbacks=callbacks,
     )
-    trainer.fit(task, dm)
-    return timer.times
 
 
 def _sync(device: torch.device) -> None:
@@ -134,17 +140,7 @@ def quality(args: argparse.Namespace, device: torch.device) -> list[dict[str, An
         dm = make_data(args, 512)
         pl.seed_everything(0, verbose=False)
         task = RecommenderTask(build(dm), lr=lr, l2_reg=1e-5)
-        trainer = pl.Trainer(
-            accelerator="gpu" if device.type == "cuda" else "cpu",
-            devices=1,
-            max_epochs=epochs,
-            logger=False,
-            enable_checkpointing=False,
-            enable_progress_bar=False,
-            enable_model_summary=False,
-            limit_val_batches=0,
-            num_sanity_val_steps=0,
-        )
+        trainer = bare_trainer(device, epochs)
         t0 = time.perf_counter()
         trainer.fit(task, dm)
         fit_s = time.perf_counter() - t0
