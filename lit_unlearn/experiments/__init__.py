@@ -1,0 +1,1 @@
+"""One-command experiment drivers that reproduce the papers' comparison tables."""
