@@ -21,8 +21,9 @@ import time
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import lightning.pytorch as pl
 import pandas as pd
@@ -103,21 +104,57 @@ def evaluate(
     return ranking, [r.as_dict() for r in audit]
 
 
-def default_methods(df_epochs: int, dd_epochs: int, lr: float, ablation: bool) -> list[MethodSpec]:
-    """AttrCloak-DD/DF with the paper's MGDA bounds, the two baselines, and the alpha grid."""
-    methods = [
-        MethodSpec(
-            "AttrCloak-DD",
-            False,
-            lambda c, a: AttrCloak(checkpoint=c, attributes=a, mode="dd", lr=lr),
-            dd_epochs,
-        ),
-        MethodSpec(
-            "AttrCloak-DF",
-            True,
-            lambda c, a: AttrCloak(checkpoint=c, attributes=a, mode="df", lr=lr),
-            df_epochs,
-        ),
+def _bounds(text: str) -> tuple[float, float]:
+    lo, hi = (float(v) for v in text.split(","))
+    return lo, hi
+
+
+def _attrcloak(
+    checkpoint: str,
+    attributes: list[str] | None,
+    *,
+    mode: Literal["dd", "df"],
+    lr: float,
+    bounds: tuple[float, float],
+) -> AttributeUnlearning:
+    return AttrCloak(
+        checkpoint=checkpoint,
+        attributes=attributes,
+        mode=mode,
+        lr=lr,
+        dd_bounds=bounds if mode == "dd" else (0.0, 1.0),
+        df_bounds=bounds if mode == "df" else (0.1, 1.0),
+    )
+
+
+def default_methods(
+    df_epochs: int,
+    dd_epochs: int,
+    lr: float,
+    ablation: bool,
+    df_bounds: Sequence[str] = ("0.1,1.0",),
+    dd_bounds: Sequence[str] = ("0.0,1.0",),
+    dd_lr: float = 1e-3,
+) -> list[MethodSpec]:
+    """AttrCloak-DD/DF for each alpha_u interval, the two baselines, and the alpha grid.
+
+    The paper's intervals are [0, 1] (DD) and [0.1, 1] (DF); several can be compared in one
+    table (the row name carries the interval when it is not the paper's).
+    """
+    methods = []
+    for text in dd_bounds:
+        b = _bounds(text)
+        name = "AttrCloak-DD" if b == (0.0, 1.0) else f"AttrCloak-DD a_u in [{b[0]:g},{b[1]:g}]"
+        methods.append(
+            MethodSpec(name, False, partial(_attrcloak, mode="dd", lr=dd_lr, bounds=b), dd_epochs)
+        )
+    for text in df_bounds:
+        b = _bounds(text)
+        name = "AttrCloak-DF" if b == (0.1, 1.0) else f"AttrCloak-DF a_u in [{b[0]:g},{b[1]:g}]"
+        methods.append(
+            MethodSpec(name, True, partial(_attrcloak, mode="df", lr=lr, bounds=b), df_epochs)
+        )
+    methods += [
         MethodSpec("U2U-R", True, lambda c, a: U2UR(checkpoint=c, attributes=a, lr=lr), df_epochs),
         MethodSpec("D2D-R", True, lambda c, a: D2DR(checkpoint=c, attributes=a, lr=lr), df_epochs),
     ]
@@ -158,7 +195,16 @@ def run(args: argparse.Namespace) -> list[RowResult]:
     rows = [RowResult("Original", 0.0, ranking, audit)]
     original_rep = original.user_representation().cpu()
     reps = {"Original": original_rep}
-    for spec in default_methods(args.df_epochs, args.dd_epochs, args.lr, args.ablation):
+    methods = default_methods(
+        args.df_epochs,
+        args.dd_epochs,
+        args.lr,
+        args.ablation,
+        args.df_bounds,
+        args.dd_bounds,
+        args.dd_lr,
+    )
+    for spec in methods:
         if args.methods and spec.name not in args.methods and not spec.name.startswith("DF alpha"):
             continue
         mode_args = (
@@ -388,7 +434,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--dd-epochs", type=int, default=1, help="data-dependent epochs over the interactions"
     )
-    p.add_argument("--lr", type=float, default=1e-2)
+    p.add_argument("--lr", type=float, default=1e-2, help="data-free learning rate (Adam)")
+    p.add_argument("--dd-lr", type=float, default=1e-3, help="data-dependent learning rate (Adam)")
+    p.add_argument(
+        "--df-bounds", nargs="+", default=["0.1,1.0"], help="alpha_u intervals 'lo,hi' for DF rows"
+    )
+    p.add_argument(
+        "--dd-bounds", nargs="+", default=["0.0,1.0"], help="alpha_u intervals 'lo,hi' for DD rows"
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="runs/attribute_unlearning")
     p.add_argument("--wandb", action="store_true")
