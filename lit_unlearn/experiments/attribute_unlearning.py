@@ -379,17 +379,18 @@ def plot_distributions(
                             density=True,
                             alpha=0.35,
                             label=cname,
+                            color=f"C{k}",
                         )
                         mu, sd = float(v.mean()), float(v.std()) + 1e-8
                         pdf = torch.exp(-0.5 * ((grid - mu) / sd) ** 2) / (
                             sd * (2 * torch.pi) ** 0.5
                         )
-                        ax.plot(grid.numpy(), pdf.numpy())
+                        ax.plot(grid.numpy(), pdf.numpy(), color=f"C{k}")
                     ax.set_title(f"{label}: dim {dim}")
             axes[0][0].legend(fontsize=7)
             fig.suptitle(f"{name}: per-class distributions before and after {method}")
             fig.tight_layout()
-            safe = method.replace(" ", "_").replace("=", "").replace("/", "_")
+            safe = "".join(ch if ch.isalnum() or ch in "-." else "_" for ch in method)
             fig.savefig(out / f"fig4_{safe}_{name}.png", dpi=90)
             plt.close(fig)
 
