@@ -234,3 +234,38 @@ def test_dd_unlearning_weights_agree_across_ranks(trained: Path, tmp_path: Path)
     trainer.fit(task, dd_data(batch_size=64))
     ranks = [json.loads((tmp_path / f"dd.{r}").read_text()) for r in (0, 1)]
     assert len(ranks[0]) == 4 and ranks[0] == ranks[1]
+
+
+@pytest.mark.parametrize("backbone", ["ncf", "lightgcn"])
+def test_dd_self_sharing_updates_only_user_side(backbone: str, tmp_path: Path) -> None:
+    """NCF (user tower) and LightGCN (propagated users): item side and scorer stay frozen."""
+    from lit_unlearn.models import NCF, LightGCN
+
+    dm = dd_data(batch_size=256)
+    model = (
+        NCF(dm.num_users, dm.num_items, 16)
+        if backbone == "ncf"
+        else LightGCN(dm.num_users, dm.num_items, 16, 2)
+    )
+    task = RecommenderTask(model)
+    items_before = [p.detach().clone() for p in model.item_parameters()]
+    users_before = [p.detach().clone() for p in model.user_parameters()]
+    cloak = AttrCloak(attributes=["gender"], mode="dd", lr=0.01)
+    bare_trainer(
+        tmp_path, max_epochs=1, limit_train_batches=3, limit_val_batches=0, callbacks=[cloak]
+    ).fit(task, dm)
+    for before, after in zip(items_before, model.item_parameters(), strict=True):
+        assert torch.equal(before, after)
+    assert any(
+        not torch.equal(b, a) for b, a in zip(users_before, model.user_parameters(), strict=True)
+    )
+    assert all(p.requires_grad for p in model.parameters())  # unfrozen again after fit
+
+
+def test_df_refuses_graph_backbones(trained: Path, tmp_path: Path) -> None:
+    from lit_unlearn.models import LightGCN
+
+    dm = df_data(trained)
+    task = RecommenderTask(LightGCN(dm.num_users, dm.num_items, 16, 2))
+    with pytest.raises(ValueError, match="cannot be unlearned data-free"):
+        bare_trainer(tmp_path, max_epochs=1, callbacks=[AttrCloak(mode="df")]).fit(task, dm)

@@ -208,17 +208,6 @@ class RecommenderTask(pl.LightningModule):
             # sync_dist: the epoch loss is a mean over every rank's steps.
             self.log("train/loss_epoch", total / count, sync_dist=True)
 
-    def transfer_batch_to_device(
-        self, batch: Any, device: torch.device, dataloader_idx: int
-    ) -> Any:
-        # Our loaders gather batches on the training device already; skip the generic
-        # collection walk (measurable per step on small models) when nothing has to move.
-        if isinstance(batch, dict) and all(
-            isinstance(v, Tensor) and v.device == device for v in batch.values()
-        ):
-            return batch
-        return super().transfer_batch_to_device(batch, device, dataloader_idx)
-
     def configure_optimizers(self) -> torch.optim.Optimizer:
         if self.unlearning is not None:
             return self.unlearning.configure_optimizer(self)
