@@ -9,7 +9,7 @@ PYTEST_ARGS ?=
 export WANDB_MODE ?= offline
 export PYTHONHASHSEED := 0
 
-.PHONY: venv demo test test-fast lint typecheck bench clean
+.PHONY: venv demo test test-fast lint typecheck bench attrcloak-table clean
 
 $(BIN)/.installed: setup.cfg pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -39,6 +39,14 @@ typecheck: venv
 
 bench: venv
 	$(BIN)/python benchmarks/train_throughput.py
+	$(BIN)/python benchmarks/attrcloak_step.py
+
+# AttrCloak comparison on ML-100K (trains the NCF model first if runs/ml100k_ncf has none)
+attrcloak-table: venv
+	test -f runs/ml100k_ncf/checkpoints/last.ckpt || $(BIN)/lit-unlearn fit --config configs/experiment/ml100k_ncf.yaml --trainer.enable_progress_bar=false
+	$(BIN)/python -m lit_unlearn.experiments.attribute_unlearning --data configs/data/ml100k.yaml \
+		--model configs/model/ncf.yaml --checkpoint runs/ml100k_ncf/checkpoints/last.ckpt \
+		--df-bounds 0.1,1.0 0.95,0.97 --ablation --out benchmarks/results/attrcloak_ml100k
 
 clean:
 	rm -rf runs lightning_logs .pytest_cache .mypy_cache .ruff_cache
