@@ -170,6 +170,8 @@ def test_bad_configurations(trained: Path, tmp_path: Path) -> None:
         AttrCloak(checkpoint=str(tmp_path / "nope.ckpt"))
     with pytest.raises(ValueError, match="shrinkage"):
         AttrCloak(shrinkage=-1.0)
+    with pytest.raises(ValueError, match="precision"):
+        AttrCloak(precision="float16")  # type: ignore[arg-type]
     task = load(trained)
     with pytest.raises(KeyError, match="religion"):
         bare_trainer(tmp_path, max_epochs=1, callbacks=[AttrCloak(attributes=["religion"])]).fit(

@@ -116,6 +116,7 @@ def _attrcloak(
     mode: Literal["dd", "df"],
     lr: float,
     bounds: tuple[float, float],
+    precision: Literal["float64", "float32"] = "float64",
 ) -> AttributeUnlearning:
     return AttrCloak(
         checkpoint=checkpoint,
@@ -124,6 +125,7 @@ def _attrcloak(
         lr=lr,
         dd_bounds=bounds if mode == "dd" else (0.0, 1.0),
         df_bounds=bounds if mode == "df" else (0.1, 1.0),
+        precision=precision,
     )
 
 
@@ -135,6 +137,7 @@ def default_methods(
     df_bounds: Sequence[str] = ("0.1,1.0",),
     dd_bounds: Sequence[str] = ("0.0,1.0",),
     dd_lr: float = 1e-3,
+    precision: Literal["float64", "float32"] = "float64",
 ) -> list[MethodSpec]:
     """AttrCloak-DD/DF for each alpha_u interval, the two baselines, and the alpha grid.
 
@@ -146,13 +149,23 @@ def default_methods(
         b = _bounds(text)
         name = "AttrCloak-DD" if b == (0.0, 1.0) else f"AttrCloak-DD a_u in [{b[0]:g},{b[1]:g}]"
         methods.append(
-            MethodSpec(name, False, partial(_attrcloak, mode="dd", lr=dd_lr, bounds=b), dd_epochs)
+            MethodSpec(
+                name,
+                False,
+                partial(_attrcloak, mode="dd", lr=dd_lr, bounds=b, precision=precision),
+                dd_epochs,
+            )
         )
     for text in df_bounds:
         b = _bounds(text)
         name = "AttrCloak-DF" if b == (0.1, 1.0) else f"AttrCloak-DF a_u in [{b[0]:g},{b[1]:g}]"
         methods.append(
-            MethodSpec(name, True, partial(_attrcloak, mode="df", lr=lr, bounds=b), df_epochs)
+            MethodSpec(
+                name,
+                True,
+                partial(_attrcloak, mode="df", lr=lr, bounds=b, precision=precision),
+                df_epochs,
+            )
         )
     methods += [
         MethodSpec("U2U-R", True, lambda c, a: U2UR(checkpoint=c, attributes=a, lr=lr), df_epochs),
@@ -203,6 +216,7 @@ def run(args: argparse.Namespace) -> list[RowResult]:
         args.df_bounds,
         args.dd_bounds,
         args.dd_lr,
+        precision=args.precision,
     )
     for spec in methods:
         if args.methods and spec.name not in args.methods and not spec.name.startswith("DF alpha"):
@@ -431,7 +445,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--methods", nargs="*", default=None, help="subset of method names")
     p.add_argument("--ablation", action="store_true", help="add the fixed alpha_u grid (Fig. 5)")
-    p.add_argument("--df-epochs", type=int, default=200, help="data-free steps (full-population)")
+    p.add_argument("--df-epochs", type=int, default=300, help="data-free steps (full-population)")
     p.add_argument(
         "--dd-epochs", type=int, default=1, help="data-dependent epochs over the interactions"
     )
@@ -442,6 +456,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument(
         "--dd-bounds", nargs="+", default=["0.0,1.0"], help="alpha_u intervals 'lo,hi' for DD rows"
+    )
+    p.add_argument(
+        "--precision",
+        choices=["float64", "float32"],
+        default="float64",
+        help="AttrCloak covariance dtype",
     )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="runs/attribute_unlearning")
