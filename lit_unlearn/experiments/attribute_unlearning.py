@@ -145,28 +145,20 @@ def default_methods(
     table (the row name carries the interval when it is not the paper's).
     """
     methods = []
-    for text in dd_bounds:
-        b = _bounds(text)
-        name = "AttrCloak-DD" if b == (0.0, 1.0) else f"AttrCloak-DD a_u in [{b[0]:g},{b[1]:g}]"
-        methods.append(
-            MethodSpec(
-                name,
-                False,
-                partial(_attrcloak, mode="dd", lr=dd_lr, bounds=b, precision=precision),
-                dd_epochs,
-            )
-        )
-    for text in df_bounds:
-        b = _bounds(text)
-        name = "AttrCloak-DF" if b == (0.1, 1.0) else f"AttrCloak-DF a_u in [{b[0]:g},{b[1]:g}]"
-        methods.append(
-            MethodSpec(
-                name,
-                True,
-                partial(_attrcloak, mode="df", lr=lr, bounds=b, precision=precision),
-                df_epochs,
-            )
-        )
+    modes: tuple[
+        tuple[Literal["dd", "df"], Sequence[str], tuple[float, float], float, int], ...
+    ] = (
+        ("dd", dd_bounds, (0.0, 1.0), dd_lr, dd_epochs),
+        ("df", df_bounds, (0.1, 1.0), lr, df_epochs),
+    )
+    for mode, intervals, paper, mode_lr, epochs in modes:
+        for text in intervals:
+            b = _bounds(text)
+            name = f"AttrCloak-{mode.upper()}"
+            if b != paper:
+                name += f" a_u in [{b[0]:g},{b[1]:g}]"
+            build = partial(_attrcloak, mode=mode, lr=mode_lr, bounds=b, precision=precision)
+            methods.append(MethodSpec(name, mode == "df", build, epochs))
     methods += [
         MethodSpec("U2U-R", True, lambda c, a: U2UR(checkpoint=c, attributes=a, lr=lr), df_epochs),
         MethodSpec("D2D-R", True, lambda c, a: D2DR(checkpoint=c, attributes=a, lr=lr), df_epochs),
@@ -183,6 +175,7 @@ def default_methods(
                         mode="df",
                         lr=lr,
                         combiner=FixedWeights([alpha, 1 - alpha]),
+                        precision=precision,
                     ),
                     df_epochs,
                 )
