@@ -362,6 +362,10 @@ class RecommendationData(pl.LightningDataModule):
         trainer = self.trainer
         return trainer.strategy.root_device if trainer is not None else torch.device("cpu")
 
+    def shuffle_seed(self) -> int:
+        """Seed of the training order (subclasses may decouple it from the split's seed)."""
+        return self.seed
+
     def train_dataloader(self) -> TensorBatchLoader:
         rank, world = self._rank_world()
         if self.mode == "data_free":
@@ -374,7 +378,7 @@ class RecommendationData(pl.LightningDataModule):
             n,
             self.batch_size,
             shuffle=True,
-            seed=self.seed,
+            seed=self.shuffle_seed(),
             rank=rank,
             world_size=world,
             even_shards=True,

@@ -5,8 +5,9 @@ only when a :class:`LightGCN` is constructed.
 """
 
 from lit_unlearn.models.base import Recommender
+from lit_unlearn.models.enmf import ENMF
 from lit_unlearn.models.lightgcn import LightGCN
 from lit_unlearn.models.mf import MF
 from lit_unlearn.models.ncf import NCF
 
-__all__ = ["MF", "NCF", "LightGCN", "Recommender"]
+__all__ = ["ENMF", "MF", "NCF", "LightGCN", "Recommender"]

@@ -1,10 +1,16 @@
-"""Optimisation helpers for multi-objective unlearning.
+"""Optimisation helpers: gradient combiners and 2nd-order (Newton) block solvers.
 
 Gradient combiners (:class:`MGDA`, :class:`FixedWeights`) turn ``m`` objective gradients into
 weights and one update direction from their Gramian; :func:`flatten_grads`,
 :func:`assign_flat_grad` and :func:`gramian` move between ``.grad`` fields and flat vectors.
 """
 
+from lit_unlearn.optim.block_solvers import (
+    AdamWBlock,
+    AHNewtonBlock,
+    BlockSolver,
+    HFNewtonBlock,
+)
 from lit_unlearn.optim.combiners import (
     MGDA,
     FixedWeights,
@@ -13,9 +19,17 @@ from lit_unlearn.optim.combiners import (
     flatten_grads,
     gramian,
 )
+from lit_unlearn.optim.newton import HessianFreeNewton, batched_newton_step, conjugate_gradient
 
 __all__ = [
     "MGDA",
+    "AHNewtonBlock",
+    "AdamWBlock",
+    "BlockSolver",
+    "HFNewtonBlock",
+    "HessianFreeNewton",
+    "batched_newton_step",
+    "conjugate_gradient",
     "FixedWeights",
     "GradientCombiner",
     "assign_flat_grad",

@@ -37,7 +37,7 @@ class UnlearningStep(Protocol):
         self, task: RecommenderTask, batch: dict[str, Tensor], batch_idx: int
     ) -> Tensor: ...
 
-    def configure_optimizer(self, task: RecommenderTask) -> torch.optim.Optimizer: ...
+    def configure_optimizer(self, task: RecommenderTask) -> torch.optim.Optimizer | None: ...
 
 
 class RecommenderTask(pl.LightningModule):
@@ -46,31 +46,44 @@ class RecommenderTask(pl.LightningModule):
     Args:
         model: The backbone (``MF``, ``NCF``, ``LightGCN``...). Under the CLI its ``num_users``
             and ``num_items`` are linked from the DataModule.
-        loss: ``bpr`` (pairwise, Rendle et al. 2009) or ``bce`` (pointwise, He et al. 2017).
+        loss: ``bpr`` (pairwise, Rendle et al. 2009), ``bce`` (pointwise, He et al. 2017) or
+            ``nonsampling`` (the backbone's whole-data loss, e.g. ENMF: no negatives sampled).
         num_negatives: Negatives sampled uniformly per positive and step.
         lr: Adam learning rate.
         weight_decay: Adam weight decay over all parameters.
         l2_reg: Coefficient of the batch embedding L2 penalty (LightGCN Eq. 15 style), applied
             only to the embeddings a batch touches.
+            Ignored by ``nonsampling`` (the backbone's loss carries its own L2 term).
         ks: Cut-offs of HR/NDCG/Recall.
         reject_seen_negatives: Resample negatives that are training positives of the user
             (one vectorised pass; the rare second collision is kept, as in most BPR code).
+        optimizer: ``adam`` or ``adamw`` (decoupled weight decay; AltEraser's 1st-order choice).
     """
 
     def __init__(
         self,
         model: Recommender,
-        loss: Literal["bpr", "bce"] = "bpr",
+        loss: Literal["bpr", "bce", "nonsampling"] = "bpr",
         num_negatives: int = 1,
         lr: float = 1e-3,
         weight_decay: float = 0.0,
         l2_reg: float = 0.0,
         ks: list[int] | None = None,
         reject_seen_negatives: bool = True,
+        optimizer: Literal["adam", "adamw"] = "adam",
     ) -> None:
         super().__init__()
-        if loss not in LOSSES:
-            raise ValueError(f"loss must be one of {sorted(LOSSES)}, got {loss!r}")
+        if loss not in (*LOSSES, "nonsampling"):
+            raise ValueError(
+                f"loss must be one of {sorted(LOSSES) + ['nonsampling']}, got {loss!r}"
+            )
+        if loss == "nonsampling" and not hasattr(model, "batch_loss"):
+            raise ValueError(
+                f"loss 'nonsampling' needs a whole-data backbone such as ENMF, got "
+                f"{type(model).__name__}"
+            )
+        if optimizer not in ("adam", "adamw"):
+            raise ValueError(f"optimizer must be 'adam' or 'adamw', got {optimizer!r}")
         if num_negatives < 1:
             raise ValueError(f"num_negatives must be >= 1, got {num_negatives}")
         if lr <= 0 or weight_decay < 0 or l2_reg < 0:
@@ -85,7 +98,8 @@ class RecommenderTask(pl.LightningModule):
         )
         self.model = model
         self.loss_name = loss
-        self.loss_fn = LOSSES[loss]
+        self.loss_fn = LOSSES.get(loss, LOSSES["bpr"])
+        self.optimizer_name = optimizer
         self.num_negatives = num_negatives
         self.lr = lr
         self.weight_decay = weight_decay
@@ -102,6 +116,7 @@ class RecommenderTask(pl.LightningModule):
         # Data, not state: filled from the DataModule in setup(), never saved in checkpoints.
         self.register_buffer("graph", torch.empty(2, 0, dtype=torch.long), persistent=False)
         self.register_buffer("train_keys", torch.empty(0, dtype=torch.long), persistent=False)
+        self.register_buffer("user_degree", torch.empty(0, dtype=torch.long), persistent=False)
         self._protocols: dict[str, list[str]] = {"val": [], "test": []}
         self._epoch_loss: list = [torch.zeros(()), 0]
         self.automatic_optimization = False
@@ -123,6 +138,9 @@ class RecommenderTask(pl.LightningModule):
         self.graph = train_pairs.to(self.device)
         keys = train_pairs[0] * self.model.num_items + train_pairs[1]
         self.train_keys = torch.unique(keys).to(self.device)
+        self.user_degree = torch.bincount(train_pairs[0], minlength=self.model.num_users).to(
+            self.device
+        )
 
     def _graph(self) -> Tensor | None:
         return self.graph if self.graph.numel() else None
@@ -153,6 +171,14 @@ class RecommenderTask(pl.LightningModule):
             FloatingPointError: The loss is NaN/inf (never silently stepped on).
         """
         users, pos = batch["user"], batch["item"]
+        if self.loss_name == "nonsampling":
+            loss = self._nonsampling_loss(users, pos)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(
+                    f"non-finite training loss {loss.item()} at step {self.global_step}: lower "
+                    "the learning rate or check the data"
+                )
+            return loss
         neg = self.sample_negatives(users)
         items = torch.cat([pos.unsqueeze(1), neg], dim=1)
         scores = self.model(users, items, graph=self._graph())
@@ -165,6 +191,18 @@ class RecommenderTask(pl.LightningModule):
                 "learning rate or check the data"
             )
         return loss
+
+    def _nonsampling_loss(self, users: Tensor, items: Tensor) -> Tensor:
+        if self.user_degree.numel() == 0:
+            raise RuntimeError(
+                "the nonsampling loss needs the training pairs: attach a DataModule (or call "
+                "attach_graph) before training"
+            )
+        batch_loss = getattr(self.model, "batch_loss")
+        return cast(
+            Tensor,
+            batch_loss(users, items, self.user_degree[users], int(self.graph.shape[1])),
+        )
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
         if self.unlearning is not None:
@@ -208,10 +246,11 @@ class RecommenderTask(pl.LightningModule):
             # sync_dist: the epoch loss is a mean over every rank's steps.
             self.log("train/loss_epoch", total / count, sync_dist=True)
 
-    def configure_optimizers(self) -> torch.optim.Optimizer:
+    def configure_optimizers(self) -> torch.optim.Optimizer | None:
         if self.unlearning is not None:
             return self.unlearning.configure_optimizer(self)
-        return torch.optim.Adam(self.model.parameters(), lr=self.lr, weight_decay=self.weight_decay)
+        optim = torch.optim.AdamW if self.optimizer_name == "adamw" else torch.optim.Adam
+        return optim(self.model.parameters(), lr=self.lr, weight_decay=self.weight_decay)
 
     # ------------------------------------------------------------------ evaluation
     def _eval_step(self, stage: Stage, batch: dict[str, Tensor], dataloader_idx: int) -> None:

@@ -1,0 +1,172 @@
+"""AltEraser: alternating block unlearning with a 2nd-order solver per block (paper 003).
+
+Algorithm 1 of Liu et al.: start from the trained model (warm start), then
+
+1. one erase pass over the users and items that occur in the forgetting data ``D_f``;
+2. passes over every user and item of the remaining data ``D_r`` until a stopping criterion.
+
+An erase pass updates the user rows with the items and ``h`` fixed, then the item rows with the
+users fixed, each block minimising ``L_{D_r}`` with a :class:`~lit_unlearn.optim.BlockSolver`
+(AdamW, HF-Newton or AH-Newton). The stopping criterion here is the relative decrease of the
+whole objective ``L_{D_r}`` between passes (``tol``), or ``max_passes``.
+
+Every Lightning training step is one erase pass (the batch is not used: a pass works on the
+whole of ``D_r``, which the callback takes from the DataModule). Under DDP the rows of a block
+are sharded over ranks and gathered, for the row-separable solvers (AH-Newton, AdamW); a
+Hessian-free solve couples rows through its CG and line search, so every rank solves the whole
+block and all ranks agree.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+from torch import Tensor
+
+from lit_unlearn.callbacks.unlearning import UnlearningCallback
+from lit_unlearn.losses.enmf import RowBlock
+from lit_unlearn.optim.block_solvers import AHNewtonBlock, BlockSolver
+from lit_unlearn.tasks.recommendation import RecommenderTask
+
+
+class AltEraser(UnlearningCallback):
+    """Alternating eraser over user and item embeddings of an ENMF model.
+
+    Args:
+        checkpoint: The trained (original) model.
+        solver: Block solver (default :class:`~lit_unlearn.optim.AHNewtonBlock`).
+        max_passes: Erase passes at most, the forgetting pass included.
+        tol: Stop once a pass over all rows lowers ``L_{D_r}`` by less than ``tol * |L|``.
+        forget_pass: Start with the pass over the forgetting users/items (Algorithm 1, l. 5-6).
+    """
+
+    def __init__(
+        self,
+        checkpoint: str | None = None,
+        solver: BlockSolver | None = None,
+        max_passes: int = 20,
+        tol: float = 1e-3,
+        forget_pass: bool = True,
+    ) -> None:
+        super().__init__(checkpoint=checkpoint)
+        if isinstance(max_passes, bool) or not isinstance(max_passes, int) or max_passes < 1:
+            raise ValueError(f"max_passes must be a positive int, got {max_passes!r}")
+        if not (math.isfinite(tol) and tol >= 0):
+            raise ValueError(f"tol must be a finite float >= 0, got {tol}")
+        self.solver = solver if solver is not None else AHNewtonBlock()
+        self.max_passes = max_passes
+        self.tol = tol
+        self.forget_pass = forget_pass
+        self.passes = 0
+        self.history: list[float] = []
+        self.pass_seconds: list[float] = []
+        self._remaining: Tensor | None = None
+        self._forget: Tensor | None = None
+
+    # ------------------------------------------------------------------ set-up
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        super().setup(trainer, pl_module, stage)
+        if stage != "fit":
+            return
+        assert isinstance(pl_module, RecommenderTask)
+        model = pl_module.model
+        for name in ("negative_weight", "reg", "h", "objective"):
+            if not hasattr(model, name):
+                raise TypeError(
+                    f"AltEraser needs a whole-data backbone with a closed-form block loss (ENMF), "
+                    f"got {type(model).__name__}"
+                )
+        dm = trainer.datamodule  # type: ignore[attr-defined]
+        if dm is None or not hasattr(dm, "request"):
+            raise TypeError(
+                "AltEraser needs a DataModule with a forgetting request (ForgettingData)"
+            )
+        if getattr(dm, "train_on", "remaining") != "remaining":
+            raise ValueError(
+                "AltEraser unlearns towards the remaining data: set the DataModule's train_on to "
+                "'remaining' (its evaluation then excludes D_r, like Retrain's)"
+            )
+        self._remaining = dm.remaining_pairs
+        self._forget = dm.forget_pairs
+        self.passes = 0
+        self.history = []
+        self.pass_seconds = []
+
+    def trainable_parameters(self, task: RecommenderTask) -> list[torch.nn.Parameter]:
+        """User and item embeddings (``h`` and any other parameter stay fixed, as in the paper)."""
+        model: Any = task.model
+        return [model.user_embedding.weight, model.item_embedding.weight]
+
+    def configure_optimizer(self, task: RecommenderTask) -> torch.optim.Optimizer | None:
+        """None: the block solvers own their updates (and any optimiser state) per block."""
+        return None
+
+    # ------------------------------------------------------------------ one erase pass
+    def _solve(
+        self, task: RecommenderTask, other: Tensor, rows: Tensor, pairs: Tensor, side: Tensor
+    ) -> Tensor:
+        model: Any = task.model
+        world = task.trainer.world_size if task._trainer is not None else 1
+        if world == 1 or not getattr(self.solver, "separable", False):
+            block = RowBlock(other, model.h, rows, pairs, model.negative_weight, model.reg)
+            return self.solver.solve(block, side[rows])
+        chunks = torch.tensor_split(rows, world)
+        mine = chunks[task.global_rank]
+        block = RowBlock(other, model.h, mine, pairs, model.negative_weight, model.reg)
+        solved = self.solver.solve(block, side[mine])
+        size = max(c.numel() for c in chunks)
+        padded = torch.zeros(size, side.shape[1], dtype=side.dtype, device=side.device)
+        padded[: solved.shape[0]] = solved
+        gathered = task.all_gather(padded)
+        assert isinstance(gathered, Tensor)
+        return torch.cat([gathered[r, : chunks[r].numel()] for r in range(world)])
+
+    def training_step(
+        self, task: RecommenderTask, batch: dict[str, Tensor], batch_idx: int
+    ) -> Tensor:
+        assert self._remaining is not None and self._forget is not None
+        model: Any = task.model
+        device = model.user_embedding.weight.device
+        remaining = self._remaining.to(device)
+        first = self.passes == 0 and self.forget_pass
+        source = self._forget.to(device) if first else remaining
+        users, items = torch.unique(source[:, 0]), torch.unique(source[:, 1])
+        start = time.perf_counter()
+        with torch.no_grad():
+            p = model.user_embedding.weight
+            q = model.item_embedding.weight
+            p[users] = self._solve(task, q, users, remaining, p)
+            q[items] = self._solve(task, p, items, remaining.flip(1), q)
+            objective = model.objective(remaining)
+        self.pass_seconds.append(time.perf_counter() - start)
+        if not torch.isfinite(objective):
+            raise FloatingPointError(
+                f"AltEraser pass {self.passes} produced a non-finite objective {float(objective)}"
+            )
+        value = float(objective)
+        previous = self.history[-1] if self.history else None
+        self.history.append(value)
+        self.passes += 1
+        converged = (
+            previous is not None and not first and (previous - value) <= self.tol * abs(previous)
+        )
+        if converged or self.passes >= self.max_passes:
+            task.trainer.should_stop = True
+        task.log("alteraser/objective", objective, on_step=True, on_epoch=False)
+        task.log("alteraser/passes", float(self.passes), on_step=True, on_epoch=False)
+        return objective.detach()
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            **super().state_dict(),
+            "passes": self.passes,
+            "history": list(self.history),
+        }
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.passes = int(state_dict.get("passes", 0))
+        self.history = list(state_dict.get("history", []))

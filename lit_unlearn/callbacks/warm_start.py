@@ -1,0 +1,55 @@
+"""Warm-start unlearning: fine-tune the trained model on the remaining data (paper 003, 4.1)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from lightning.pytorch.core.optimizer import LightningOptimizer
+from torch import Tensor
+
+from lit_unlearn.callbacks.unlearning import UnlearningCallback
+from lit_unlearn.tasks.recommendation import RecommenderTask
+
+
+class WarmStart(UnlearningCallback):
+    """Continue training from the original model on whatever the DataModule serves (``D_r``).
+
+    The naive unlearner of AltEraser's section 4.1: the training objective is unchanged, only
+    the starting point is the trained model instead of a random one. Pair it with a DataModule
+    that trains on the remaining data (``ForgettingData(train_on="remaining")``) and a stopping
+    rule (``RelativeEarlyStopping``).
+
+    Args:
+        checkpoint: The trained model to start from.
+        lr: AdamW learning rate.
+        weight_decay: AdamW decoupled weight decay.
+    """
+
+    def __init__(
+        self, checkpoint: str | None = None, lr: float = 1e-3, weight_decay: float = 0.0
+    ) -> None:
+        super().__init__(checkpoint=checkpoint, lr=lr)
+        if weight_decay < 0:
+            raise ValueError(f"weight_decay must be >= 0, got {weight_decay}")
+        self.weight_decay = weight_decay
+
+    def configure_optimizer(self, task: RecommenderTask) -> torch.optim.Optimizer:
+        return torch.optim.AdamW(
+            self.trainable_parameters(task), lr=self.lr, weight_decay=self.weight_decay
+        )
+
+    def training_step(
+        self, task: RecommenderTask, batch: dict[str, Tensor], batch_idx: int
+    ) -> Tensor:
+        loss = task.recommendation_loss(batch)
+        opt = task.optimizers()
+        assert isinstance(opt, LightningOptimizer)
+        opt.zero_grad(set_to_none=True)
+        task.manual_backward(loss)
+        opt.step()
+        task.track_loss("train/loss", loss, batch_size=batch["user"].shape[0])
+        return loss.detach()
+
+    def state_dict(self) -> dict[str, Any]:
+        return {**super().state_dict(), "lr": self.lr}

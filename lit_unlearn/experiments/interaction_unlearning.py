@@ -1,0 +1,273 @@
+"""The AltEraser comparison (paper 003, Tables 3-5) in one command.
+
+For one dataset and scenario: train the original ENMF model on ``D_a``, then Retrain and
+Retrain* (same initialisation, another training order) on ``D_r``, warm-start fine-tuning, and
+AltEraser with the AdamW, HF-Newton and AH-Newton block solvers from the original checkpoint.
+For each model, over the forgetting users: re-predict score on ``D_f``, RBO@10/20/50 of their
+top-k lists against Retrain's, Recall/NDCG@10/20/50 on their test items, the training or
+unlearning time (Lightning ``Timer``, training loop only: data set-up is shared by all rows and
+excluded) and the speed-up over Retrain. Several repetitions (``--repeats``) re-draw the split
+and the request; quality columns are means, times medians.
+
+Usage::
+
+    python -m lit_unlearn.experiments.interaction_unlearning \\
+        --data configs/data/ml100k_forgetting.yaml --scenario noise --out runs/alteraser_ml100k
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+import pandas as pd
+import torch
+from lightning.pytorch.callbacks import Timer
+
+from lit_unlearn.callbacks.alteraser import AltEraser
+from lit_unlearn.callbacks.plateau import RelativeEarlyStopping
+from lit_unlearn.callbacks.warm_start import WarmStart
+from lit_unlearn.datamodules.forgetting_data import ForgettingData
+from lit_unlearn.metrics.forgetting import forgetting_metrics
+from lit_unlearn.optim.block_solvers import AdamWBlock, AHNewtonBlock, BlockSolver, HFNewtonBlock
+from lit_unlearn.tasks import RecommenderTask
+
+METHODS = (
+    "Original",
+    "Retrain",
+    "Retrain*",
+    "Warm-Start",
+    "AltEraser[AdamW]",
+    "AltEraser[HF-Newton]",
+    "AltEraser[AH-Newton]",
+)
+KS = (10, 20, 50)
+
+
+def _objects(args: argparse.Namespace, seed: int, extra: Sequence[str]) -> tuple[Any, Any]:
+    from lit_unlearn.experiments.attribute_unlearning import _cli_objects
+
+    overrides = [
+        f"--data.init_args.seed={seed}",
+        f"--data.init_args.scenario={args.scenario}",
+        f"--data.init_args.num_forget_users={args.num_forget_users}",
+        *args.override,
+        *extra,
+    ]
+    pl.seed_everything(seed, verbose=False)  # the same initialisation for every trained row
+    task, data = _cli_objects([args.data, args.model], overrides)
+    if not isinstance(data, ForgettingData):
+        raise TypeError(f"--data must configure a ForgettingData, got {type(data).__name__}")
+    return task, data
+
+
+def _trainer(max_epochs: int, callbacks: list[pl.Callback], **kwargs: Any) -> pl.Trainer:
+    return pl.Trainer(
+        accelerator=kwargs.pop("accelerator", "auto"),
+        devices=1,
+        max_epochs=max_epochs,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        limit_val_batches=0,
+        callbacks=callbacks,
+        **kwargs,
+    )
+
+
+def _fit(
+    task: RecommenderTask, data: ForgettingData, callbacks: list[pl.Callback], args: Any, **kw: Any
+) -> tuple[float, int]:
+    timer = Timer()
+    trainer = _trainer(kw.pop("max_epochs", args.max_epochs), [timer, *callbacks], **kw)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*configure_optimizers.*")
+        warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+        trainer.fit(task, datamodule=data)
+    seconds = timer.time_elapsed("train")
+    return seconds, int(trainer.current_epoch)
+
+
+def _stopper(args: argparse.Namespace) -> RelativeEarlyStopping:
+    return RelativeEarlyStopping(rel_delta=args.rel_delta, patience=args.patience)
+
+
+def _solver(name: str, args: argparse.Namespace) -> BlockSolver:
+    if name == "AltEraser[AdamW]":
+        return AdamWBlock(lr=args.lr, steps=args.adamw_steps)
+    if name == "AltEraser[HF-Newton]":
+        return HFNewtonBlock(cg_max_iter=args.cg_max_iter)
+    return AHNewtonBlock()
+
+
+def run_once(args: argparse.Namespace, seed: int, workdir: Path) -> list[dict[str, Any]]:
+    """All rows of one repetition (one split and request)."""
+    rows: list[dict[str, Any]] = []
+    task, data = _objects(args, seed, ["--data.init_args.train_on=all"])
+    seconds, epochs = _fit(task, data, [_stopper(args)], args)
+    original = workdir / f"original_seed{seed}.ckpt"
+    # The weights are all the unlearners need (UnlearningCallback reads "state_dict").
+    torch.save({"state_dict": task.state_dict()}, original)
+    models: dict[str, tuple[RecommenderTask, float, int]] = {"Original": (task, seconds, epochs)}
+    for name in METHODS[1:]:
+        if args.methods and name not in args.methods and name != "Retrain":
+            continue
+        extra = ["--data.init_args.train_on=remaining"]
+        if name == "Retrain*":
+            extra.append(f"--data.init_args.shuffle_seed={seed + 1000}")
+        task, data = _objects(args, seed, extra)
+        if name in ("Retrain", "Retrain*"):
+            fitted = _fit(task, data, [_stopper(args)], args)
+        elif name == "Warm-Start":
+            fitted = _fit(task, data, [WarmStart(str(original), lr=args.lr), _stopper(args)], args)
+        else:
+            eraser = AltEraser(
+                str(original), solver=_solver(name, args), max_passes=args.max_passes, tol=args.tol
+            )
+            fitted = _fit(
+                task, data, [eraser], args, max_epochs=args.max_passes, limit_train_batches=1
+            )
+        models[name] = (task, *fitted)
+    # Evaluation: everything on the remaining-data module of this seed (same split, same D_f).
+    _, data = _objects(args, seed, ["--data.init_args.train_on=remaining"])
+    data.setup("test")
+    users = data.forget_users
+    test = torch.as_tensor(data.split.test)
+    reference = None
+    ordered = ["Retrain"] + [m for m in models if m != "Retrain"]
+    results: dict[str, dict[str, float]] = {}
+    for name in ordered:
+        task, seconds, epochs = models[name]
+        model = task.model.cpu().eval()
+        values, lists = forgetting_metrics(
+            model,
+            users,
+            data.forget_pairs,
+            data.remaining_pairs,
+            test,
+            ks=KS,
+            reference_lists=reference,
+            rbo_p=args.rbo_p,
+        )
+        if name == "Retrain":
+            reference = lists
+            values.update({f"rbo@{k}": 1.0 for k in KS})
+        results[name] = {**values, "seconds": seconds, "epochs": float(epochs)}
+    for name in METHODS:
+        if name in results:
+            rows.append({"seed": seed, "method": name, **results[name]})
+    return rows
+
+
+def aggregate(rows: Sequence[dict[str, Any]]) -> pd.DataFrame:
+    """Mean quality over repetitions, median time, speed-up = median Retrain time / time."""
+    frame = pd.DataFrame(rows)
+    quality = [c for c in frame.columns if c not in ("seed", "method", "seconds", "epochs")]
+    grouped = frame.groupby("method", sort=False)
+    table = grouped[quality].mean()
+    table["seconds"] = grouped["seconds"].median()
+    table["epochs"] = grouped["epochs"].median()
+    retrain = float(table.loc["Retrain", "seconds"])
+    table["speedup"] = retrain / table["seconds"]
+    table.loc["Original", "speedup"] = float("nan")
+    return table.reindex([m for m in METHODS if m in table.index])
+
+
+def _markdown(frame: pd.DataFrame, columns: Sequence[str], digits: int = 4) -> str:
+    head = "| method | " + " | ".join(columns) + " |"
+    sep = "|---|" + "---|" * len(columns)
+    lines = [head, sep]
+    for method, row in frame.iterrows():
+        cells = []
+        for c in columns:
+            v = row[c]
+            cells.append("-" if pd.isna(v) else f"{v:.{digits}f}")
+        lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def write_report(table: pd.DataFrame, rows: Sequence[dict[str, Any]], args: Any, out: Path) -> str:
+    """Write report.md (Tables 3-5), results.csv (per repetition) and summary.csv."""
+    out.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame(rows).to_csv(out / "results.csv", index=False)
+    table.to_csv(out / "summary.csv")
+    protocol = (
+        f"Data `{args.data}`, scenario **{args.scenario}**, {args.num_forget_users} forgetting "
+        f"users, per-user random 80/20 split, {args.repeats} repetition(s) (seeds "
+        f"{args.seed}..{args.seed + args.repeats - 1}: split, request and initialisation); ENMF "
+        f"from `{args.model}`. Original / Retrain / Retrain* / Warm-Start stop when the epoch "
+        f"loss improves by < {args.rel_delta:g} (relative) for {args.patience} epochs; AltEraser "
+        f"stops when a pass lowers L_Dr by < {args.tol:g} (relative), at most {args.max_passes} "
+        "passes. Forgetting users only. Re-predict = mean score on D_f; RBO@k (Webber's "
+        f"extrapolated, p = {args.rbo_p}) of each user's top-k list (items outside D_r) against "
+        "Retrain's; Recall/NDCG@k on the test items, full ranking over all items outside D_r. "
+        "Time = Lightning training loop (Timer), data set-up excluded; speed-up = Retrain time / "
+        "time. Quality = mean over repetitions, time = median."
+    )
+    text = "\n\n".join(
+        [
+            "# AltEraser comparison",
+            protocol,
+            "## Table 3: consistency (forgetting users, training set)",
+            _markdown(table, ["repredict", "rbo@10", "rbo@20", "rbo@50"]),
+            "## Table 4: accuracy (forgetting users, test set)",
+            _markdown(table, [f"{m}@{k}" for m in ("recall", "ndcg") for k in KS]),
+            "## Table 5: efficiency",
+            _markdown(table, ["seconds", "speedup", "epochs"], digits=2),
+        ]
+    )
+    (out / "report.md").write_text(text + "\n")
+    return text
+
+
+def run(args: argparse.Namespace) -> pd.DataFrame:
+    out = Path(args.out)
+    workdir = out / "checkpoints"
+    workdir.mkdir(parents=True, exist_ok=True)
+    torch.set_float32_matmul_precision("high")
+    rows: list[dict[str, Any]] = []
+    for r in range(args.repeats):
+        rows.extend(run_once(args, args.seed + r, workdir))
+    table = aggregate(rows)
+    write_report(table, rows, args, out)
+    return table
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    p.add_argument("--data", default="configs/data/ml100k_forgetting.yaml")
+    p.add_argument("--model", default="configs/model/enmf.yaml")
+    p.add_argument("--scenario", choices=["noise", "privacy"], default="noise")
+    p.add_argument("--num-forget-users", type=int, default=64)
+    p.add_argument("--repeats", type=int, default=1)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--methods", nargs="*", default=None, help=f"subset of {list(METHODS)}")
+    p.add_argument("--max-epochs", type=int, default=500)
+    p.add_argument("--rel-delta", type=float, default=1e-3, help="training stop: relative gain")
+    p.add_argument("--patience", type=int, default=10, help="training stop: epochs (paper: 10)")
+    p.add_argument("--lr", type=float, default=1e-2, help="AdamW lr of warm-start / AltEraser")
+    p.add_argument("--adamw-steps", type=int, default=10, help="AdamW steps per AltEraser block")
+    p.add_argument("--cg-max-iter", type=int, default=50)
+    p.add_argument("--tol", type=float, default=1e-3, help="AltEraser stop: relative gain/pass")
+    p.add_argument("--max-passes", type=int, default=20)
+    p.add_argument("--rbo-p", type=float, default=0.9)
+    p.add_argument("--override", action="append", default=[], help="extra CLI override")
+    p.add_argument("--out", default="runs/alteraser")
+    return p.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = parse_args(argv)
+    table = run(args)
+    print(json.dumps({m: round(float(s), 3) for m, s in table["seconds"].items()}))
+
+
+if __name__ == "__main__":
+    main()

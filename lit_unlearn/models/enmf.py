@@ -1,0 +1,136 @@
+"""ENMF: neural matrix factorisation trained on the whole data without negative sampling."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+from lit_unlearn.losses.enmf import enmf_objective, missing_term, positive_term
+from lit_unlearn.models.base import Recommender
+
+
+def _check_float(name: str, value: object, low: float, high: float) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"{name} must be a float in [{low}, {high}], got {value!r}")
+    if not (math.isfinite(value) and low <= value <= high):
+        raise ValueError(f"{name} must be a float in [{low}, {high}], got {value!r}")
+    return float(value)
+
+
+class ENMF(Recommender):
+    """Efficient neural matrix factorisation (Chen et al., TOIS 2020), AltEraser's backbone.
+
+    Scores ``y_uv = h^T (p_u * q_v)`` (the one-layer NCF of paper 003, section 3.1) and is
+    trained on every user-item entry with the weighted least squares of
+    :mod:`lit_unlearn.losses.enmf` (observed entries weight 1, missing ones ``negative_weight``),
+    plus ``reg (|P|^2 + |Q|^2)``. The loss never builds the user x item matrix.
+
+    ENMF's dropout on ``p_u * q_v`` is left out: it would make the block sub-problems of
+    AltEraser stochastic and the closed-form Newton step inexact.
+
+    Args:
+        num_users: Number of users.
+        num_items: Number of items.
+        embedding_dim: Latent factors ``d``.
+        negative_weight: ``c0``, the uniform weight of missing entries, in ``[0, 1]``.
+        reg: L2 coefficient on user and item embeddings (part of the loss, so the Newton
+            sub-problems see it).
+        init_std: Std of the normal initialisation of the embeddings (``h`` starts at ones).
+    """
+
+    def __init__(
+        self,
+        num_users: int,
+        num_items: int,
+        embedding_dim: int = 64,
+        negative_weight: float = 0.1,
+        reg: float = 0.01,
+        init_std: float = 0.1,
+    ) -> None:
+        super().__init__(num_users, num_items, embedding_dim)
+        self.negative_weight = _check_float("negative_weight", negative_weight, 0.0, 1.0)
+        self.reg = _check_float("reg", reg, 0.0, math.inf)
+        self.init_std = _check_float("init_std", init_std, 0.0, math.inf)
+        if self.init_std == 0:
+            raise ValueError("init_std must be > 0")
+        self.user_embedding = nn.Embedding(num_users, embedding_dim)
+        self.item_embedding = nn.Embedding(num_items, embedding_dim)
+        self.h = nn.Parameter(torch.ones(embedding_dim))
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """Embeddings from ``N(0, init_std^2)``, prediction layer ``h = 1``."""
+        nn.init.normal_(self.user_embedding.weight, std=self.init_std)
+        nn.init.normal_(self.item_embedding.weight, std=self.init_std)
+        with torch.no_grad():
+            self.h.fill_(1.0)
+
+    def embed(
+        self,
+        users: Tensor | None = None,
+        items: Tensor | None = None,
+        graph: Tensor | None = None,
+    ) -> tuple[Tensor, Tensor]:
+        """Embedding rows (whole tables for ``None``); ignores ``graph``."""
+        return self._lookup(self.user_embedding, users), self._lookup(self.item_embedding, items)
+
+    def score(self, user_rep: Tensor, item_rep: Tensor) -> Tensor:
+        """``h^T (p_u * q_v)``, broadcasting over leading dims."""
+        return (user_rep * self.h * item_rep).sum(dim=-1)
+
+    def full_scores(self, users: Tensor, graph: Tensor | None = None) -> Tensor:
+        """``(P_users * h) Q^T``: one matmul."""
+        return (self.user_embedding(users) * self.h) @ self.item_embedding.weight.T
+
+    def user_representation(self, graph: Tensor | None = None) -> Tensor:
+        """The user embedding table (``h`` is shared by all users)."""
+        return self.user_embedding.weight
+
+    def user_parameters(self) -> list[nn.Parameter]:
+        """The user embedding table."""
+        return list(self.user_embedding.parameters())
+
+    def l2_batch(self, users: Tensor, items: Tensor) -> Tensor:
+        """See :meth:`Recommender.l2_batch`."""
+        sq = self._sq_norm(self.user_embedding, users) + self._sq_norm(self.item_embedding, items)
+        return sq / max(users.numel(), 1)
+
+    # ------------------------------------------------------------------ the whole-data loss
+    def batch_loss(
+        self, users: Tensor, items: Tensor, user_degree: Tensor, num_pairs: int
+    ) -> Tensor:
+        """Mean share of the whole-data loss carried by a batch of observed pairs.
+
+        Each pair ``(u, v)`` carries its positive term plus ``1 / n_u`` of user ``u``'s missing
+        term and L2 penalty, and ``1 / N`` of the item L2 penalty, so the batch losses of one
+        epoch sum (times the batch sizes) to exactly :meth:`objective` on the training pairs.
+
+        Args:
+            users: User ids ``[B]`` of the pairs.
+            items: Item ids ``[B]``.
+            user_degree: ``n_u`` for each pair's user, ``[B]`` (training interactions).
+            num_pairs: ``N``, the number of training pairs.
+        """
+        p = self.user_embedding(users)
+        q_all = self.item_embedding.weight
+        share = 1.0 / user_degree.to(p.dtype)
+        loss = positive_term(p, q_all[items], self.h, self.negative_weight)
+        loss = loss + missing_term(p, q_all, self.h, self.negative_weight, user_weight=share)
+        if self.reg > 0:
+            user_l2 = (p.square().sum(dim=-1) * share).sum()
+            item_l2 = q_all.square().sum() * (users.shape[0] / num_pairs)
+            loss = loss + self.reg * (user_l2 + item_l2)
+        return loss / users.shape[0]
+
+    def objective(self, pairs: Tensor) -> Tensor:
+        """The full ENMF loss ``L_D(P, Q, h)`` on training pairs ``[N, 2]`` (paper 003, Eq. 1)."""
+        return enmf_objective(
+            self.user_embedding.weight,
+            self.item_embedding.weight,
+            self.h,
+            pairs,
+            self.negative_weight,
+            self.reg,
+        )
