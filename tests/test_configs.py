@@ -12,8 +12,14 @@ CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 TRAINER_CPU = str(CONFIGS / "trainer" / "cpu.yaml")
 DATA_SYNTH = str(CONFIGS / "data" / "synthetic.yaml")
 MODEL_MF = str(CONFIGS / "model" / "mf.yaml")
+DATA_FORGET = str(CONFIGS / "data" / "synthetic_forgetting.yaml")
+MODEL_ENMF = str(CONFIGS / "model" / "enmf.yaml")
+# Interaction-unlearning methods need forgetting requests and (AltEraser) the ENMF backbone.
+INTERACTION_METHODS = {"retrain.yaml", "warm_start.yaml"} | {
+    p.name for p in (CONFIGS / "method").glob("alteraser_*.yaml")
+}
 # Files tests can point at: the shared ML-100K, or the tiny official-layout files of conftest.
-SHARED_DATA = {"ml100k.yaml", "ml100k_fedau2.yaml"}
+SHARED_DATA = {"ml100k.yaml", "ml100k_fedau2.yaml", "ml100k_forgetting.yaml"}
 
 
 def fit(args: list[str], tmp_path: Path) -> None:
@@ -34,7 +40,13 @@ def test_data_config(name: str, tmp_path: Path, official_root: Path) -> None:
     extra = ["--data.init_args.num_eval_negatives=20"] if name not in SHARED_DATA else []
     if name == "lastfm360k.yaml":  # the paper's 23/51-core would empty the tiny file
         extra += ["--data.init_args.user_k=2", "--data.init_args.item_k=2"]
-    if name == "synthetic.yaml":
+    if name.startswith("synthetic"):
+        # The ML-1M-size set is shrunk here: its shape is what matters, not its 1M rows.
+        small = [
+            "--data.init_args.source.init_args.num_users=600",
+            "--data.init_args.source.init_args.num_items=400",
+            "--data.init_args.source.init_args.interactions_per_user=40",
+        ]
         fit(
             [
                 "--config",
@@ -43,6 +55,7 @@ def test_data_config(name: str, tmp_path: Path, official_root: Path) -> None:
                 str(CONFIGS / "data" / name),
                 "--config",
                 MODEL_MF,
+                *(small if "ml1m" in name else []),
             ],
             tmp_path,
         )
@@ -121,7 +134,7 @@ def test_ddp_trainer_config(tmp_path: Path) -> None:
     sorted(
         p.name
         for p in (CONFIGS / "experiment").glob("*.yaml")
-        if not p.name.startswith("attrcloak")
+        if not p.name.startswith(("attrcloak", "alteraser"))
     ),
 )
 def test_experiment_config(name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -143,9 +156,12 @@ def test_experiment_config(name: str, tmp_path: Path, monkeypatch: pytest.Monkey
 @pytest.mark.parametrize("name", sorted(p.name for p in (CONFIGS / "method").glob("*.yaml")))
 def test_method_config(name: str, tmp_path: Path) -> None:
     """Every unlearning method config plugs into a trainer/data/model stack."""
+    data, model = (
+        (DATA_FORGET, MODEL_ENMF) if name in INTERACTION_METHODS else (DATA_SYNTH, MODEL_MF)
+    )
     fit(
         [
-            "--config", TRAINER_CPU, "--config", DATA_SYNTH, "--config", MODEL_MF,
+            "--config", TRAINER_CPU, "--config", data, "--config", model,
             "--config", str(CONFIGS / "method" / name),
         ],
         tmp_path,
@@ -178,3 +194,24 @@ def test_attrcloak_experiment_configs_unlearn_a_trained_checkpoint(
             ["--config", str(CONFIGS / "experiment" / f"attrcloak_ml100k_{mode}.yaml"), root],
             tmp_path,
         )
+
+
+def test_alteraser_experiment_configs_unlearn_a_trained_checkpoint(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The AltEraser config runs on top of the checkpoint the original-model config writes."""
+    from tests.conftest import ML100K, SHARED_DATASETS
+
+    if not ML100K.exists():
+        pytest.skip("ML-100K not found beside the repository")
+    monkeypatch.chdir(tmp_path)  # the configs' checkpoint paths are relative
+    root = f"--data.init_args.source.init_args.root={SHARED_DATASETS}"
+    build_cli(
+        [
+            "fit", "--config", str(CONFIGS / "experiment" / "alteraser_ml100k_original.yaml"),
+            root, "--trainer.max_epochs=1", "--trainer.limit_train_batches=2",
+            "--trainer.logger=false", "--trainer.enable_progress_bar=false",
+        ]
+    )  # fmt: skip
+    assert (tmp_path / "runs" / "alteraser_ml100k" / "checkpoints" / "original.ckpt").is_file()
+    fit(["--config", str(CONFIGS / "experiment" / "alteraser_ml100k_ah.yaml"), root], tmp_path)

@@ -84,7 +84,7 @@ class UnlearningCallback(Callback, ABC):
         """Parameters the method updates (default: every parameter)."""
         return list(task.model.parameters())
 
-    def configure_optimizer(self, task: RecommenderTask) -> torch.optim.Optimizer:
+    def configure_optimizer(self, task: RecommenderTask) -> torch.optim.Optimizer | None:
         """The optimiser over :meth:`trainable_parameters` (the task's configure_optimizers)."""
         params = self.trainable_parameters(task)
         if self.optimizer == "sgd":

@@ -297,12 +297,17 @@ class RecommendationData(pl.LightningDataModule):
         for offset, (stage, pairs) in enumerate((("val", val), ("test", test))):
             if len(pairs) == 0:
                 continue
-            negatives = sample_negatives(
-                pairs[:, 0],
-                seen_all,
-                n_items,
-                num_negatives=self.num_eval_negatives,
-                seed=self.seed + offset,
+            # Only the sampled protocol needs negatives (small catalogues may not have 99).
+            negatives = (
+                sample_negatives(
+                    pairs[:, 0],
+                    seen_all,
+                    n_items,
+                    num_negatives=self.num_eval_negatives,
+                    seed=self.seed + offset,
+                )
+                if "sampled" in self.protocols
+                else torch.empty(len(pairs), 0, dtype=torch.long)
             )
             self._eval[stage] = {
                 "pairs": pairs,

@@ -174,7 +174,7 @@ def aggregate(rows: Sequence[dict[str, Any]]) -> pd.DataFrame:
     table = grouped[quality].mean()
     table["seconds"] = grouped["seconds"].median()
     table["epochs"] = grouped["epochs"].median()
-    retrain = float(table.loc["Retrain", "seconds"])
+    retrain = float(table["seconds"]["Retrain"])
     table["speedup"] = retrain / table["seconds"]
     table.loc["Original", "speedup"] = float("nan")
     return table.reindex([m for m in METHODS if m in table.index])

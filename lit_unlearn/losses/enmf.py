@@ -173,8 +173,8 @@ class RowBlock:
         other_vec: The fixed side, ``[K, d]``.
         h: Prediction layer ``[d]``.
         rows: Ids of the rows being solved, ``[R]`` (sorted, unique).
-        pairs: Observed ``(row id, other id)`` pairs of the remaining data for this side, ``[E, 2]``;
-            pairs of rows outside ``rows`` are ignored.
+        pairs: Observed ``(row id, other id)`` pairs of the remaining data for this side,
+            ``[E, 2]``; pairs of rows outside ``rows`` are ignored.
         negative_weight: ``c0``.
         reg: L2 coefficient.
     """

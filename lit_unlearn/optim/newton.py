@@ -196,7 +196,9 @@ class HessianFreeNewton(torch.optim.Optimizer):
         with torch.enable_grad():
             loss = closure()
             if not torch.isfinite(loss):
-                raise FloatingPointError(f"non-finite loss {float(loss)} before a Newton step")
+                raise FloatingPointError(
+                    f"non-finite loss {float(loss.detach())} before a Newton step"
+                )
             grads = torch.autograd.grad(loss, params, create_graph=True)
             g_flat = torch.cat([g.reshape(-1) for g in grads])
         g = g_flat.detach()
@@ -222,7 +224,6 @@ class HessianFreeNewton(torch.optim.Optimizer):
             direction, slope = -g, -float(torch.dot(g, g))
         f0 = float(loss.detach())
         quad = slope + 0.5 * float(torch.dot(direction, hvp(direction)))
-        del grads, g_flat
         step = 1.0
         accepted = False
         f_new = f0

@@ -75,7 +75,7 @@ class RecommenderTask(pl.LightningModule):
         super().__init__()
         if loss not in (*LOSSES, "nonsampling"):
             raise ValueError(
-                f"loss must be one of {sorted(LOSSES) + ['nonsampling']}, got {loss!r}"
+                f"loss must be one of {[*sorted(LOSSES), 'nonsampling']}, got {loss!r}"
             )
         if loss == "nonsampling" and not hasattr(model, "batch_loss"):
             raise ValueError(
@@ -198,7 +198,7 @@ class RecommenderTask(pl.LightningModule):
                 "the nonsampling loss needs the training pairs: attach a DataModule (or call "
                 "attach_graph) before training"
             )
-        batch_loss = getattr(self.model, "batch_loss")
+        batch_loss: Any = getattr(self.model, "batch_loss")  # noqa: B009 (not on Recommender)
         return cast(
             Tensor,
             batch_loss(users, items, self.user_degree[users], int(self.graph.shape[1])),

@@ -1,0 +1,117 @@
+"""ENMF: the efficient whole-data loss against the dense definition; closed-form block systems."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from lit_unlearn.losses.enmf import RowBlock, enmf_objective, row_newton_systems
+from lit_unlearn.models import ENMF
+from lit_unlearn.optim.block_solvers import AdamWBlock, AHNewtonBlock, BlockSolver, HFNewtonBlock
+
+C0, REG = 0.3, 0.1
+Problem = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
+
+
+@pytest.fixture
+def problem() -> Problem:
+    g = torch.Generator().manual_seed(0)
+    m, n, d = 25, 18, 4
+    p = 0.3 * torch.randn(m, d, generator=g, dtype=torch.float64)
+    q = 0.3 * torch.randn(n, d, generator=g, dtype=torch.float64)
+    h = torch.randn(d, generator=g, dtype=torch.float64)
+    y = torch.rand(m, n, generator=g) < 0.25
+    return p, q, h, y.nonzero()
+
+
+def _dense(p: torch.Tensor, q: torch.Tensor, h: torch.Tensor, pairs: torch.Tensor) -> torch.Tensor:
+    y = torch.zeros(p.shape[0], q.shape[0], dtype=torch.float64)
+    y[pairs[:, 0], pairs[:, 1]] = 1.0
+    w = torch.where(y > 0, 1.0, C0).to(torch.float64)
+    pred = (p * h) @ q.T
+    # Paper 003 Eq. 1 (without the 1/2) minus the constant sum of observed entries.
+    return (w * (y - pred) ** 2).sum() - y.sum() + REG * (p.square().sum() + q.square().sum())
+
+
+def test_objective_matches_dense_weighted_least_squares(problem: Problem) -> None:
+    p, q, h, pairs = problem
+    torch.testing.assert_close(enmf_objective(p, q, h, pairs, C0, REG), _dense(p, q, h, pairs))
+
+
+def test_newton_systems_match_autograd(problem: Problem) -> None:
+    p, q, h, pairs = problem
+    block = RowBlock(q, h, torch.arange(p.shape[0]), pairs, C0, REG)
+    hess, grad = block.newton_systems(p)
+    x = p.clone().requires_grad_(True)
+    torch.testing.assert_close(grad, torch.autograd.grad(block.loss(x), x)[0])
+    full = torch.autograd.functional.hessian(block.loss, p)
+    diag = torch.stack([full[i, :, i, :] for i in range(p.shape[0])])
+    torch.testing.assert_close(hess, diag)
+    # Chunks give the same rows as the whole block.
+    h2, g2 = block.newton_systems(p, 5, 11)
+    torch.testing.assert_close(h2, hess[5:11])
+    torch.testing.assert_close(g2, grad[5:11])
+
+
+def test_block_loss_differs_from_objective_by_a_constant(problem: Problem) -> None:
+    p, q, h, pairs = problem
+    block = RowBlock(q, h, torch.arange(p.shape[0]), pairs, C0, REG)
+    p2 = p + 0.1
+    lhs = enmf_objective(p2, q, h, pairs, C0, REG) - enmf_objective(p, q, h, pairs, C0, REG)
+    torch.testing.assert_close(lhs, block.loss(p2) - block.loss(p))
+
+
+@pytest.mark.parametrize(
+    "solver", [AHNewtonBlock(chunk_rows=7), HFNewtonBlock(damping=0.0, cg_max_iter=200)]
+)
+def test_newton_solvers_reach_the_block_minimum(problem: Problem, solver: BlockSolver) -> None:
+    p, q, h, pairs = problem
+    rows = torch.tensor([1, 4, 9, 20])
+    block = RowBlock(q, h, rows, pairs, C0, REG)
+    x = solver.solve(block, p[rows])
+    _hess, grad = block.newton_systems(x)
+    assert float(grad.abs().max()) < 1e-4
+    # The exact minimiser of each row's quadratic: H x* = 2 sum o  <=>  grad(x*) = 0.
+    assert block.loss(x) <= block.loss(p[rows])
+
+
+def test_adamw_block_decreases_the_loss(problem: Problem) -> None:
+    p, q, h, pairs = problem
+    block = RowBlock(q, h, torch.arange(p.shape[0]), pairs, C0, REG)
+    x = AdamWBlock(lr=0.05, steps=20).solve(block, p)
+    assert block.loss(x) < block.loss(p)
+
+
+def test_row_systems_of_a_row_without_positives() -> None:
+    o = torch.randn(5, 3, dtype=torch.float64)
+    h = torch.ones(3, dtype=torch.float64)
+    x = torch.zeros(2, 3, dtype=torch.float64)
+    hess, grad = row_newton_systems(
+        x, o, h, torch.tensor([0]), torch.tensor([2]), negative_weight=0.5, reg=0.1
+    )
+    gram = o.T @ o
+    torch.testing.assert_close(hess[1], 2 * (0.5 * gram + 0.1 * torch.eye(3, dtype=torch.float64)))
+    assert torch.count_nonzero(grad[1]) == 0
+
+
+def test_batch_losses_of_an_epoch_sum_to_the_objective() -> None:
+    torch.manual_seed(0)
+    model = ENMF(12, 9, embedding_dim=4, negative_weight=0.2, reg=0.05).double()
+    pairs = torch.unique(torch.stack([torch.randint(12, (60,)), torch.randint(9, (60,))], 1), dim=0)
+    degree = torch.bincount(pairs[:, 0], minlength=12)
+    total = torch.zeros((), dtype=torch.float64)
+    for chunk in torch.split(torch.randperm(len(pairs)), 7):
+        u, i = pairs[chunk, 0], pairs[chunk, 1]
+        total = total + model.batch_loss(u, i, degree[u], len(pairs)) * len(chunk)
+    torch.testing.assert_close(total, model.objective(pairs))
+
+
+def test_enmf_scores_and_bad_arguments() -> None:
+    model = ENMF(4, 5, embedding_dim=3)
+    users = torch.tensor([0, 3])
+    full = model.full_scores(users)
+    torch.testing.assert_close(full[:, 2], model(users, torch.tensor([2, 2])))
+    with pytest.raises(ValueError, match="negative_weight"):
+        ENMF(4, 5, negative_weight=1.5)
+    with pytest.raises(ValueError, match="reg"):
+        ENMF(4, 5, reg=-1.0)
