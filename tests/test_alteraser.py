@@ -19,7 +19,8 @@ from lit_unlearn.tasks import RecommenderTask
 
 
 def _data(train_on: Literal["all", "remaining"] = "all") -> ForgettingData:
-    return ForgettingData(Synthetic(**SRC), num_forget_users=16, train_on=train_on, batch_size=1024)
+    source = Synthetic(num_users=150, num_items=120, interactions_per_user=20)
+    return ForgettingData(source, num_forget_users=16, train_on=train_on, batch_size=1024)
 
 
 def _task(seed: int = 0) -> RecommenderTask:
