@@ -33,6 +33,7 @@ from lit_unlearn.callbacks.alteraser import AltEraser
 from lit_unlearn.callbacks.plateau import RelativeEarlyStopping
 from lit_unlearn.callbacks.warm_start import WarmStart
 from lit_unlearn.datamodules.forgetting_data import ForgettingData
+from lit_unlearn.experiments.attribute_unlearning import _bare_trainer, _cli_objects
 from lit_unlearn.metrics.forgetting import forgetting_metrics
 from lit_unlearn.optim.block_solvers import AdamWBlock, AHNewtonBlock, BlockSolver, HFNewtonBlock
 from lit_unlearn.tasks import RecommenderTask
@@ -50,8 +51,6 @@ KS = (10, 20, 50)
 
 
 def _objects(args: argparse.Namespace, seed: int, extra: Sequence[str]) -> tuple[Any, Any]:
-    from lit_unlearn.experiments.attribute_unlearning import _cli_objects
-
     overrides = [
         f"--data.init_args.seed={seed}",
         f"--data.init_args.scenario={args.scenario}",
@@ -66,27 +65,11 @@ def _objects(args: argparse.Namespace, seed: int, extra: Sequence[str]) -> tuple
     return task, data
 
 
-def _trainer(max_epochs: int, callbacks: list[pl.Callback], **kwargs: Any) -> pl.Trainer:
-    return pl.Trainer(
-        accelerator=kwargs.pop("accelerator", "auto"),
-        devices=1,
-        max_epochs=max_epochs,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-        limit_val_batches=0,
-        callbacks=callbacks,
-        **kwargs,
-    )
-
-
 def _fit(
     task: RecommenderTask, data: ForgettingData, callbacks: list[pl.Callback], args: Any, **kw: Any
 ) -> tuple[float, int]:
     timer = Timer()
-    trainer = _trainer(kw.pop("max_epochs", args.max_epochs), [timer, *callbacks], **kw)
+    trainer = _bare_trainer(kw.pop("max_epochs", args.max_epochs), [timer, *callbacks], **kw)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*configure_optimizers.*")
         warnings.filterwarnings("ignore", message=".*does not have many workers.*")

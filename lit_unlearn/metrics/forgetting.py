@@ -38,16 +38,22 @@ def repredict_score(model: Recommender, forget_pairs: Tensor) -> float:
 
 
 @torch.no_grad()
+def _eval_scores(model: Recommender, users: Tensor) -> Tensor:
+    """Float scores of ``users`` against every item, in eval mode (mode restored after)."""
+    was_training = model.training
+    model.eval()
+    try:
+        return model.full_scores(users).float()
+    finally:
+        model.train(was_training)
+
+
+@torch.no_grad()
 def top_k_lists(model: Recommender, users: Tensor, exclude_pairs: Tensor, k: int) -> Tensor:
     """Top-``k`` item ids ``[U, k]`` of ``users``, items in ``exclude_pairs`` masked out."""
     n_items = model.num_items
     keys = torch.unique(interaction_keys(exclude_pairs[:, 0], exclude_pairs[:, 1], n_items))
-    was_training = model.training
-    model.eval()
-    try:
-        scores = model.full_scores(users).float()
-    finally:
-        model.train(was_training)
+    scores = _eval_scores(model, users)
     mask = build_exclusion_mask(users.cpu(), keys.cpu(), n_items).to(scores.device)
     scores = scores.masked_fill(mask, float("-inf"))
     return scores.topk(k, dim=1).indices
@@ -96,12 +102,7 @@ def forgetting_metrics(
             interaction_keys(remaining_pairs[:, 0], remaining_pairs[:, 1], n_items)
         ).cpu()
         target_keys = torch.unique(interaction_keys(test[:, 0], test[:, 1], n_items)).cpu()
-        model_was_training = model.training
-        model.eval()
-        try:
-            scores = model.full_scores(users).float()
-        finally:
-            model.train(model_was_training)
+        scores = _eval_scores(model, users)
         exclude = build_exclusion_mask(users.cpu(), exclude_keys, n_items).to(scores.device)
         targets = build_exclusion_mask(users.cpu(), target_keys, n_items).to(scores.device)
         hits = topk_hits(scores, targets, exclude, k=k_max)

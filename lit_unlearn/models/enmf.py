@@ -8,7 +8,7 @@ import torch
 from torch import Tensor, nn
 
 from lit_unlearn.losses.enmf import enmf_objective, missing_term, positive_term
-from lit_unlearn.models.base import Recommender
+from lit_unlearn.models.mf import MF
 
 
 def _check_float(name: str, value: object, low: float, high: float) -> float:
@@ -19,7 +19,7 @@ def _check_float(name: str, value: object, low: float, high: float) -> float:
     return float(value)
 
 
-class ENMF(Recommender):
+class ENMF(MF):
     """Efficient neural matrix factorisation (Chen et al., TOIS 2020), AltEraser's backbone.
 
     Scores ``y_uv = h^T (p_u * q_v)`` (the one-layer NCF of paper 003, section 3.1) and is
@@ -49,32 +49,20 @@ class ENMF(Recommender):
         reg: float = 0.01,
         init_std: float = 0.1,
     ) -> None:
-        super().__init__(num_users, num_items, embedding_dim)
-        self.negative_weight = _check_float("negative_weight", negative_weight, 0.0, 1.0)
-        self.reg = _check_float("reg", reg, 0.0, math.inf)
-        self.init_std = _check_float("init_std", init_std, 0.0, math.inf)
-        if self.init_std == 0:
-            raise ValueError("init_std must be > 0")
-        self.user_embedding = nn.Embedding(num_users, embedding_dim)
-        self.item_embedding = nn.Embedding(num_items, embedding_dim)
+        negative_weight = _check_float("negative_weight", negative_weight, 0.0, 1.0)
+        reg = _check_float("reg", reg, 0.0, math.inf)
+        # MF owns the embedding tables, their lookup, the user-side split and the batch L2.
+        super().__init__(num_users, num_items, embedding_dim, init_std=init_std)
+        self.negative_weight = negative_weight
+        self.reg = reg
         self.h = nn.Parameter(torch.ones(embedding_dim))
-        self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        """Embeddings from ``N(0, init_std^2)``, prediction layer ``h = 1``."""
-        nn.init.normal_(self.user_embedding.weight, std=self.init_std)
-        nn.init.normal_(self.item_embedding.weight, std=self.init_std)
-        with torch.no_grad():
-            self.h.fill_(1.0)
-
-    def embed(
-        self,
-        users: Tensor | None = None,
-        items: Tensor | None = None,
-        graph: Tensor | None = None,
-    ) -> tuple[Tensor, Tensor]:
-        """Embedding rows (whole tables for ``None``); ignores ``graph``."""
-        return self._lookup(self.user_embedding, users), self._lookup(self.item_embedding, items)
+        """Embeddings from ``N(0, init_std^2)`` (as MF), prediction layer ``h = 1``."""
+        super().reset_parameters()
+        if hasattr(self, "h"):  # MF.__init__ calls this before h exists
+            with torch.no_grad():
+                self.h.fill_(1.0)
 
     def score(self, user_rep: Tensor, item_rep: Tensor) -> Tensor:
         """``h^T (p_u * q_v)``, broadcasting over leading dims."""
@@ -83,19 +71,6 @@ class ENMF(Recommender):
     def full_scores(self, users: Tensor, graph: Tensor | None = None) -> Tensor:
         """``(P_users * h) Q^T``: one matmul."""
         return (self.user_embedding(users) * self.h) @ self.item_embedding.weight.T
-
-    def user_representation(self, graph: Tensor | None = None) -> Tensor:
-        """The user embedding table (``h`` is shared by all users)."""
-        return self.user_embedding.weight
-
-    def user_parameters(self) -> list[nn.Parameter]:
-        """The user embedding table."""
-        return list(self.user_embedding.parameters())
-
-    def l2_batch(self, users: Tensor, items: Tensor) -> Tensor:
-        """See :meth:`Recommender.l2_batch`."""
-        sq = self._sq_norm(self.user_embedding, users) + self._sq_norm(self.item_embedding, items)
-        return sq / max(users.numel(), 1)
 
     # ------------------------------------------------------------------ the whole-data loss
     def batch_loss(
