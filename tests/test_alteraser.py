@@ -54,10 +54,18 @@ def original(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-def _unlearn(original: Path, solver: object, **kw: object) -> tuple[RecommenderTask, AltEraser]:
+def _unlearn(
+    original: Path, solver: object, passes: int = 30, extrapolate: bool = False, **kw: object
+) -> tuple[RecommenderTask, AltEraser]:
     task = _task()
-    eraser = AltEraser(str(original), solver=solver, max_passes=30, tol=1e-6)  # type: ignore[arg-type]
-    _trainer([eraser], max_epochs=30, limit_train_batches=1, **kw).fit(
+    eraser = AltEraser(
+        str(original),
+        solver=solver,  # type: ignore[arg-type]
+        max_passes=passes,
+        tol=1e-6,
+        extrapolate=extrapolate,
+    )
+    _trainer([eraser], max_epochs=passes, limit_train_batches=1, **kw).fit(
         task, datamodule=_data("remaining")
     )
     return task, eraser
@@ -83,6 +91,19 @@ def test_ah_newton_forgets_and_decreases_the_remaining_loss(original: Path) -> N
     )
     # h and everything but the two embedding tables stay as they were.
     torch.testing.assert_close(task.model.h, before.model.h)
+
+
+def test_extrapolation_keeps_the_objective_monotone_and_gets_lower_faster(
+    original: Path,
+) -> None:
+    _, plain = _unlearn(original, AHNewtonBlock(), passes=8)
+    _, fast = _unlearn(original, AHNewtonBlock(), passes=8, extrapolate=True)
+    assert fast.accepted_steps > 0
+    # Only steps that lower L_Dr are kept, on top of monotone alternating passes.
+    assert all(b <= a for a, b in itertools.pairwise(fast.history[1:]))
+    # The first two passes are identical (nothing to extrapolate from yet), then it pulls ahead.
+    assert fast.history[:2] == pytest.approx(plain.history[:2])
+    assert fast.history[-1] < plain.history[-1]
 
 
 def test_alteraser_adamw_also_forgets_but_needs_its_steps(original: Path) -> None:
@@ -127,6 +148,8 @@ def test_alteraser_rejects_what_it_cannot_unlearn(original: Path) -> None:
         _trainer([AltEraser(str(original))], max_epochs=1).fit(_task(), datamodule=_data("all"))
     with pytest.raises(ValueError, match="max_passes"):
         AltEraser(max_passes=0)
+    with pytest.raises(ValueError, match="max_step"):
+        AltEraser(extrapolate=True, max_step=0.5)
     with pytest.raises(FileNotFoundError):
         AltEraser("no/such.ckpt")
 
@@ -144,12 +167,16 @@ class _SaveOnRankZero(pl.Callback):
 
 def _ddp_unlearn(original: Path, devices: int, out: Path) -> None:
     task = _task()
-    eraser = AltEraser(str(original), solver=AHNewtonBlock(), max_passes=3, tol=0.0)
+    # Four passes: the forget pass, one over all rows, then two with extrapolation (whose
+    # accept/reject decision must agree on every rank).
+    eraser = AltEraser(
+        str(original), solver=AHNewtonBlock(), max_passes=4, tol=0.0, extrapolate=True
+    )
     trainer = pl.Trainer(
         accelerator="cpu",
         devices=devices,
         strategy="ddp_spawn" if devices > 1 else "auto",
-        max_epochs=3,
+        max_epochs=4,
         limit_train_batches=1,
         num_sanity_val_steps=0,
         limit_val_batches=0,

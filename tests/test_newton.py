@@ -93,3 +93,10 @@ def test_hessian_free_newton_rejects_nan_loss_and_bad_args() -> None:
         HessianFreeNewton([x], cg_max_iter=0)
     with pytest.raises(ValueError):
         HessianFreeNewton([x], armijo=1.5)
+
+
+def test_batched_newton_step_rejects_a_nan_hessian_with_a_finite_gradient() -> None:
+    h = _spd(3, batch=(2,))
+    h[1, 2, 0] = float("nan")  # the factorisation reads the lower triangle only
+    with pytest.raises(ValueError, match="NaN"):
+        batched_newton_step(h, torch.ones(2, 3, dtype=torch.float64))

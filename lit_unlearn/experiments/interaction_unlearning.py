@@ -2,7 +2,8 @@
 
 For one dataset and scenario: train the original ENMF model on ``D_a``, then Retrain and
 Retrain* (same initialisation, another training order) on ``D_r``, warm-start fine-tuning, and
-AltEraser with the AdamW, HF-Newton and AH-Newton block solvers from the original checkpoint.
+AltEraser with the AdamW, HF-Newton and AH-Newton block solvers from the original checkpoint,
+and AH-Newton with the line-search extrapolation between passes ("+ELS", not in the paper).
 For each model, over the forgetting users: re-predict score on ``D_f``, RBO@10/20/50 of their
 top-k lists against Retrain's, Recall/NDCG@10/20/50 on their test items, the training or
 unlearning time (Lightning ``Timer``, training loop only: data set-up is shared by all rows and
@@ -46,6 +47,7 @@ METHODS = (
     "AltEraser[AdamW]",
     "AltEraser[HF-Newton]",
     "AltEraser[AH-Newton]",
+    "AltEraser[AH-Newton]+ELS",
 )
 KS = (10, 20, 50)
 
@@ -112,7 +114,11 @@ def run_once(args: argparse.Namespace, seed: int, workdir: Path) -> list[dict[st
             fitted = _fit(task, data, [WarmStart(str(original), lr=args.lr), _stopper(args)], args)
         else:
             eraser = AltEraser(
-                str(original), solver=_solver(name, args), max_passes=args.max_passes, tol=args.tol
+                str(original),
+                solver=_solver(name, args),
+                max_passes=args.max_passes,
+                tol=args.tol,
+                extrapolate=name.endswith("+ELS"),
             )
             fitted = _fit(
                 task, data, [eraser], args, max_epochs=args.max_passes, limit_train_batches=1

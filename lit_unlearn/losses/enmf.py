@@ -89,36 +89,50 @@ def enmf_objective(
     return pos + miss + reg * (user_emb.square().sum() + item_emb.square().sum())
 
 
-def _positive_grams(
-    o: Tensor, row_idx: Tensor, other_idx: Tensor, num_rows: int, bucket: int
+def _hessians(
+    o: Tensor,
+    row_idx: Tensor,
+    other_idx: Tensor,
+    num_rows: int,
+    positive_weight: float,
+    constant: Tensor,
+    bucket: int,
 ) -> Tensor:
-    """``sum_{o in pos(r)} o o^T`` for every row, ``[R, d, d]``, by degree-bucketed ``bmm``.
+    """``constant + positive_weight * sum_{o in pos(r)} o o^T`` for every row, ``[R, d, d]``.
 
     Rows are sorted by degree and taken ``bucket`` at a time; each bucket's positives are
-    gathered into a zero-padded ``[bucket, max_degree, d]`` block and multiplied by its transpose.
-    Dense batched matmuls run several times faster than a sparse ``[R, K] x [K, d^2]`` product
-    on CPU (measured: 0.15 s against 1.0 s for 6040 users, 0.8M pairs, d = 64), and sorting by
-    degree keeps the padding small.
+    gathered into a zero-padded ``[bucket, max_degree, d]`` block and multiplied by its transpose
+    with ``baddbmm``, which adds the constant part in the same kernel. Dense batched matmuls run
+    several times faster than a sparse ``[R, K] x [K, d^2]`` product on CPU (measured: 0.15 s
+    against 1.0 s for 6040 users, 0.8M pairs, d = 64), sorting by degree keeps the padding small,
+    and padding points at an appended zero row, so no mask multiplication is needed.
     """
     d = o.shape[1]
+    # sqrt of the weight folded into the gathered rows: (a o)(a o)^T = a^2 o o^T.
+    padded = torch.cat([o * positive_weight**0.5, o.new_zeros(1, d)])
+    zero_row = o.shape[0]
     order = torch.argsort(row_idx, stable=True)
     others = other_idx[order]
     degree = torch.bincount(row_idx, minlength=num_rows)
     start = torch.cumsum(degree, 0) - degree
     by_degree = torch.argsort(degree)
-    grams = torch.zeros(num_rows, d, d, dtype=o.dtype, device=o.device)
+    # Built in degree order, so every bucket is a contiguous slice updated in place (no
+    # gather/scatter of d x d blocks); one permutation puts the rows back at the end.
+    hess = constant.expand(num_rows, d, d).clone()
+    # Python ints once: a .max() per bucket would synchronise with the device every time.
+    sorted_degree = degree[by_degree].tolist()
     last = max(others.numel() - 1, 0)
     for lo in range(0, num_rows, bucket):
         rows = by_degree[lo : lo + bucket]
-        width = int(degree[rows].max()) if rows.numel() else 0
+        width = max(sorted_degree[lo : lo + bucket], default=0)
         if width == 0:
             continue
         offsets = torch.arange(width, device=o.device)
-        idx = (start[rows].unsqueeze(1) + offsets).clamp_max(last)
-        valid = (offsets < degree[rows].unsqueeze(1)).unsqueeze(-1).to(o.dtype)
-        block = o[others[idx]] * valid
-        grams[rows] = block.transpose(1, 2) @ block
-    return grams
+        idx = start[rows].unsqueeze(1) + offsets
+        valid = offsets < degree[rows].unsqueeze(1)
+        block = padded[torch.where(valid, others[idx.clamp_max(last)], zero_row)]
+        hess[lo : lo + rows.numel()].baddbmm_(block.transpose(1, 2), block)
+    return hess[torch.argsort(by_degree)]
 
 
 def row_newton_systems(
@@ -134,7 +148,7 @@ def row_newton_systems(
     """Closed-form Hessians and gradients of the per-row losses ``L_r`` (module docstring).
 
     ``O(nnz d^2)`` work in dense batched matmuls, no per-row Python loop (see
-    :func:`_positive_grams`).
+    :func:`_hessians`); the gradient is ``H x - 2 sum_{o in pos(r)} o``.
 
     Args:
         rows_vec: Current embeddings of the ``R`` rows being solved, ``[R, d]``.
@@ -153,12 +167,13 @@ def row_newton_systems(
     _check_weight(negative_weight)
     num_rows, d = rows_vec.shape
     o = other_vec * h
-    gram = o.T @ o
-    pos_outer = _positive_grams(o, row_idx, other_idx, num_rows, bucket)
-    pos_sum = torch.zeros_like(rows_vec).index_add_(0, row_idx, o[other_idx])
     eye = torch.eye(d, dtype=o.dtype, device=o.device)
-    hess = 2.0 * ((1.0 - negative_weight) * pos_outer + (negative_weight * gram + reg * eye))
-    grad = (hess @ rows_vec.unsqueeze(-1)).squeeze(-1) - 2.0 * pos_sum
+    constant = 2.0 * (negative_weight * (o.T @ o) + reg * eye)
+    hess = _hessians(
+        o, row_idx, other_idx, num_rows, 2.0 * (1.0 - negative_weight), constant, bucket
+    )
+    pos_sum = torch.zeros_like(rows_vec).index_add_(0, row_idx, o[other_idx])
+    grad = torch.baddbmm(-2.0 * pos_sum.unsqueeze(-1), hess, rows_vec.unsqueeze(-1)).squeeze(-1)
     return hess, grad
 
 
