@@ -34,6 +34,7 @@ from lit_unlearn.callbacks.attrcloak import AttrCloak
 from lit_unlearn.callbacks.attribute_unlearning import AttributeUnlearning
 from lit_unlearn.callbacks.distinguishability import D2DR, U2UR
 from lit_unlearn.datamodules import RecommendationData
+from lit_unlearn.experiments.common import bare_trainer, cli_objects
 from lit_unlearn.optim.combiners import FixedWeights
 from lit_unlearn.tasks import RecommenderTask
 
@@ -59,44 +60,11 @@ class RowResult:
     alpha_u: float | None = None
 
 
-def _cli_objects(
-    configs: Sequence[str], extra: Sequence[str]
-) -> tuple[RecommenderTask, RecommendationData]:
-    """Instantiate model and data exactly as ``lit-unlearn fit --config ...`` would."""
-    from lit_unlearn.cli import build_cli
-
-    args = [a for c in configs for a in ("--config", c)] + list(extra) + ["--trainer.logger=false"]
-    cli = build_cli(args, run=False)
-    if not isinstance(cli.model, RecommenderTask) or not isinstance(
-        cli.datamodule, RecommendationData
-    ):
-        raise TypeError("the configs must give a RecommenderTask and a RecommendationData")
-    return cli.model, cli.datamodule
-
-
-def _bare_trainer(
-    max_epochs: int, callbacks: list[pl.Callback] | None = None, **kwargs: Any
-) -> pl.Trainer:
-    return pl.Trainer(
-        accelerator="auto",
-        devices=1,
-        max_epochs=max_epochs,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-        limit_val_batches=0,
-        callbacks=callbacks,
-        **kwargs,
-    )
-
-
 def evaluate(
     task: RecommenderTask, data: RecommendationData, attributes: list[str] | None, seed: int
 ) -> tuple[dict[str, float], list[dict[str, Any]]]:
     """Test-split ranking metrics (both protocols) and the attribute audit of ``task``."""
-    metrics = _bare_trainer(1).test(task, data, verbose=False)[0]
+    metrics = bare_trainer(1).test(task, data, verbose=False)[0]
     ranking = {k: float(v) for k, v in metrics.items()}
     audit = audit_embeddings(
         task.user_representation().cpu(), data.user_attributes, names=attributes, seed=seed
@@ -188,10 +156,10 @@ def run(args: argparse.Namespace) -> list[RowResult]:
     out.mkdir(parents=True, exist_ok=True)
     configs = [args.trainer, args.data, args.model]
     pl.seed_everything(args.seed, verbose=False)
-    task, data = _cli_objects(configs, args.override)
+    task, data = cli_objects(configs, args.override)
     ckpt = Path(args.checkpoint) if args.checkpoint else out / "original.ckpt"
     if not args.checkpoint:
-        trainer = _bare_trainer(args.train_epochs)
+        trainer = bare_trainer(args.train_epochs)
         t0 = time.perf_counter()
         trainer.fit(task, data)
         print(f"trained the original model in {time.perf_counter() - t0:.1f} s", flush=True)
@@ -223,10 +191,10 @@ def run(args: argparse.Namespace) -> list[RowResult]:
             if spec.data_free
             else []
         )
-        method_task, method_data = _cli_objects(configs, [*args.override, *mode_args])
+        method_task, method_data = cli_objects(configs, [*args.override, *mode_args])
         callback = spec.build(str(ckpt), args.attributes)
         pl.seed_everything(args.seed, verbose=False)
-        trainer = _bare_trainer(spec.epochs, callbacks=[callback])
+        trainer = bare_trainer(spec.epochs, callbacks=[callback])
         t0 = time.perf_counter()
         trainer.fit(method_task, method_data)
         seconds = time.perf_counter() - t0

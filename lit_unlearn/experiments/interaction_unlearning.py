@@ -34,7 +34,7 @@ from lit_unlearn.callbacks.alteraser import AltEraser
 from lit_unlearn.callbacks.plateau import RelativeEarlyStopping
 from lit_unlearn.callbacks.warm_start import WarmStart
 from lit_unlearn.datamodules.forgetting_data import ForgettingData
-from lit_unlearn.experiments.attribute_unlearning import _bare_trainer, _cli_objects
+from lit_unlearn.experiments.common import bare_trainer, cli_objects
 from lit_unlearn.metrics.forgetting import forgetting_metrics
 from lit_unlearn.optim.block_solvers import AdamWBlock, AHNewtonBlock, BlockSolver, HFNewtonBlock
 from lit_unlearn.tasks import RecommenderTask
@@ -61,7 +61,7 @@ def _objects(args: argparse.Namespace, seed: int, extra: Sequence[str]) -> tuple
         *extra,
     ]
     pl.seed_everything(seed, verbose=False)  # the same initialisation for every trained row
-    task, data = _cli_objects([args.data, args.model], overrides)
+    task, data = cli_objects([args.data, args.model], overrides)
     if not isinstance(data, ForgettingData):
         raise TypeError(f"--data must configure a ForgettingData, got {type(data).__name__}")
     return task, data
@@ -71,7 +71,7 @@ def _fit(
     task: RecommenderTask, data: ForgettingData, callbacks: list[pl.Callback], args: Any, **kw: Any
 ) -> tuple[float, int]:
     timer = Timer()
-    trainer = _bare_trainer(kw.pop("max_epochs", args.max_epochs), [timer, *callbacks], **kw)
+    trainer = bare_trainer(kw.pop("max_epochs", args.max_epochs), [timer, *callbacks], **kw)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*configure_optimizers.*")
         warnings.filterwarnings("ignore", message=".*does not have many workers.*")
