@@ -12,6 +12,7 @@ import torch
 
 from lit_unlearn.callbacks import AltEraser, RelativeEarlyStopping, WarmStart
 from lit_unlearn.datamodules import ForgettingData, Synthetic
+from lit_unlearn.experiments.common import bare_trainer
 from lit_unlearn.metrics.forgetting import forgetting_metrics, repredict_score
 from lit_unlearn.models import ENMF, MF
 from lit_unlearn.optim import AdamWBlock, AHNewtonBlock
@@ -29,20 +30,8 @@ def _task(seed: int = 0) -> RecommenderTask:
     return RecommenderTask(model, loss="nonsampling", optimizer="adamw", lr=0.02, ks=[10])
 
 
-def _trainer(callbacks: list[pl.Callback], max_epochs: int = 200, **kw: object) -> pl.Trainer:
-    return pl.Trainer(
-        accelerator="cpu",
-        devices=1,
-        max_epochs=max_epochs,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-        limit_val_batches=0,
-        callbacks=callbacks,
-        **kw,  # type: ignore[arg-type]
-    )
+def _trainer(callbacks: list[pl.Callback], max_epochs: int = 200, **kw: Any) -> pl.Trainer:
+    return bare_trainer(max_epochs, callbacks, accelerator="cpu", **kw)
 
 
 @pytest.fixture(scope="module")

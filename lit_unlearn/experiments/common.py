@@ -37,11 +37,14 @@ def cli_objects(
 
 
 def bare_trainer(
-    max_epochs: int, callbacks: list[pl.Callback] | None = None, **kwargs: Any
+    max_epochs: int,
+    callbacks: list[pl.Callback] | None = None,
+    accelerator: str = "auto",
+    **kwargs: Any,
 ) -> pl.Trainer:
     """One device, no logger, checkpoints, progress bar or validation: timing-friendly."""
     return pl.Trainer(
-        accelerator="auto",
+        accelerator=accelerator,
         devices=1,
         max_epochs=max_epochs,
         logger=False,
