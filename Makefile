@@ -46,7 +46,8 @@ attrcloak-table: venv
 	test -f runs/ml100k_ncf/checkpoints/last.ckpt || $(BIN)/lit-unlearn fit --config configs/experiment/ml100k_ncf.yaml --trainer.enable_progress_bar=false
 	$(BIN)/python -m lit_unlearn.experiments.attribute_unlearning --data configs/data/ml100k.yaml \
 		--model configs/model/ncf.yaml --checkpoint runs/ml100k_ncf/checkpoints/last.ckpt \
-		--df-bounds 0.1,1.0 0.95,0.97 --precision float32 --lr 0.015 --df-epochs 200 --ablation --out benchmarks/results/attrcloak_ml100k
+		--df-bounds 0.1,1.0 0.95,0.97 --dd-bounds 0.0,1.0 0.0,0.1,1.0 --repeats 3 \
+		--precision float32 --lr 0.015 --df-epochs 200 --ablation --out benchmarks/results/attrcloak_ml100k
 
 clean:
 	rm -rf runs lightning_logs .pytest_cache .mypy_cache .ruff_cache

@@ -161,6 +161,8 @@ def test_fixed_alpha_ablation_uses_the_given_weight(trained: Path, tmp_path: Pat
     bare_trainer(tmp_path, max_epochs=3, callbacks=[cloak]).fit(task, df_data(trained))
     assert cloak.last_weights is not None
     assert cloak.last_weights.tolist() == pytest.approx([0.4, 0.6])
+    # one alpha_u per step (data-free: one full-population step per epoch), all 0.4
+    assert cloak.alpha_trace.tolist() == pytest.approx([0.4] * 3)
 
 
 def test_bad_configurations(trained: Path, tmp_path: Path) -> None:

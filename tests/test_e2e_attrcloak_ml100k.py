@@ -6,6 +6,7 @@ Trains BPR-MF, unlearns the three attributes together data-free, and fails if th
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -34,32 +35,60 @@ def bare(max_epochs: int, **kwargs: Any) -> pl.Trainer:
     )  # fmt: skip
 
 
-def test_attrcloak_df_on_ml100k(tmp_path: Path) -> None:
+@dataclass
+class Trained:
+    ckpt: Path
+    hr10: float
+    gender_mlp: float
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> Trained:
+    """BPR-MF trained once on ML-100K for both modes."""
     pl.seed_everything(0, verbose=False)
-    source = MovieLens100K(str(SHARED_DATASETS))
-    dm = RecommendationData(source=source, download=False, seed=0)
+    dm = RecommendationData(source=MovieLens100K(str(SHARED_DATASETS)), download=False, seed=0)
     task = RecommenderTask(MF(dm.num_users, dm.num_items, 64), lr=2e-3, l2_reg=1e-5)
     trainer = bare(30)
     trainer.fit(task, dm)
-    ckpt = tmp_path / "mf.ckpt"
+    ckpt = tmp_path_factory.mktemp("mf") / "mf.ckpt"
     trainer.save_checkpoint(ckpt)
-    before_rank = bare(1).test(task, dm, verbose=False)[0]
-    before = {
-        (r.attribute, r.attacker): r
-        for r in audit_embeddings(task.user_representation(), dm.user_attributes)
-    }
+    hr10 = bare(1).test(task, dm, verbose=False)[0]["test/sampled/hr@10"]
+    before = audit_embeddings(task.user_representation(), dm.user_attributes, names=["gender"])
+    gender_mlp = next(r.balanced_accuracy for r in before if r.attacker == "mlp")
+    return Trained(ckpt, float(hr10), float(gender_mlp))
 
-    df = RecommendationData(
-        source=source, mode="data_free", user_index=str(ckpt), batch_size=10**6, download=False
-    )
-    cloak = AttrCloak(checkpoint=str(ckpt), mode="df", lr=0.01, df_bounds=(0.95, 0.97))
-    bare(200, callbacks=[cloak]).fit(task, df)
+
+def check(task: RecommenderTask, dm: RecommendationData, trained: Trained, max_drop: float) -> None:
+    """Every attacker within 0.05 of chance, sampled HR@10 drop below ``max_drop``."""
     after_rank = bare(1).test(task, dm, verbose=False)[0]
-    after = audit_embeddings(task.user_representation(), dm.user_attributes)
-
-    assert before[("gender", "mlp")].balanced_accuracy > 0.6  # MF embeddings leak gender
-    for r in after:
+    for r in audit_embeddings(task.user_representation(), dm.user_attributes):
         # chance +- 0.05 for every attribute and attacker (the issue's figure is 0.03 on NCF)
         assert abs(r.balanced_accuracy - r.chance) < 0.05, r.as_dict()
-    drop = 1 - after_rank["test/sampled/hr@10"] / before_rank["test/sampled/hr@10"]
-    assert drop < 0.07, (before_rank["test/sampled/hr@10"], after_rank["test/sampled/hr@10"])
+    drop = 1 - after_rank["test/sampled/hr@10"] / trained.hr10
+    assert drop < max_drop, (trained.hr10, after_rank["test/sampled/hr@10"])
+
+
+def test_attrcloak_df_on_ml100k(trained: Trained) -> None:
+    assert trained.gender_mlp > 0.6  # MF embeddings leak gender
+    source = MovieLens100K(str(SHARED_DATASETS))
+    df = RecommendationData(
+        source=source, mode="data_free", user_index=str(trained.ckpt), batch_size=10**6,
+        download=False,
+    )  # fmt: skip
+    task = RecommenderTask.load_from_checkpoint(trained.ckpt)
+    cloak = AttrCloak(checkpoint=str(trained.ckpt), mode="df", lr=0.01, df_bounds=(0.95, 0.97))
+    bare(200, callbacks=[cloak]).fit(task, df)
+    check(task, RecommendationData(source=source, download=False, seed=0), trained, 0.07)
+
+
+def test_attrcloak_dd_on_ml100k(trained: Trained) -> None:
+    """Data-dependent: BPR retention on the interactions, MGDA capped at alpha_u <= 0.1."""
+    dm = RecommendationData(source=MovieLens100K(str(SHARED_DATASETS)), download=False, seed=0)
+    task = RecommenderTask.load_from_checkpoint(trained.ckpt)
+    cloak = AttrCloak(
+        checkpoint=str(trained.ckpt), mode="dd", lr=1e-3, shrinkage=1.0, dd_bounds=(0.0, 0.1)
+    )
+    pl.seed_everything(0, verbose=False)
+    bare(1, callbacks=[cloak]).fit(task, dm)
+    assert cloak.alpha_trace.numel() > 100 and float(cloak.alpha_trace.max()) <= 0.1 + 1e-6
+    check(task, dm, trained, 0.05)

@@ -79,6 +79,9 @@ class AttributeUnlearning(UnlearningCallback):
         self._num_classes: dict[str, int] = {}
         self._reference: Tensor | None = None
         self.last_weights: Tensor | None = None
+        # alpha_u of every step (0-dim tensors, no host sync per step): shows how often a
+        # clipped MGDA sits at a bound, i.e. acts as fixed weights.
+        self._alpha_trace: list[Tensor] = []
         self.elapsed_s = 0.0
         self._t0 = 0.0
 
@@ -133,7 +136,15 @@ class AttributeUnlearning(UnlearningCallback):
             self._reference = (
                 pl_module.model.user_representation(graph=pl_module._graph()).detach().clone()
             )
+        self._alpha_trace = []
         self._t0 = time.perf_counter()
+
+    @property
+    def alpha_trace(self) -> Tensor:
+        """alpha_u (privacy weight on the simplex) of every step of the last fit, ``[steps]``."""
+        if not self._alpha_trace:
+            return torch.zeros(0)
+        return torch.stack(self._alpha_trace).cpu()
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.elapsed_s = time.perf_counter() - self._t0
@@ -166,13 +177,15 @@ class AttributeUnlearning(UnlearningCallback):
         weights = self.combine(task, opt, [privacy, retention])
         opt.step()
         self.last_weights = weights.detach()
+        # alpha_u on the simplex (raw weights may not sum to 1, e.g. normalised MGDA)
+        alpha_u = (weights[0] / weights.sum().clamp_min(1e-12)).detach().float()
+        self._alpha_trace.append(alpha_u)
         total = weights[0] * privacy.detach() + weights[1] * retention.detach()
         task.log_dict(
             {
                 "unlearn/privacy": privacy.detach(),
                 "unlearn/retention": retention.detach(),
-                # alpha_u on the simplex (raw weights may not sum to 1, e.g. normalised MGDA)
-                "unlearn/alpha_u": (weights[0] / weights.sum().clamp_min(1e-12)).float(),
+                "unlearn/alpha_u": alpha_u,
                 **{f"unlearn/privacy/{n}": v.detach() for n, v in per_attribute.items()},
             },
             on_step=True,

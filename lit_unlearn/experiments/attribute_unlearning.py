@@ -58,6 +58,8 @@ class RowResult:
     ranking: dict[str, float]
     audit: list[dict[str, Any]] = field(default_factory=list)
     alpha_u: float | None = None
+    seed: int = 0
+    alpha_u_mean: float | None = None
 
 
 def evaluate(
@@ -72,9 +74,19 @@ def evaluate(
     return ranking, [r.as_dict() for r in audit]
 
 
-def _bounds(text: str) -> tuple[float, float]:
-    lo, hi = (float(v) for v in text.split(","))
-    return lo, hi
+DEFAULT_SHRINKAGE = 1e-3  # AttrCloak's default ridge
+
+
+def _interval(text: str) -> tuple[tuple[float, float], float]:
+    """Parse a row spec ``'lo,hi'`` or ``'lo,hi,shrinkage'`` (alpha_u bounds [+ ridge])."""
+    try:
+        values = [float(v) for v in text.split(",")]
+    except ValueError:
+        values = []
+    if len(values) not in (2, 3):
+        raise ValueError(f"expected 'lo,hi' or 'lo,hi,shrinkage', got {text!r}")
+    shrinkage = values[2] if len(values) == 3 else DEFAULT_SHRINKAGE
+    return (values[0], values[1]), shrinkage
 
 
 def _attrcloak(
@@ -85,6 +97,7 @@ def _attrcloak(
     lr: float,
     bounds: tuple[float, float],
     precision: Literal["float64", "float32"] = "float64",
+    shrinkage: float = DEFAULT_SHRINKAGE,
 ) -> AttributeUnlearning:
     return AttrCloak(
         checkpoint=checkpoint,
@@ -94,6 +107,7 @@ def _attrcloak(
         dd_bounds=bounds if mode == "dd" else (0.0, 1.0),
         df_bounds=bounds if mode == "df" else (0.1, 1.0),
         precision=precision,
+        shrinkage=shrinkage,
     )
 
 
@@ -110,7 +124,8 @@ def default_methods(
     """AttrCloak-DD/DF for each alpha_u interval, the two baselines, and the alpha grid.
 
     The paper's intervals are [0, 1] (DD) and [0.1, 1] (DF); several can be compared in one
-    table (the row name carries the interval when it is not the paper's).
+    table (the row name carries the interval when it is not the paper's, and the covariance
+    ridge when a spec ``'lo,hi,shrinkage'`` sets one other than the default).
     """
     methods = []
     modes: tuple[
@@ -121,11 +136,20 @@ def default_methods(
     )
     for mode, intervals, paper, mode_lr, epochs in modes:
         for text in intervals:
-            b = _bounds(text)
+            b, shrinkage = _interval(text)
             name = f"AttrCloak-{mode.upper()}"
             if b != paper:
                 name += f" a_u in [{b[0]:g},{b[1]:g}]"
-            build = partial(_attrcloak, mode=mode, lr=mode_lr, bounds=b, precision=precision)
+            if shrinkage != DEFAULT_SHRINKAGE:
+                name += f" shrinkage {shrinkage:g}"
+            build = partial(
+                _attrcloak,
+                mode=mode,
+                lr=mode_lr,
+                bounds=b,
+                precision=precision,
+                shrinkage=shrinkage,
+            )
             methods.append(MethodSpec(name, mode == "df", build, epochs))
     methods += [
         MethodSpec("U2U-R", True, lambda c, a: U2UR(checkpoint=c, attributes=a, lr=lr), df_epochs),
@@ -165,10 +189,12 @@ def run(args: argparse.Namespace) -> list[RowResult]:
         print(f"trained the original model in {time.perf_counter() - t0:.1f} s", flush=True)
         trainer.save_checkpoint(ckpt)
     original = RecommenderTask.load_from_checkpoint(ckpt)
-    ranking, audit = evaluate(original, data, None, args.seed)
-    rows = [RowResult("Original", 0.0, ranking, audit)]
-    original_rep = original.user_representation().cpu()
-    reps = {"Original": original_rep}
+    seeds = [args.seed + k for k in range(args.repeats)]
+    rows = []
+    for seed in seeds:  # the attackers (and their shadow split) change with the seed
+        ranking, audit = evaluate(original, data, None, seed)
+        rows.append(RowResult("Original", 0.0, ranking, audit, seed=seed))
+    reps = {"Original": original.user_representation().cpu()}
     methods = default_methods(
         args.df_epochs,
         args.dd_epochs,
@@ -191,22 +217,14 @@ def run(args: argparse.Namespace) -> list[RowResult]:
             if spec.data_free
             else []
         )
-        method_task, method_data = cli_objects(configs, [*args.override, *mode_args])
-        callback = spec.build(str(ckpt), args.attributes)
-        pl.seed_everything(args.seed, verbose=False)
-        trainer = bare_trainer(spec.epochs, callbacks=[callback])
-        t0 = time.perf_counter()
-        trainer.fit(method_task, method_data)
-        seconds = time.perf_counter() - t0
-        ranking, audit = evaluate(method_task, data, None, args.seed)
-        alpha = (
-            None
-            if callback.last_weights is None
-            else float(callback.last_weights[0] / callback.last_weights.sum())
-        )
-        rows.append(RowResult(spec.name, seconds, ranking, audit, alpha))
-        reps[spec.name] = method_task.user_representation().cpu()
-        print(f"{spec.name}: {seconds:.1f} s", flush=True)
+        for seed in seeds:
+            row, rep = run_method(
+                spec, str(ckpt), configs, [*args.override, *mode_args], data, args, seed
+            )
+            rows.append(row)
+            if seed == seeds[0]:
+                reps[spec.name] = rep
+            print(f"{spec.name} (seed {seed}): {row.seconds:.1f} s", flush=True)
     write_tables(rows, out)
     plot_distributions(reps, data, out, args.attributes or data.user_attributes.names)
     if args.wandb:
@@ -214,12 +232,44 @@ def run(args: argparse.Namespace) -> list[RowResult]:
     return rows
 
 
+def run_method(
+    spec: MethodSpec,
+    ckpt: str,
+    configs: list[str],
+    overrides: list[str],
+    data: RecommendationData,
+    args: argparse.Namespace,
+    seed: int,
+) -> tuple[RowResult, torch.Tensor]:
+    """Unlearn ``ckpt`` with one method and seed; evaluate ranking and the audit (same seed)."""
+    method_task, method_data = cli_objects(configs, overrides)
+    callback = spec.build(ckpt, args.attributes)
+    pl.seed_everything(seed, verbose=False)
+    trainer = bare_trainer(spec.epochs, callbacks=[callback])
+    t0 = time.perf_counter()
+    trainer.fit(method_task, method_data)
+    seconds = time.perf_counter() - t0
+    ranking, audit = evaluate(method_task, data, None, seed)
+    trace = callback.alpha_trace
+    row = RowResult(
+        spec.name,
+        seconds,
+        ranking,
+        audit,
+        alpha_u=None if trace.numel() == 0 else float(trace[-1]),
+        seed=seed,
+        alpha_u_mean=None if trace.numel() == 0 else float(trace.mean()),
+    )
+    return row, method_task.user_representation().cpu()
+
+
 def tables(rows: Sequence[RowResult]) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Privacy (one row per method, attribute, attacker) and utility (one row per method)."""
+    """Privacy (one row per method, seed, attribute, attacker) and utility (per method, seed)."""
     privacy = pd.DataFrame(
         [
             {
                 "method": r.method,
+                "seed": r.seed,
                 "attribute": a["attribute"],
                 "attacker": a["attacker"],
                 "accuracy": a["accuracy"],
@@ -237,8 +287,10 @@ def tables(rows: Sequence[RowResult]) -> tuple[pd.DataFrame, pd.DataFrame]:
         [
             {
                 "method": r.method,
+                "seed": r.seed,
                 "seconds": r.seconds,
                 "alpha_u": r.alpha_u,
+                "alpha_u_mean": r.alpha_u_mean,
                 **{
                     f"{p}/{m}": r.ranking.get(f"test/{p}/{m}", float("nan"))
                     for p in ("sampled", "full")
@@ -251,23 +303,29 @@ def tables(rows: Sequence[RowResult]) -> tuple[pd.DataFrame, pd.DataFrame]:
     return privacy, utility
 
 
+def _mean_sd(values: pd.Series, digits: int = 3) -> str:
+    """``mean`` or ``mean ± sd`` (sample sd) when several seeds were run."""
+    if len(values) < 2:
+        return f"{values.mean():.{digits}f}"
+    return f"{values.mean():.{digits}f} ± {values.std():.{digits}f}"
+
+
 def write_tables(rows: Sequence[RowResult], out: Path) -> None:
+    """CSV per seed; Markdown with the mean (± sd over seeds) per method."""
     privacy, utility = tables(rows)
     privacy.to_csv(out / "privacy.csv", index=False)
     utility.to_csv(out / "utility.csv", index=False)
-    wide = privacy.pivot_table(
-        index="method",
-        columns=["attribute", "attacker"],
-        values=["accuracy", "balanced_accuracy"],
-        sort=False,
-    )
+    seeds = sorted(set(utility["seed"]))
     lines = [
         "# Attribute unlearning comparison",
         "",
         "Attackers (MLP, XGBoost) are trained on the 20% shadow users' representation *after* each",
-        "method and measured on the other 80% (seed fixed). Balanced accuracy's chance level is",
-        "1/#classes. Ranking: leave-one-out test item, `sampled` = vs 99 fixed negatives,",
-        "`full` = vs all unseen items. Seconds = wall time of the unlearning fit on this machine.",
+        "method and measured on the other 80%. Balanced accuracy's chance level is 1/#classes.",
+        "Ranking: leave-one-out test item, `sampled` = vs 99 fixed negatives, `full` = vs all",
+        "unseen items. Seconds = wall time of the unlearning fit on this machine. alpha_u = the",
+        "privacy weight at the last step, alpha_u mean = its mean over all steps.",
+        f"Seeds {seeds} (unlearning batch order and attackers): mean"
+        + (" ± sample sd over seeds; per-seed values in the CSVs." if len(seeds) > 1 else "."),
         "",
         "## Privacy: balanced accuracy (accuracy in parentheses)",
         "",
@@ -280,15 +338,21 @@ def write_tables(rows: Sequence[RowResult], out: Path) -> None:
     lines.append(
         "| chance | " + " | ".join(f"{chance[a]:.3f}" for a in attrs for _ in attackers) + " |"
     )
+    groups = privacy.groupby(["method", "attribute", "attacker"], sort=False)
     for method in dict.fromkeys(privacy["method"]):
         cells = []
         for a in attrs:
             for k in attackers:
-                b = wide.loc[method, ("balanced_accuracy", a, k)]
-                acc = wide.loc[method, ("accuracy", a, k)]
-                cells.append(f"{b:.3f} ({acc:.3f})")
+                g = groups.get_group((method, a, k))
+                cells.append(f"{_mean_sd(g['balanced_accuracy'])} ({g['accuracy'].mean():.3f})")
         lines.append(f"| {method} | " + " | ".join(cells) + " |")
-    lines += ["", "## Utility and time", "", _markdown(utility), ""]
+    numeric = utility.drop(columns=["seed"])
+    mean = numeric.groupby("method", sort=False).mean()
+    lines += ["", "## Utility and time (mean over seeds)", "", _markdown(mean.reset_index())]
+    if len(seeds) > 1:
+        sd = numeric.groupby("method", sort=False).std()
+        lines += ["", "Sample sd over seeds:", "", _markdown(sd.reset_index())]
+    lines.append("")
     (out / "comparison.md").write_text("\n".join(lines))
     print("\n".join(lines), flush=True)
 
@@ -413,10 +477,16 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--lr", type=float, default=1e-2, help="data-free learning rate (Adam)")
     p.add_argument("--dd-lr", type=float, default=1e-3, help="data-dependent learning rate (Adam)")
     p.add_argument(
-        "--df-bounds", nargs="+", default=["0.1,1.0"], help="alpha_u intervals 'lo,hi' for DF rows"
+        "--df-bounds",
+        nargs="+",
+        default=["0.1,1.0"],
+        help="DF rows: alpha_u intervals 'lo,hi' or 'lo,hi,shrinkage' (covariance ridge)",
     )
     p.add_argument(
-        "--dd-bounds", nargs="+", default=["0.0,1.0"], help="alpha_u intervals 'lo,hi' for DD rows"
+        "--dd-bounds",
+        nargs="+",
+        default=["0.0,1.0"],
+        help="DD rows: alpha_u intervals 'lo,hi' or 'lo,hi,shrinkage' (covariance ridge)",
     )
     p.add_argument(
         "--precision",
@@ -425,15 +495,29 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="AttrCloak covariance dtype",
     )
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--repeats",
+        type=int,
+        default=1,
+        help="run every method with seeds seed..seed+repeats-1 (batch order and attackers)",
+    )
     p.add_argument("--out", default="runs/attribute_unlearning")
     p.add_argument("--wandb", action="store_true")
     p.add_argument("--wandb-project", default="lit_unlearn")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.repeats < 1:
+        p.error(f"--repeats must be >= 1, got {args.repeats}")
+    for text in [*args.df_bounds, *args.dd_bounds]:
+        try:
+            _interval(text)
+        except ValueError as err:
+            p.error(str(err))
+    return args
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     rows = run(parse_args(argv))
-    print(json.dumps({r.method: round(r.seconds, 2) for r in rows}))
+    print(json.dumps({f"{r.method} (seed {r.seed})": round(r.seconds, 2) for r in rows}))
 
 
 if __name__ == "__main__":
