@@ -35,6 +35,11 @@ def bare(max_epochs: int, **kwargs: Any) -> pl.Trainer:
     )  # fmt: skip
 
 
+def mf_task(dm: RecommendationData) -> RecommenderTask:
+    """BPR-MF-64; the unlearning callbacks load the trained weights into it."""
+    return RecommenderTask(MF(dm.num_users, dm.num_items, 64), lr=2e-3, l2_reg=1e-5)
+
+
 @dataclass
 class Trained:
     ckpt: Path
@@ -47,7 +52,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Trained:
     """BPR-MF trained once on ML-100K for both modes."""
     pl.seed_everything(0, verbose=False)
     dm = RecommendationData(source=MovieLens100K(str(SHARED_DATASETS)), download=False, seed=0)
-    task = RecommenderTask(MF(dm.num_users, dm.num_items, 64), lr=2e-3, l2_reg=1e-5)
+    task = mf_task(dm)
     trainer = bare(30)
     trainer.fit(task, dm)
     ckpt = tmp_path_factory.mktemp("mf") / "mf.ckpt"
@@ -75,7 +80,7 @@ def test_attrcloak_df_on_ml100k(trained: Trained) -> None:
         source=source, mode="data_free", user_index=str(trained.ckpt), batch_size=10**6,
         download=False,
     )  # fmt: skip
-    task = RecommenderTask.load_from_checkpoint(trained.ckpt)
+    task = mf_task(df)
     cloak = AttrCloak(checkpoint=str(trained.ckpt), mode="df", lr=0.01, df_bounds=(0.95, 0.97))
     bare(200, callbacks=[cloak]).fit(task, df)
     check(task, RecommendationData(source=source, download=False, seed=0), trained, 0.07)
@@ -84,11 +89,11 @@ def test_attrcloak_df_on_ml100k(trained: Trained) -> None:
 def test_attrcloak_dd_on_ml100k(trained: Trained) -> None:
     """Data-dependent: BPR retention on the interactions, MGDA capped at alpha_u <= 0.1."""
     dm = RecommendationData(source=MovieLens100K(str(SHARED_DATASETS)), download=False, seed=0)
-    task = RecommenderTask.load_from_checkpoint(trained.ckpt)
+    task = mf_task(dm)
     cloak = AttrCloak(
-        checkpoint=str(trained.ckpt), mode="dd", lr=1e-3, shrinkage=1.0, dd_bounds=(0.0, 0.1)
+        checkpoint=str(trained.ckpt), mode="dd", lr=3e-3, shrinkage=1.0, dd_bounds=(0.0, 0.1)
     )
     pl.seed_everything(0, verbose=False)
     bare(1, callbacks=[cloak]).fit(task, dm)
     assert cloak.alpha_trace.numel() > 100 and float(cloak.alpha_trace.max()) <= 0.1 + 1e-6
-    check(task, dm, trained, 0.05)
+    check(task, dm, trained, 0.03)
