@@ -34,6 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from lit_unlearn.datamodules import RecommendationData, Synthetic
 from lit_unlearn.datamodules.sources import MovieLens100K
+from lit_unlearn.experiments.common import bare_trainer
 from lit_unlearn.metrics.negatives import is_seen
 from lit_unlearn.models import MF, NCF
 from lit_unlearn.tasks import RecommenderTask
@@ -101,26 +102,9 @@ def lightning_loop(
     torch.manual_seed(0)
     task = RecommenderTask(MF(dm.num_users, dm.num_items, dim), lr=1e-3)
     timer = EpochTimer()
-    bare_trainer(device, epochs, callbacks=[timer]).fit(task, dm)
+    accelerator = "gpu" if device.type == "cuda" else "cpu"
+    bare_trainer(epochs, callbacks=[timer], accelerator=accelerator).fit(task, dm)
     return timer.times
-
-
-def bare_trainer(
-    device: torch.device, epochs: int, callbacks: list[pl.Callback] | None = None
-) -> pl.Trainer:
-    """A Trainer with no logging, checkpointing or validation: only the training loop."""
-    return pl.Trainer(
-        accelerator="gpu" if device.type == "cuda" else "cpu",
-        devices=1,
-        max_epochs=epochs,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        limit_val_batches=0,
-        num_sanity_val_steps=0,
-        callbacks=callbacks,
-    )
 
 
 def _sync(device: torch.device) -> None:
@@ -140,7 +124,7 @@ def quality(args: argparse.Namespace, device: torch.device) -> list[dict[str, An
         dm = make_data(args, 512)
         pl.seed_everything(0, verbose=False)
         task = RecommenderTask(build(dm), lr=lr, l2_reg=1e-5)
-        trainer = bare_trainer(device, epochs)
+        trainer = bare_trainer(epochs, accelerator="gpu" if device.type == "cuda" else "cpu")
         t0 = time.perf_counter()
         trainer.fit(task, dm)
         fit_s = time.perf_counter() - t0

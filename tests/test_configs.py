@@ -168,16 +168,25 @@ def test_method_config(name: str, tmp_path: Path) -> None:
     )  # fmt: skip
 
 
-def test_attrcloak_experiment_configs_unlearn_a_trained_checkpoint(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """The DD and DF experiment configs run on top of the checkpoint the NCF config writes."""
+def ml100k_in(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Skip without ML-100K; run in ``tmp_path`` (the configs' checkpoint paths are relative).
+
+    Returns:
+        The CLI override that points the configs' data root at ``../shared/datasets``.
+    """
     from tests.conftest import ML100K, SHARED_DATASETS
 
     if not ML100K.exists():
         pytest.skip("ML-100K not found beside the repository")
-    monkeypatch.chdir(tmp_path)  # the configs' checkpoint paths are relative
-    root = f"--data.init_args.source.init_args.root={SHARED_DATASETS}"
+    monkeypatch.chdir(tmp_path)
+    return f"--data.init_args.source.init_args.root={SHARED_DATASETS}"
+
+
+def test_attrcloak_experiment_configs_unlearn_a_trained_checkpoint(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The DD and DF experiment configs run on top of the checkpoint the NCF config writes."""
+    root = ml100k_in(tmp_path, monkeypatch)
     cli = build_cli(
         [
             "--config", str(CONFIGS / "experiment" / "ml100k_ncf.yaml"), root,
@@ -200,12 +209,7 @@ def test_alteraser_experiment_configs_unlearn_a_trained_checkpoint(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The AltEraser config runs on top of the checkpoint the original-model config writes."""
-    from tests.conftest import ML100K, SHARED_DATASETS
-
-    if not ML100K.exists():
-        pytest.skip("ML-100K not found beside the repository")
-    monkeypatch.chdir(tmp_path)  # the configs' checkpoint paths are relative
-    root = f"--data.init_args.source.init_args.root={SHARED_DATASETS}"
+    root = ml100k_in(tmp_path, monkeypatch)
     build_cli(
         [
             "fit", "--config", str(CONFIGS / "experiment" / "alteraser_ml100k_original.yaml"),

@@ -17,6 +17,7 @@ from lit_unlearn.attacks.audit import audit_embeddings
 from lit_unlearn.callbacks import AttrCloak
 from lit_unlearn.datamodules import RecommendationData
 from lit_unlearn.datamodules.sources import MovieLens100K
+from lit_unlearn.experiments.common import bare_trainer
 from lit_unlearn.models import MF
 from lit_unlearn.tasks import RecommenderTask
 from tests.conftest import ML100K, SHARED_DATASETS
@@ -28,11 +29,7 @@ pytestmark = [
 
 
 def bare(max_epochs: int, **kwargs: Any) -> pl.Trainer:
-    return pl.Trainer(
-        max_epochs=max_epochs, accelerator="cpu", logger=False, enable_checkpointing=False,
-        enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
-        limit_val_batches=0, **kwargs,
-    )  # fmt: skip
+    return bare_trainer(max_epochs, accelerator="cpu", **kwargs)
 
 
 def mf_task(dm: RecommendationData) -> RecommenderTask:

@@ -15,6 +15,7 @@ import torch
 from lit_unlearn.attacks.audit import audit_embeddings
 from lit_unlearn.datamodules import RecommendationData
 from lit_unlearn.datamodules.sources import MovieLens100K
+from lit_unlearn.experiments.common import bare_trainer
 from lit_unlearn.models import MF
 from lit_unlearn.tasks import RecommenderTask
 from tests.conftest import ML100K, SHARED_DATASETS
@@ -33,16 +34,7 @@ def trained() -> tuple[RecommenderTask, RecommendationData, Mapping[str, float],
     )
     task = RecommenderTask(MF(dm.num_users, dm.num_items, 64), lr=2e-3, l2_reg=1e-5)
     before = task.user_representation().clone()
-    trainer = pl.Trainer(
-        max_epochs=30,
-        accelerator="cpu",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        limit_val_batches=0,
-        num_sanity_val_steps=0,
-    )
+    trainer = bare_trainer(30, accelerator="cpu")
     trainer.fit(task, dm)
     metrics = trainer.test(task, dm, verbose=False)[0]
     return task, dm, metrics, before

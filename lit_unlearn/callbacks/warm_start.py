@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from lightning.pytorch.core.optimizer import LightningOptimizer
 from torch import Tensor
 
 from lit_unlearn.callbacks.unlearning import UnlearningCallback
@@ -42,14 +41,7 @@ class WarmStart(UnlearningCallback):
     def training_step(
         self, task: RecommenderTask, batch: dict[str, Tensor], batch_idx: int
     ) -> Tensor:
-        loss = task.recommendation_loss(batch)
-        opt = task.optimizers()
-        assert isinstance(opt, LightningOptimizer)
-        opt.zero_grad(set_to_none=True)
-        task.manual_backward(loss)
-        opt.step()
-        task.track_loss("train/loss", loss, batch_size=batch["user"].shape[0])
-        return loss.detach()
+        return task.recommendation_step(batch)
 
     def state_dict(self) -> dict[str, Any]:
         return {**super().state_dict(), "lr": self.lr}

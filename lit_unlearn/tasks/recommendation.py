@@ -208,9 +208,16 @@ class RecommenderTask(pl.LightningModule):
         if self.unlearning is not None:
             # An unlearning callback took over the step (its own objectives and combiner).
             return self.unlearning.training_step(self, batch, batch_idx)
+        return self.recommendation_step(batch)
+
+    def recommendation_step(self, batch: dict[str, Tensor]) -> Tensor:
+        """One backward of the recommendation loss and one step of the configured optimiser.
+
+        Manual optimisation, without the automatic loop's closure and per-step hook fan-out,
+        which cost as much as a BPR-MF step at batch 512. Also the step of warm-start
+        fine-tuning (its callback only swaps the optimiser).
+        """
         loss = self.recommendation_loss(batch)
-        # Manual optimisation: one backward and one Adam step, without the automatic loop's
-        # closure and per-step hook fan-out, which cost as much as a BPR-MF step at batch 512.
         opt = self.optimizers()
         assert isinstance(opt, LightningOptimizer)
         opt.zero_grad(set_to_none=True)
