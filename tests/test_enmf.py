@@ -41,14 +41,17 @@ def test_objective_matches_dense_weighted_least_squares(problem: Problem) -> Non
 def test_newton_systems_match_autograd(problem: Problem) -> None:
     p, q, h, pairs = problem
     block = RowBlock(q, h, torch.arange(p.shape[0]), pairs, C0, REG)
-    hess, grad = block.newton_systems(p)
+    systems = block.newton_systems(p)
+    # Built in degree order: every row exactly once.
+    assert sorted(systems.rows.tolist()) == list(range(p.shape[0]))
+    hess, grad = systems.in_row_order()
     x = p.clone().requires_grad_(True)
     torch.testing.assert_close(grad, torch.autograd.grad(block.loss(x), x)[0])
     full = torch.autograd.functional.hessian(block.loss, p)
     diag = torch.stack([full[i, :, i, :] for i in range(p.shape[0])])
     torch.testing.assert_close(hess, diag)
     # Chunks give the same rows as the whole block.
-    h2, g2 = block.newton_systems(p, 5, 11)
+    h2, g2 = block.newton_systems(p, 5, 11).in_row_order()
     torch.testing.assert_close(h2, hess[5:11])
     torch.testing.assert_close(g2, grad[5:11])
 
@@ -69,7 +72,7 @@ def test_newton_solvers_reach_the_block_minimum(problem: Problem, solver: BlockS
     rows = torch.tensor([1, 4, 9, 20])
     block = RowBlock(q, h, rows, pairs, C0, REG)
     x = solver.solve(block, p[rows])
-    _hess, grad = block.newton_systems(x)
+    grad = block.newton_systems(x).grad
     assert float(grad.abs().max()) < 1e-4
     # The exact minimiser of each row's quadratic: H x* = 2 sum o  <=>  grad(x*) = 0.
     assert block.loss(x) <= block.loss(p[rows])
@@ -82,13 +85,14 @@ def test_adamw_block_decreases_the_loss(problem: Problem) -> None:
     assert block.loss(x) < block.loss(p)
 
 
-def test_row_systems_of_a_row_without_positives() -> None:
+@pytest.mark.parametrize("bucket", [1, 64])  # 1: a bucket holding only the positive-free row
+def test_row_systems_of_a_row_without_positives(bucket: int) -> None:
     o = torch.randn(5, 3, dtype=torch.float64)
     h = torch.ones(3, dtype=torch.float64)
     x = torch.zeros(2, 3, dtype=torch.float64)
     hess, grad = row_newton_systems(
-        x, o, h, torch.tensor([0]), torch.tensor([2]), negative_weight=0.5, reg=0.1
-    )
+        x, o, h, torch.tensor([0]), torch.tensor([2]), negative_weight=0.5, reg=0.1, bucket=bucket
+    ).in_row_order()
     gram = o.T @ o
     torch.testing.assert_close(hess[1], 2 * (0.5 * gram + 0.1 * torch.eye(3, dtype=torch.float64)))
     assert torch.count_nonzero(grad[1]) == 0

@@ -19,7 +19,12 @@ from lit_unlearn.optim.combiners import (
     flatten_grads,
     gramian,
 )
-from lit_unlearn.optim.newton import HessianFreeNewton, batched_newton_step, conjugate_gradient
+from lit_unlearn.optim.newton import (
+    HessianFreeNewton,
+    NewtonSystems,
+    batched_newton_step,
+    conjugate_gradient,
+)
 
 __all__ = [
     "MGDA",
@@ -30,6 +35,7 @@ __all__ = [
     "GradientCombiner",
     "HFNewtonBlock",
     "HessianFreeNewton",
+    "NewtonSystems",
     "assign_flat_grad",
     "batched_newton_step",
     "conjugate_gradient",

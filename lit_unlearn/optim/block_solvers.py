@@ -17,7 +17,7 @@ from typing import Protocol
 import torch
 from torch import Tensor
 
-from lit_unlearn.optim.newton import HessianFreeNewton, batched_newton_step
+from lit_unlearn.optim.newton import HessianFreeNewton, NewtonSystems, batched_newton_step
 
 __all__ = ["AHNewtonBlock", "AdamWBlock", "BlockProblem", "BlockSolver", "HFNewtonBlock"]
 
@@ -27,9 +27,9 @@ class BlockProblem(Protocol):
 
     def loss(self, x: Tensor) -> Tensor: ...
 
-    def newton_systems(
-        self, x: Tensor, start: int = 0, stop: int | None = None
-    ) -> tuple[Tensor, Tensor]: ...
+    def newton_systems(self, x: Tensor, start: int = 0, stop: int | None = None) -> NewtonSystems:
+        """Systems of rows ``start:stop``; system ``i`` is row ``start + rows[i]``."""
+        ...
 
 
 def _check_positive_int(name: str, value: int) -> None:
@@ -156,6 +156,6 @@ class AHNewtonBlock(BlockSolver):
             # Rows are independent given the other side, so chunks can be solved in place.
             for start in range(0, rows, self.chunk_rows):
                 stop = min(start + self.chunk_rows, rows)
-                hess, grad = problem.newton_systems(x, start, stop)
-                x[start:stop] += batched_newton_step(hess, grad, self.damping)
+                hess, grad, local = problem.newton_systems(x, start, stop)
+                x.index_add_(0, local + start, batched_newton_step(hess, grad, self.damping))
         return x

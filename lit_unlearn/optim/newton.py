@@ -19,11 +19,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from typing import NamedTuple
 
 import torch
 from torch import Tensor
 
-__all__ = ["HessianFreeNewton", "batched_newton_step", "conjugate_gradient"]
+__all__ = ["HessianFreeNewton", "NewtonSystems", "batched_newton_step", "conjugate_gradient"]
 
 
 def conjugate_gradient(
@@ -65,6 +66,24 @@ def conjugate_gradient(
         p = r + (rs_new / rs) * p
         rs = rs_new
     return x, max_iter
+
+
+class NewtonSystems(NamedTuple):
+    """Per-row Newton systems ``H_i step_i = -grad_i``; system ``i`` belongs to row ``rows[i]``.
+
+    The systems may come in any row order (ENMF's are built sorted by degree): putting ``R``
+    Hessians of ``d x d`` back in row order would copy ``R d^2`` floats per block, while a solver
+    only needs to scatter its ``[R, d]`` steps (``x[rows] += step``).
+    """
+
+    hess: Tensor
+    grad: Tensor
+    rows: Tensor
+
+    def in_row_order(self) -> tuple[Tensor, Tensor]:
+        """``(H, grad)`` with system ``r`` belonging to row ``r`` (tests, inspection)."""
+        inverse = torch.argsort(self.rows)
+        return self.hess[inverse], self.grad[inverse]
 
 
 def batched_newton_step(hess: Tensor, grad: Tensor, damping: float = 0.0) -> Tensor:
