@@ -56,6 +56,49 @@ def test_newton_systems_match_autograd(problem: Problem) -> None:
     torch.testing.assert_close(g2, grad[5:11])
 
 
+@pytest.mark.parametrize("max_degree", [0, 2, 4, 100])
+def test_split_systems_are_the_same_systems(problem: Problem, max_degree: int) -> None:
+    p, q, h, pairs = problem
+    block = RowBlock(q, h, torch.arange(p.shape[0]), pairs, C0, REG)
+    hess, grad = block.newton_systems(p).in_row_order()
+    low, dense = block.split_newton_systems(p, max_degree)
+    rows = torch.cat([low.rows, dense.rows])
+    assert sorted(rows.tolist()) == list(range(p.shape[0]))
+    degree = torch.bincount(pairs[:, 0], minlength=p.shape[0])
+    assert bool((degree[low.rows] <= max_degree).all())
+    assert bool((degree[dense.rows] > max_degree).all())
+    for part in (low.dense(), dense):
+        torch.testing.assert_close(part.hess, hess[part.rows])
+        torch.testing.assert_close(part.grad, grad[part.rows])
+    # A chunk keeps its rows counted from its start.
+    low5, dense5 = block.split_newton_systems(p, max_degree, 5, 11)
+    torch.testing.assert_close(low5.dense().hess, hess[5 + low5.rows])
+    torch.testing.assert_close(dense5.grad, grad[5 + dense5.rows])
+
+
+def test_low_rank_and_dense_paths_give_the_same_update(problem: Problem) -> None:
+    p, q, h, pairs = problem
+    block = RowBlock(q, h, torch.arange(p.shape[0]), pairs, C0, REG)
+    dense = AHNewtonBlock(low_rank_max_degree=0).solve(block, p)
+    for max_degree in (None, 3):
+        torch.testing.assert_close(
+            AHNewtonBlock(low_rank_max_degree=max_degree).solve(block, p), dense
+        )
+    with pytest.raises(ValueError, match="low_rank_max_degree"):
+        AHNewtonBlock(low_rank_max_degree=-1)
+
+
+def test_pair_ids_out_of_range_raise(problem: Problem) -> None:
+    p, q, h, pairs = problem
+    bad = pairs.clone()
+    bad[0, 1] = q.shape[0]
+    with pytest.raises(ValueError, match="other-side ids"):
+        enmf_objective(p, q, h, bad, C0, REG)
+    bad[0, 1], bad[0, 0] = 0, -1
+    with pytest.raises(ValueError, match="row ids"):
+        enmf_objective(p, q, h, bad, C0, REG)
+
+
 def test_block_loss_differs_from_objective_by_a_constant(problem: Problem) -> None:
     p, q, h, pairs = problem
     block = RowBlock(q, h, torch.arange(p.shape[0]), pairs, C0, REG)

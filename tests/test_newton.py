@@ -7,7 +7,13 @@ import itertools
 import pytest
 import torch
 
-from lit_unlearn.optim.newton import HessianFreeNewton, batched_newton_step, conjugate_gradient
+from lit_unlearn.optim.newton import (
+    HessianFreeNewton,
+    LowRankSystems,
+    batched_newton_step,
+    conjugate_gradient,
+    low_rank_newton_step,
+)
 
 
 def _spd(n: int, seed: int = 0, batch: tuple[int, ...] = ()) -> torch.Tensor:
@@ -100,3 +106,55 @@ def test_batched_newton_step_rejects_a_nan_hessian_with_a_finite_gradient() -> N
     h[1, 2, 0] = float("nan")  # the factorisation reads the lower triangle only
     with pytest.raises(ValueError, match="NaN"):
         batched_newton_step(h, torch.ones(2, 3, dtype=torch.float64))
+
+
+def _low_rank(shared: torch.Tensor, seed: int = 0) -> LowRankSystems:
+    """Seven systems in two buckets over a pool of 6 factors (rank 0 to 3, padded with -1)."""
+    g = torch.Generator().manual_seed(seed)
+    d = shared.shape[0]
+    pool = torch.randn(6, d, generator=g, dtype=torch.float64)
+    buckets = (
+        torch.tensor([[-1, -1], [0, -1], [5, 2]]),
+        torch.tensor([[1, 3, 4], [0, 1, 2], [4, -1, -1], [5, 5, 0]]),  # a repeated factor
+    )
+    grad = torch.randn(7, d, generator=g, dtype=torch.float64)
+    return LowRankSystems(shared, pool, buckets, grad, torch.arange(7))
+
+
+@pytest.mark.parametrize("damping", [0.0, 0.3])
+def test_low_rank_newton_step_matches_the_formed_hessians(damping: float) -> None:
+    systems = _low_rank(_spd(5))
+    hess, grad, _ = systems.dense()
+    # The Hessians by hand: shared + sum of the listed factors' outer products.
+    f = systems.pool
+    torch.testing.assert_close(
+        hess[2], systems.shared + torch.outer(f[5], f[5]) + torch.outer(f[2], f[2])
+    )
+    torch.testing.assert_close(hess[0], systems.shared)
+    expected = -torch.linalg.solve(hess + damping * torch.eye(5, dtype=torch.float64), grad)
+    torch.testing.assert_close(low_rank_newton_step(systems, damping), expected)
+
+
+def test_low_rank_newton_step_falls_back_when_the_shared_part_is_singular() -> None:
+    # No L2 term and a rank-deficient Gram matrix: the shared part alone cannot be factorised,
+    # every formed Hessian can (or gets Levenberg-Marquardt damping).
+    shared = torch.zeros(3, 3, dtype=torch.float64)
+    systems = _low_rank(shared)
+    step = low_rank_newton_step(systems)
+    hess, grad, _ = systems.dense()
+    assert torch.isfinite(step).all()
+    torch.testing.assert_close(step, batched_newton_step(hess, grad))
+
+
+def test_low_rank_newton_step_rejects_nan_and_bad_shapes() -> None:
+    systems = _low_rank(_spd(4))
+    with pytest.raises(ValueError, match="NaN"):
+        low_rank_newton_step(systems._replace(grad=systems.grad * float("nan")))
+    pool = systems.pool.clone()
+    pool[1, 0] = float("inf")
+    with pytest.raises(ValueError, match="NaN"):
+        low_rank_newton_step(systems._replace(pool=pool))
+    with pytest.raises(ValueError, match="buckets hold 3"):
+        low_rank_newton_step(systems._replace(buckets=systems.buckets[:1]))
+    with pytest.raises(ValueError, match="need shared"):
+        low_rank_newton_step(systems._replace(shared=torch.eye(3, dtype=torch.float64)))

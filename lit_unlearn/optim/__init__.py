@@ -21,9 +21,11 @@ from lit_unlearn.optim.combiners import (
 )
 from lit_unlearn.optim.newton import (
     HessianFreeNewton,
+    LowRankSystems,
     NewtonSystems,
     batched_newton_step,
     conjugate_gradient,
+    low_rank_newton_step,
 )
 
 __all__ = [
@@ -35,10 +37,12 @@ __all__ = [
     "GradientCombiner",
     "HFNewtonBlock",
     "HessianFreeNewton",
+    "LowRankSystems",
     "NewtonSystems",
     "assign_flat_grad",
     "batched_newton_step",
     "conjugate_gradient",
     "flatten_grads",
     "gramian",
+    "low_rank_newton_step",
 ]

@@ -17,7 +17,13 @@ from typing import Protocol
 import torch
 from torch import Tensor
 
-from lit_unlearn.optim.newton import HessianFreeNewton, NewtonSystems, batched_newton_step
+from lit_unlearn.optim.newton import (
+    HessianFreeNewton,
+    LowRankSystems,
+    NewtonSystems,
+    batched_newton_step,
+    low_rank_newton_step,
+)
 
 __all__ = ["AHNewtonBlock", "AdamWBlock", "BlockProblem", "BlockSolver", "HFNewtonBlock"]
 
@@ -29,6 +35,12 @@ class BlockProblem(Protocol):
 
     def newton_systems(self, x: Tensor, start: int = 0, stop: int | None = None) -> NewtonSystems:
         """Systems of rows ``start:stop``; system ``i`` is row ``start + rows[i]``."""
+        ...
+
+    def split_newton_systems(
+        self, x: Tensor, low_rank_max_degree: int, start: int = 0, stop: int | None = None
+    ) -> tuple[LowRankSystems, NewtonSystems]:
+        """The same systems, those of rank-``<= low_rank_max_degree`` updates in low-rank form."""
         ...
 
 
@@ -125,37 +137,68 @@ class HFNewtonBlock(BlockSolver):
 
 
 class AHNewtonBlock(BlockSolver):
-    """Ad-hoc Newton: closed-form per-row Hessians, one batched ``d x d`` solve per chunk.
+    """Ad-hoc Newton: closed-form per-row Hessians, one batched solve per chunk.
 
     For ENMF with the other side fixed every row's loss is an exact quadratic, so one iteration
-    lands on the block minimiser (the ALS update).
+    lands on the block minimiser (the ALS update). A row with ``n`` observed pairs has a Hessian
+    ``A + F^T F`` with ``F`` of rank ``n``; rows with ``n <= low_rank_max_degree`` are solved by
+    the Woodbury identity from ``n x n`` systems (:func:`~lit_unlearn.optim.low_rank_newton_step`),
+    the others by a batched ``d x d`` Cholesky (:func:`~lit_unlearn.optim.batched_newton_step`).
+    Both give the same step up to rounding.
 
     Args:
         iterations: Newton iterations per block solve.
         damping: Damping added to every row's Hessian.
-        chunk_rows: Rows whose ``d x d`` Hessians are built at once (bounds memory at
+        chunk_rows: Rows whose systems are built at once (bounds memory at
             ``chunk_rows * d^2`` floats).
+        low_rank_max_degree: Rows with at most this many observed pairs take the Woodbury path;
+            ``None``: the embedding width ``d`` (where the ``n x n`` system stops being the
+            smaller one); ``0``: every row forms its ``d x d`` Hessian.
     """
 
     label = "AH-Newton"
     separable = True
 
-    def __init__(self, iterations: int = 1, damping: float = 0.0, chunk_rows: int = 8192) -> None:
+    def __init__(
+        self,
+        iterations: int = 1,
+        damping: float = 0.0,
+        chunk_rows: int = 8192,
+        low_rank_max_degree: int | None = None,
+    ) -> None:
         _check_positive_int("iterations", iterations)
         _check_positive_int("chunk_rows", chunk_rows)
         if damping < 0:
             raise ValueError(f"damping must be >= 0, got {damping}")
+        if low_rank_max_degree is not None and (
+            isinstance(low_rank_max_degree, bool)
+            or not isinstance(low_rank_max_degree, int)
+            or low_rank_max_degree < 0
+        ):
+            raise ValueError(
+                f"low_rank_max_degree must be None or an int >= 0, got {low_rank_max_degree!r}"
+            )
         self.iterations = iterations
         self.damping = damping
         self.chunk_rows = chunk_rows
+        self.low_rank_max_degree = low_rank_max_degree
 
     def solve(self, problem: BlockProblem, x: Tensor) -> Tensor:
         x = x.detach().clone()
         rows = x.shape[0]
+        max_degree = x.shape[1] if self.low_rank_max_degree is None else self.low_rank_max_degree
         for _ in range(self.iterations):
             # Rows are independent given the other side, so chunks can be solved in place.
             for start in range(0, rows, self.chunk_rows):
                 stop = min(start + self.chunk_rows, rows)
-                hess, grad, local = problem.newton_systems(x, start, stop)
-                x.index_add_(0, local + start, batched_newton_step(hess, grad, self.damping))
+                if max_degree == 0:
+                    dense = problem.newton_systems(x, start, stop)
+                else:
+                    low, dense = problem.split_newton_systems(x, max_degree, start, stop)
+                    if len(low.rows):
+                        step = low_rank_newton_step(low, self.damping)
+                        x.index_add_(0, low.rows + start, step)
+                if len(dense.rows):
+                    step = batched_newton_step(dense.hess, dense.grad, self.damping)
+                    x.index_add_(0, dense.rows + start, step)
         return x

@@ -10,6 +10,9 @@ sub-problem of its alternating scheme. Two stood out in the paper and both live 
 * :func:`batched_newton_step` ("ad-hoc" Newton, after Guo et al. / Koh and Liang): when the
   Hessian is known in closed form as many independent ``d x d`` blocks, solve them all at once
   with a batched Cholesky, raising the damping only for blocks that are not positive definite.
+* :func:`low_rank_newton_step`: the same step when every Hessian is one shared matrix plus a few
+  rank-one terms (``H_i = A + F_i^T F_i``, ``F_i`` of ``n_i < d`` rows), by the Woodbury identity:
+  an ``n_i x n_i`` factorisation per system instead of ``d x d``.
 
 Both take exactly one step to the minimum of a strictly convex quadratic (Eq. 5 of paper 003
 with an exact Hessian), which is what the unit tests check.
@@ -24,7 +27,14 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-__all__ = ["HessianFreeNewton", "NewtonSystems", "batched_newton_step", "conjugate_gradient"]
+__all__ = [
+    "HessianFreeNewton",
+    "LowRankSystems",
+    "NewtonSystems",
+    "batched_newton_step",
+    "conjugate_gradient",
+    "low_rank_newton_step",
+]
 
 
 def conjugate_gradient(
@@ -140,6 +150,104 @@ def batched_newton_step(hess: Tensor, grad: Tensor, damping: float = 0.0) -> Ten
     step = -torch.cholesky_solve(grad.unsqueeze(-1), chol).squeeze(-1)
     # Checking the d-vector result instead of the d x d input is d times cheaper; a NaN/inf
     # entry of a Hessian that factorised anyway ends up in its step.
+    if not torch.isfinite(step).all():
+        raise ValueError(message)
+    return step
+
+
+class LowRankSystems(NamedTuple):
+    """Newton systems ``H_i step_i = -grad_i`` whose ``H_i`` are a shared part plus rank-one terms.
+
+    ``H_i = shared + sum_j f_j f_j^T`` over the factors listed for system ``i``: the form of
+    ENMF's per-row Hessians (``shared`` from the missing-data Gram matrix and the L2
+    term, one ``f_j`` per observed pair): a row with ``n < d`` pairs adds a rank-``n`` update to a
+    matrix that every row shares, which :func:`low_rank_newton_step` solves without forming
+    ``H_i``. System ``i`` belongs to row ``rows[i]``, as in :class:`NewtonSystems`.
+
+    Attributes:
+        shared: ``A [d, d]``, symmetric positive definite (the same for every system).
+        pool: ``[P, d]`` rank-one factors ``f_j`` the systems draw from.
+        buckets: Consecutive buckets of systems, ``[b_k, w_k]`` each (``sum b_k = R``): row ``r``
+            of bucket ``k`` lists the factors of its system, padded with ``-1`` (no factor).
+        grad: ``[R, d]``.
+        rows: ``[R]``.
+    """
+
+    shared: Tensor
+    pool: Tensor
+    buckets: tuple[Tensor, ...]
+    grad: Tensor
+    rows: Tensor
+
+    def dense(self) -> NewtonSystems:
+        """The same systems with every ``H_i`` formed (``R d^2`` floats: tests, fallback)."""
+        pool = torch.cat([self.pool, self.pool.new_zeros(1, self.pool.shape[1])])
+        hess = [
+            torch.baddbmm(self.shared.expand(len(i), -1, -1), pool[i].mT, pool[i])
+            for i in self.buckets
+        ]
+        d = self.shared.shape[0]
+        stacked = torch.cat(hess) if hess else self.shared.new_empty(0, d, d)
+        return NewtonSystems(stacked, self.grad, self.rows)
+
+
+def low_rank_newton_step(systems: LowRankSystems, damping: float = 0.0) -> Tensor:
+    """``-(H_i + damping I)^{-1} grad_i`` for :class:`LowRankSystems`, by the Woodbury identity.
+
+    With ``A = L L^T`` (``A`` = shared part + damping), ``M_i = F_i L^{-T}`` and ``z = L^{-1} g``:
+
+        (A + F^T F)^{-1} g = L^{-T} (z - M^T (I + M M^T)^{-1} M z).
+
+    ``A`` is factorised once and every factor is transformed once (``pool L^{-T}``), so system
+    ``i`` costs an ``n_i x n_i`` Cholesky and ``O(n_i^2 d)`` products instead of the
+    ``O(n_i d^2 + d^3)`` of building and factorising ``H_i``. ``I + M M^T`` has eigenvalues
+    ``>= 1``: its factorisation cannot fail and is as well conditioned as it gets. If ``A`` itself
+    is not positive definite (no L2 term and a rank-deficient Gram matrix) the Hessians are
+    formed and :func:`batched_newton_step` applies its Levenberg-Marquardt damping instead.
+
+    Returns:
+        ``[R, d]`` steps, system order.
+
+    Raises:
+        ValueError: Shapes do not match or the inputs hold NaN/inf.
+        FloatingPointError: As :func:`batched_newton_step`, on the fallback path.
+    """
+    shared, pool, buckets, grad, _ = systems
+    d = shared.shape[0]
+    if shared.shape != (d, d) or pool.shape[1:] != (d,) or grad.shape[1:] != (d,):
+        raise ValueError(
+            f"need shared [d, d], pool [P, d] and grad [R, d], got {tuple(shared.shape)}, "
+            f"{tuple(pool.shape)} and {tuple(grad.shape)}"
+        )
+    count = sum(len(i) for i in buckets)
+    if count != grad.shape[0]:
+        raise ValueError(f"the buckets hold {count} systems, grad {grad.shape[0]}")
+    message = "Newton system holds NaN/inf: the model or the loss diverged"
+    if not torch.isfinite(grad).all():
+        raise ValueError(message)
+    eye = torch.eye(d, dtype=shared.dtype, device=shared.device)
+    chol, info = torch.linalg.cholesky_ex(shared + damping * eye if damping else shared)
+    if info > 0:
+        hess, _, _ = systems.dense()
+        return batched_newton_step(hess, grad, damping)
+    # Rows of pool L^{-T} (one triangular solve for all factors), and a zero row that the
+    # padding index -1 picks.
+    factors = torch.linalg.solve_triangular(chol, pool.T, upper=False).T
+    factors = torch.cat([factors, factors.new_zeros(1, d)])
+    z = torch.linalg.solve_triangular(chol, grad.T, upper=False).T
+    u = torch.empty_like(z)
+    lo = 0
+    for idx in buckets:
+        hi = lo + len(idx)
+        m = factors[idx]  # [b, w, d]
+        zb = z[lo:hi].unsqueeze(-1)
+        width = idx.shape[1]
+        small = torch.eye(width, dtype=m.dtype, device=m.device).expand(len(idx), -1, -1)
+        k_chol, _ = torch.linalg.cholesky_ex(torch.baddbmm(small, m, m.mT))
+        y = torch.cholesky_solve(m @ zb, k_chol)
+        u[lo:hi] = (zb - m.mT @ y).squeeze(-1)
+        lo = hi
+    step = -torch.linalg.solve_triangular(chol.T, u.T, upper=True).T
     if not torch.isfinite(step).all():
         raise ValueError(message)
     return step
