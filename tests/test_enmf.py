@@ -5,7 +5,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from lit_unlearn.losses.enmf import RowBlock, enmf_objective, row_newton_systems
+from lit_unlearn.losses.enmf import (
+    RowBlock,
+    enmf_objective,
+    row_newton_systems,
+    split_row_newton_systems,
+)
 from lit_unlearn.models import ENMF
 from lit_unlearn.optim.block_solvers import AdamWBlock, AHNewtonBlock, BlockSolver, HFNewtonBlock
 
@@ -139,6 +144,12 @@ def test_row_systems_of_a_row_without_positives(bucket: int) -> None:
     gram = o.T @ o
     torch.testing.assert_close(hess[1], 2 * (0.5 * gram + 0.1 * torch.eye(3, dtype=torch.float64)))
     assert torch.count_nonzero(grad[1]) == 0
+    # The low-rank form of the same systems (both rows have at most 3 positives).
+    low, dense = split_row_newton_systems(
+        x, o, h, torch.tensor([0]), torch.tensor([2]), 0.5, 0.1, 3, bucket=bucket
+    )
+    assert len(dense.rows) == 0
+    torch.testing.assert_close(low.dense().hess, hess[low.rows])
 
 
 def test_batch_losses_of_an_epoch_sum_to_the_objective() -> None:

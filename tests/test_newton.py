@@ -109,16 +109,17 @@ def test_batched_newton_step_rejects_a_nan_hessian_with_a_finite_gradient() -> N
 
 
 def _low_rank(shared: torch.Tensor, seed: int = 0) -> LowRankSystems:
-    """Seven systems in two buckets over a pool of 6 factors (rank 0 to 3, padded with -1)."""
+    """Eight systems in three buckets over 6 factors (rank 0 to 3, padded with -1 or empty)."""
     g = torch.Generator().manual_seed(seed)
     d = shared.shape[0]
     pool = torch.randn(6, d, generator=g, dtype=torch.float64)
     buckets = (
         torch.tensor([[-1, -1], [0, -1], [5, 2]]),
         torch.tensor([[1, 3, 4], [0, 1, 2], [4, -1, -1], [5, 5, 0]]),  # a repeated factor
+        torch.zeros(1, 0, dtype=torch.long),  # a bucket of rows without positives
     )
-    grad = torch.randn(7, d, generator=g, dtype=torch.float64)
-    return LowRankSystems(shared, pool, buckets, grad, torch.arange(7))
+    grad = torch.randn(8, d, generator=g, dtype=torch.float64)
+    return LowRankSystems(shared, pool, buckets, grad, torch.arange(8))
 
 
 @pytest.mark.parametrize("damping", [0.0, 0.3])
@@ -131,6 +132,7 @@ def test_low_rank_newton_step_matches_the_formed_hessians(damping: float) -> Non
         hess[2], systems.shared + torch.outer(f[5], f[5]) + torch.outer(f[2], f[2])
     )
     torch.testing.assert_close(hess[0], systems.shared)
+    torch.testing.assert_close(hess[7], systems.shared)
     expected = -torch.linalg.solve(hess + damping * torch.eye(5, dtype=torch.float64), grad)
     torch.testing.assert_close(low_rank_newton_step(systems, damping), expected)
 
@@ -154,7 +156,7 @@ def test_low_rank_newton_step_rejects_nan_and_bad_shapes() -> None:
     pool[1, 0] = float("inf")
     with pytest.raises(ValueError, match="NaN"):
         low_rank_newton_step(systems._replace(pool=pool))
-    with pytest.raises(ValueError, match="buckets hold 3"):
+    with pytest.raises(ValueError, match="buckets hold 3 systems, grad 8"):
         low_rank_newton_step(systems._replace(buckets=systems.buckets[:1]))
     with pytest.raises(ValueError, match="need shared"):
         low_rank_newton_step(systems._replace(shared=torch.eye(3, dtype=torch.float64)))

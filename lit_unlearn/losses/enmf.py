@@ -376,13 +376,6 @@ class RowBlock:
         miss = self.negative_weight * ((x @ self._gram) * x).sum()
         return pos + miss + self.reg * x.square().sum()
 
-    def _chunk(self, start: int, stop: int | None) -> tuple[int, Tensor, Tensor]:
-        stop = self.num_rows if stop is None else stop
-        if start == 0 and stop == self.num_rows:
-            return stop, self.row_idx, self.other_idx
-        keep = (self.row_idx >= start) & (self.row_idx < stop)
-        return stop, self.row_idx[keep] - start, self.other_idx[keep]
-
     def newton_systems(self, x: Tensor, start: int = 0, stop: int | None = None) -> NewtonSystems:
         """Per-row Newton systems of rows ``start:stop`` at ``x [R, d]`` (closed form).
 
@@ -390,26 +383,22 @@ class RowBlock:
         and ``rows`` counted from ``start``; chunking the rows bounds memory at
         ``(stop - start) d^2`` floats.
         """
-        stop, row_idx, other_idx = self._chunk(start, stop)
-        return row_newton_systems(
-            x[start:stop],
-            self.other_vec,
-            self.h,
-            row_idx,
-            other_idx,
-            self.negative_weight,
-            self.reg,
-            gram=self._gram,
-        )
+        return self.split_newton_systems(x, -1, start, stop)[1]
 
     def split_newton_systems(
         self, x: Tensor, low_rank_max_degree: int, start: int = 0, stop: int | None = None
     ) -> tuple[LowRankSystems, NewtonSystems]:
         """:meth:`newton_systems`, rows of at most ``low_rank_max_degree`` positives low-rank.
 
-        See :func:`split_row_newton_systems`; ``rows`` of both are counted from ``start``.
+        See :func:`split_row_newton_systems` (``-1``: every row dense); ``rows`` of both are
+        counted from ``start``.
         """
-        stop, row_idx, other_idx = self._chunk(start, stop)
+        stop = self.num_rows if stop is None else stop
+        if start == 0 and stop == self.num_rows:
+            row_idx, other_idx = self.row_idx, self.other_idx
+        else:
+            keep = (self.row_idx >= start) & (self.row_idx < stop)
+            row_idx, other_idx = self.row_idx[keep] - start, self.other_idx[keep]
         return split_row_newton_systems(
             x[start:stop],
             self.other_vec,
