@@ -1,7 +1,8 @@
 """Second-order solvers: conjugate gradient, Hessian-free Newton, batched ad-hoc Newton.
 
 AltEraser (Liu et al., paper 003, section 4.3) runs a 2nd-order optimiser on each small
-sub-problem of its alternating scheme. Two stood out in the paper and both live here:
+sub-problem of its alternating scheme. The two that stood out in the paper live here, the
+ad-hoc one in two forms:
 
 * :class:`HessianFreeNewton` (Martens, "Deep learning via Hessian-free optimization", ICML 2010):
   Hessian-vector products by double backward, conjugate gradient on the damped system,
@@ -14,8 +15,8 @@ sub-problem of its alternating scheme. Two stood out in the paper and both live 
   rank-one terms (``H_i = A + F_i^T F_i``, ``F_i`` of ``n_i < d`` rows), by the Woodbury identity:
   an ``n_i x n_i`` factorisation per system instead of ``d x d``.
 
-Both take exactly one step to the minimum of a strictly convex quadratic (Eq. 5 of paper 003
-with an exact Hessian), which is what the unit tests check.
+All three take exactly one step to the minimum of a strictly convex quadratic (Eq. 5 of paper
+003 with an exact Hessian), which is what the unit tests check.
 """
 
 from __future__ import annotations
