@@ -33,14 +33,14 @@ class BlockProblem(Protocol):
 
     def loss(self, x: Tensor) -> Tensor: ...
 
-    def newton_systems(self, x: Tensor, start: int = 0, stop: int | None = None) -> NewtonSystems:
-        """Systems of rows ``start:stop``; system ``i`` is row ``start + rows[i]``."""
-        ...
-
     def split_newton_systems(
         self, x: Tensor, low_rank_max_degree: int, start: int = 0, stop: int | None = None
     ) -> tuple[LowRankSystems, NewtonSystems]:
-        """The same systems, those of rank-``<= low_rank_max_degree`` updates in low-rank form."""
+        """Newton systems of rows ``start:stop``: ``(low_rank, dense)``.
+
+        System ``i`` of either half is row ``start + rows[i]``; rows with at most
+        ``low_rank_max_degree`` positives are in the low-rank half (``-1``: none are).
+        """
         ...
 
 
@@ -187,17 +187,16 @@ class AHNewtonBlock(BlockSolver):
         x = x.detach().clone()
         rows = x.shape[0]
         max_degree = x.shape[1] if self.low_rank_max_degree is None else self.low_rank_max_degree
+        # 0 means no Woodbury path at all: -1 also sends rows without positives to the dense half.
+        max_degree = max_degree or -1
         for _ in range(self.iterations):
             # Rows are independent given the other side, so chunks can be solved in place.
             for start in range(0, rows, self.chunk_rows):
                 stop = min(start + self.chunk_rows, rows)
-                if max_degree == 0:
-                    dense = problem.newton_systems(x, start, stop)
-                else:
-                    low, dense = problem.split_newton_systems(x, max_degree, start, stop)
-                    if len(low.rows):
-                        step = low_rank_newton_step(low, self.damping)
-                        x.index_add_(0, low.rows + start, step)
+                low, dense = problem.split_newton_systems(x, max_degree, start, stop)
+                if len(low.rows):
+                    step = low_rank_newton_step(low, self.damping)
+                    x.index_add_(0, low.rows + start, step)
                 if len(dense.rows):
                     step = batched_newton_step(dense.hess, dense.grad, self.damping)
                     x.index_add_(0, dense.rows + start, step)
