@@ -47,6 +47,7 @@ attrcloak-table: venv
 	$(BIN)/python -m lit_unlearn.experiments.attribute_unlearning --data configs/data/ml100k.yaml \
 		--model configs/model/ncf.yaml --checkpoint runs/ml100k_ncf/checkpoints/last.ckpt \
 		--df-bounds 0.1,1.0 0.95,0.97 --dd-bounds 0.0,1.0 0.0,0.1,1.0 --repeats 3 \
+		--dd-batch-size 1000000 --dd-epochs 150 --dd-lr 0.003 \
 		--precision float32 --lr 0.015 --df-epochs 200 --ablation --out benchmarks/results/attrcloak_ml100k
 
 clean:

@@ -23,7 +23,7 @@ def test_comparison_table_on_synthetic(tmp_path: Path, monkeypatch: pytest.Monke
             "--override=--data.init_args.source.init_args.num_users=200",
             "--override=--data.init_args.num_eval_negatives=50",
             "--train-epochs", "2", "--df-epochs", "3", "--dd-epochs", "1",
-            "--dd-bounds", "0.0,1.0", "0.0,0.1,1.0", "--repeats", "2",
+            "--dd-bounds", "0.0,1.0", "0.0,0.1,1.0", "--dd-batch-size", "100000", "--repeats", "2",
             "--ablation", "--out", str(out), "--wandb",
         ]
     )  # fmt: skip
@@ -51,7 +51,13 @@ def test_comparison_table_on_synthetic(tmp_path: Path, monkeypatch: pytest.Monke
 
 @pytest.mark.parametrize(
     "argv",
-    [["--repeats", "0"], ["--dd-bounds", "0.1"], ["--df-bounds", "0,1,x"], ["--dd-bounds", "a,b"]],
+    [
+        ["--repeats", "0"],
+        ["--dd-batch-size", "0"],
+        ["--dd-bounds", "0.1"],
+        ["--df-bounds", "0,1,x"],
+        ["--dd-bounds", "a,b"],
+    ],
 )
 def test_bad_table_arguments_exit_with_a_message(
     argv: list[str], capsys: pytest.CaptureFixture[str]

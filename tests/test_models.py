@@ -127,6 +127,76 @@ def test_l2_batch(backbone: tuple[str, Recommender]) -> None:
     l2.backward()  # differentiable w.r.t. the raw embeddings
 
 
+def test_l2_batch_large_batch_uses_counts(backbone: tuple[str, Recommender]) -> None:
+    """More ids than rows (the per-row count path): same value and gradient as the gather."""
+    name, model = backbone
+    gen = torch.Generator().manual_seed(3)
+    users = torch.randint(NU, (4 * NU,), generator=gen)
+    items = torch.randint(NI, (4 * NU, 3), generator=gen)
+    tables = [("user_embedding", "item_embedding")]
+    if name.startswith("ncf-neumf"):
+        tables.append(("user_mlp_embedding", "item_mlp_embedding"))
+    params = [getattr(model, t).weight for pair in tables for t in pair]
+    l2 = model.l2_batch(users, items)
+    got = torch.autograd.grad(l2, params)
+    expected = (
+        sum(
+            getattr(model, ut).weight[users].pow(2).sum()
+            + getattr(model, it).weight[items].pow(2).sum()
+            for ut, it in tables
+        )
+        / users.numel()
+    )
+    want = torch.autograd.grad(expected, params)
+    torch.testing.assert_close(l2, expected)
+    for g, w in zip(got, want, strict=True):
+        torch.testing.assert_close(g, w)
+
+
+def test_l2_batch_large_batch_out_of_range_ids_raise(backbone: tuple[str, Recommender]) -> None:
+    _, model = backbone
+    users = torch.zeros(4 * NI, dtype=torch.long)
+    with pytest.raises(IndexError, match="out of range"):
+        model.l2_batch(users, torch.full((4 * NI,), NI))
+    with pytest.raises((IndexError, RuntimeError)):  # negative ids: bincount refuses them
+        model.l2_batch(users, torch.full((4 * NI,), -1))
+
+
+@pytest.mark.parametrize("training", [False, True])
+def test_ncf_large_batch_tower_once_matches_per_pair(training: bool) -> None:
+    """A batch naming more ids than the tables have rows runs each tower once over the table
+    and gathers: same scores and gradients as the per-occurrence towers (no dropout)."""
+    torch.manual_seed(0)
+    model = NCF(NU, NI, D, hidden_layers=2)
+    model.train(training)
+    gen = torch.Generator().manual_seed(1)
+    users = torch.randint(NU, (5 * NI,), generator=gen)
+    items = torch.randint(NI, (5 * NI, 2), generator=gen)
+    fast = model(users, items)
+    grads = torch.autograd.grad(fast.square().sum(), list(model.parameters()))
+    # Reference: the towers applied to each occurrence's embedding row.
+    user_rep = model._tower(model.user_tower, model.user_embedding.weight[users])
+    item_rep = model._tower(model.item_tower, model.item_embedding.weight[items])
+    slow = (user_rep.unsqueeze(1) * item_rep).sum(-1)
+    want = torch.autograd.grad(slow.square().sum(), list(model.parameters()))
+    torch.testing.assert_close(fast, slow)
+    for g, w in zip(grads, want, strict=True):
+        torch.testing.assert_close(g, w)
+
+
+def test_ncf_large_batch_with_dropout_keeps_per_pair_masks() -> None:
+    """With dropout active the per-occurrence path stays: two occurrences of one user get
+    different masks (a gathered tower output would make them identical)."""
+    torch.manual_seed(0)
+    model = NCF(NU, NI, 32, hidden_layers=2, dropout=0.5).train()
+    users = torch.zeros(3 * NI, dtype=torch.long)
+    user_rep, _ = model.embed(users, torch.zeros(1, dtype=torch.long))
+    assert not torch.equal(user_rep[0], user_rep[1])
+    model.eval()
+    user_rep, _ = model.embed(users, torch.zeros(1, dtype=torch.long))
+    assert torch.equal(user_rep[0], user_rep[1])
+
+
 # ---------------------------------------------------------------------------- NeuMF chunking
 def test_neumf_chunked_full_scores() -> None:
     torch.manual_seed(0)

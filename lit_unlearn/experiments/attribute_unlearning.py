@@ -205,6 +205,9 @@ def run(args: argparse.Namespace) -> list[RowResult]:
         args.dd_lr,
         precision=args.precision,
     )
+    # Data-dependent rows: the data config's batch size unless --dd-batch-size is given (one at
+    # least the number of training pairs makes every step a full-data step on Eq. 20).
+    dd_args = [f"--data.init_args.batch_size={args.dd_batch_size}"] if args.dd_batch_size else []
     for spec in methods:
         if args.methods and spec.name not in args.methods and not spec.name.startswith("DF alpha"):
             continue
@@ -215,7 +218,7 @@ def run(args: argparse.Namespace) -> list[RowResult]:
                 "--data.init_args.batch_size=1000000",
             ]
             if spec.data_free
-            else []
+            else dd_args
         )
         for seed in seeds:
             row, rep = run_method(
@@ -474,6 +477,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--dd-epochs", type=int, default=1, help="data-dependent epochs over the interactions"
     )
+    p.add_argument(
+        "--dd-batch-size",
+        type=int,
+        default=None,
+        help="data-dependent batch size (default: the data config's; >= #pairs = full-data steps)",
+    )
     p.add_argument("--lr", type=float, default=1e-2, help="data-free learning rate (Adam)")
     p.add_argument("--dd-lr", type=float, default=1e-3, help="data-dependent learning rate (Adam)")
     p.add_argument(
@@ -507,6 +516,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.repeats < 1:
         p.error(f"--repeats must be >= 1, got {args.repeats}")
+    if args.dd_batch_size is not None and args.dd_batch_size < 1:
+        p.error(f"--dd-batch-size must be >= 1, got {args.dd_batch_size}")
     for text in [*args.df_bounds, *args.dd_bounds]:
         try:
             _interval(text)

@@ -22,6 +22,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from typing import ClassVar
 
+import torch
 from torch import Tensor, nn
 
 
@@ -165,4 +166,16 @@ class Recommender(nn.Module, ABC):
 
     @staticmethod
     def _sq_norm(table: nn.Embedding, ids: Tensor) -> Tensor:
-        return table(ids).pow(2).sum()
+        """``sum_k ||table[ids_k]||^2`` over ``ids`` with repetition.
+
+        A batch naming more ids than the table has rows goes through per-row counts
+        (``sum_r count_r ||e_r||^2``): the same value and gradient as gathering, without
+        materialising (and back-propagating through) the ``[ids.numel(), d]`` gather.
+        """
+        if ids.numel() > table.num_embeddings:
+            counts = torch.bincount(ids.reshape(-1), minlength=table.num_embeddings)
+            if counts.numel() != table.num_embeddings:  # what the lookup would have refused
+                rows = table.num_embeddings
+                raise IndexError(f"id {counts.numel() - 1} out of range for a table of {rows} rows")
+            return (counts.to(table.weight.dtype) * table.weight.square().sum(dim=-1)).sum()
+        return table(ids).square().sum()

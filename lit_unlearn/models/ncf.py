@@ -115,16 +115,34 @@ class NCF(Recommender):
                 x = F.dropout(F.relu(x), self.dropout, self.training)
         return x
 
+    def _tower_rep(self, table: nn.Embedding, layers: nn.ModuleList, ids: Tensor | None) -> Tensor:
+        """Tower outputs for ``ids`` (any shape), or for every row when ``ids`` is None.
+
+        A batch that names more ids than the table has rows (a full-data BPR step scores each
+        user ~100 times) runs the tower once over the table and gathers: ``|table|`` rows
+        through the MLP instead of ``ids.numel()``, the same values and gradients. Only when
+        dropout is inactive: a training-time dropout mask is drawn per occurrence, which the
+        gather would share between all occurrences of an id.
+        """
+        if ids is None or len(layers) == 0:
+            return self._tower(layers, self._lookup(table, ids))
+        dropout_active = self.training and self.dropout > 0
+        if not dropout_active and ids.numel() > table.num_embeddings:
+            # index_select: its backward (index_add) is about 2x faster than advanced indexing's
+            rows = self._tower(layers, table.weight)
+            return rows.index_select(0, ids.reshape(-1)).view(*ids.shape, rows.shape[-1])
+        return self._tower(layers, table(ids))
+
     def _user_rep(self, users: Tensor | None) -> Tensor:
-        emb = self._lookup(self.user_embedding, users)
         if self.scorer == "dot":
-            return self._tower(self.user_tower, emb)
+            return self._tower_rep(self.user_embedding, self.user_tower, users)
+        emb = self._lookup(self.user_embedding, users)
         return torch.cat([emb, self._lookup(self.user_mlp_embedding, users)], dim=-1)
 
     def _item_rep(self, items: Tensor | None) -> Tensor:
-        emb = self._lookup(self.item_embedding, items)
         if self.scorer == "dot":
-            return self._tower(self.item_tower, emb)
+            return self._tower_rep(self.item_embedding, self.item_tower, items)
+        emb = self._lookup(self.item_embedding, items)
         return torch.cat([emb, self._lookup(self.item_mlp_embedding, items)], dim=-1)
 
     def embed(
