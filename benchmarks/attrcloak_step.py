@@ -60,6 +60,24 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
+def _mgda_step(
+    opt: torch.optim.Optimizer,
+    params: list[torch.nn.Parameter],
+    losses: list[Tensor],
+    combiner: MGDA,
+) -> None:
+    """One backward per objective, the MGDA weights (Eq. 26), the combined gradient, a step."""
+    grads = []
+    for i, loss in enumerate(losses):
+        opt.zero_grad(set_to_none=True)
+        loss.backward(retain_graph=i < len(losses) - 1)
+        grads.append(flatten_grads(params))
+    jac = torch.stack(grads)
+    w = combiner.weights(gramian(jac)).to(jac)
+    assign_flat_grad(params, w @ jac)
+    opt.step()
+
+
 def plain_steps(model: NCF, attrs: Any, steps: int, device: torch.device) -> list[float]:
     """The baseline: the same DF objective and update in a bare loop."""
     model = model.to(device)
@@ -79,15 +97,7 @@ def plain_steps(model: NCF, attrs: Any, steps: int, device: torch.device) -> lis
         rep = model.user_representation()
         privacy, _ = multi_attribute_mi_bound(rep, codes, classes)
         retention = embedding_regularization(rep, reference, reduction="mean")
-        grads = []
-        for i, loss in enumerate((privacy, retention)):
-            opt.zero_grad(set_to_none=True)
-            loss.backward(retain_graph=i == 0)
-            grads.append(flatten_grads(params))
-        jac = torch.stack(grads)
-        w = combiner.weights(gramian(jac)).to(jac)
-        assign_flat_grad(params, w @ jac)
-        opt.step()
+        _mgda_step(opt, params, [privacy, retention], combiner)
         _sync(device)
         times.append(time.perf_counter() - t0)
     return times
@@ -139,15 +149,7 @@ def plain_dd_steps(
             scores = model(users, items)
             retention = bpr_loss(scores[:, 0], scores[:, 1:])
             retention = retention + L2_REG * model.l2_batch(users, items.reshape(-1))
-        grads = []
-        for loss in (privacy, retention):
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            grads.append(flatten_grads(params))
-        jac = torch.stack(grads)
-        w = combiner.weights(gramian(jac)).to(jac)
-        assign_flat_grad(params, w @ jac)
-        opt.step()
+        _mgda_step(opt, params, [privacy, retention], combiner)
         _sync(device)
         times.append(time.perf_counter() - t0)
     return times
