@@ -46,7 +46,7 @@ from lit_unlearn.datamodules import RecommendationData
 from lit_unlearn.datamodules.sources import MovieLens100K
 from lit_unlearn.losses.gaussian_mi import multi_attribute_mi_bound
 from lit_unlearn.losses.retention import embedding_regularization
-from lit_unlearn.metrics.negatives import is_seen
+from lit_unlearn.metrics.negatives import training_negatives
 from lit_unlearn.models import NCF
 from lit_unlearn.optim.combiners import MGDA, assign_flat_grad, flatten_grads, gramian
 from lit_unlearn.tasks import RecommenderTask
@@ -139,9 +139,7 @@ def plain_dd_steps(
         privacy, _ = multi_attribute_mi_bound(
             rep, codes, classes, shrinkage=DD_SHRINKAGE, dtype=torch.float32
         )
-        neg = torch.randint(model.num_items, (users.numel(), 1), device=device)
-        seen = is_seen(keys, users.unsqueeze(1), neg, model.num_items)
-        neg = torch.where(seen, torch.randint_like(neg, model.num_items), neg)
+        neg = training_negatives(users, model.num_items, 1, keys)
         items = torch.cat([pos.unsqueeze(1), neg], dim=1)
         if naive:
             retention = _naive_bpr(model, users, items)

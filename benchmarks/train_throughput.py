@@ -35,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from lit_unlearn.datamodules import RecommendationData, Synthetic
 from lit_unlearn.datamodules.sources import MovieLens100K
 from lit_unlearn.experiments.common import bare_trainer
-from lit_unlearn.metrics.negatives import is_seen
+from lit_unlearn.metrics.negatives import training_negatives
 from lit_unlearn.models import MF, NCF
 from lit_unlearn.tasks import RecommenderTask
 from lit_unlearn.tasks.losses import bpr_loss
@@ -69,9 +69,7 @@ def plain_loop(
         for start in range(0, n, batch_size):
             idx = perm[start : start + batch_size]
             u, i = users_all[idx], items_all[idx]
-            neg = torch.randint(dm.num_items, (u.shape[0], 1), device=device)
-            hit = is_seen(keys, u, neg[:, 0], dm.num_items).unsqueeze(1)
-            neg = torch.where(hit, torch.randint_like(neg, dm.num_items), neg)
+            neg = training_negatives(u, dm.num_items, 1, keys)
             scores = model(u, torch.cat([i.unsqueeze(1), neg], dim=1))
             loss = bpr_loss(scores[:, 0], scores[:, 1:])
             opt.zero_grad(set_to_none=True)

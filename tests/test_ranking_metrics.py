@@ -25,6 +25,7 @@ from lit_unlearn.metrics import (
     sampled_ranks,
     sampled_values,
     topk_hits,
+    training_negatives,
 )
 
 LOG2_3 = math.log2(3)  # 1.5849625007211563
@@ -529,3 +530,20 @@ def test_sample_negatives_is_uniform(seen_count: int, num_negatives: int) -> Non
     assert float(z.abs().max()) < 5.0
     chi2 = float((z**2).sum())  # ~ chi-square with about m dof (rows are dependent only weakly)
     assert chi2 < m + 6 * math.sqrt(2 * m)
+
+
+def test_training_negatives_redraw_seen_pairs_once() -> None:
+    # user 0 has seen half of the 10 items: a uniform draw hits them with p = 0.5, one redraw
+    # leaves p^2 = 0.25; user 1 has seen nothing.
+    seen = interaction_keys(torch.zeros(5, dtype=torch.long), torch.arange(5), 10)
+    users = torch.cat([torch.zeros(20000, dtype=torch.long), torch.ones(100, dtype=torch.long)])
+    torch.manual_seed(0)
+    plain = training_negatives(users, 10, 2)
+    torch.manual_seed(0)
+    redrawn = training_negatives(users, 10, 2, seen)
+    assert plain.shape == redrawn.shape == (20100, 2)
+    assert int(plain.min()) >= 0 and int(plain.max()) < 10
+    assert 0.45 < float((plain[:20000] < 5).float().mean()) < 0.55
+    assert 0.22 < float((redrawn[:20000] < 5).float().mean()) < 0.28
+    torch.manual_seed(0)
+    assert torch.equal(training_negatives(users, 10, 2, seen[:0]), plain)  # no keys: no redraw

@@ -9,6 +9,7 @@ from lit_unlearn.metrics.negatives import (
     interaction_keys,
     is_seen,
     sample_negatives,
+    training_negatives,
 )
 from lit_unlearn.metrics.ranking import (
     DEFAULT_KS,
@@ -42,4 +43,5 @@ __all__ = [
     "sampled_ranks",
     "sampled_values",
     "topk_hits",
+    "training_negatives",
 ]

@@ -15,7 +15,13 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-__all__ = ["build_exclusion_mask", "interaction_keys", "is_seen", "sample_negatives"]
+__all__ = [
+    "build_exclusion_mask",
+    "interaction_keys",
+    "is_seen",
+    "sample_negatives",
+    "training_negatives",
+]
 
 # Rows with at most this many times `num_negatives` unseen items are sampled by sorting random
 # keys over all their unseen items; the others by drawing with rejection of duplicates.
@@ -86,6 +92,30 @@ def is_seen(keys_sorted: Tensor, user: Tensor, item: Tensor, num_items: int) -> 
     pos = torch.searchsorted(keys_sorted, query)
     found = keys_sorted[pos.clamp(max=keys_sorted.numel() - 1)] == query
     return found & (pos < keys_sorted.numel())
+
+
+def training_negatives(
+    users: Tensor, num_items: int, num_negatives: int, seen: Tensor | None = None
+) -> Tensor:
+    """Uniform training negatives ``[B, num_negatives]``, drawn with the global torch RNG.
+
+    With ``seen`` (sorted interaction keys), a draw that hits one of the user's interactions is
+    redrawn once: cheap, and it removes most false negatives without a loop (a second hit stays;
+    for BPR training that bias is negligible, unlike for evaluation, see
+    :func:`sample_negatives`).
+
+    Args:
+        users: ``LongTensor[B]`` user of each training pair.
+        num_items: Number of items.
+        num_negatives: Negatives per pair.
+        seen: Sorted unique keys (:func:`interaction_keys`) to redraw, or None.
+    """
+    neg = torch.randint(num_items, (users.shape[0], num_negatives), device=users.device)
+    if seen is not None and seen.numel():
+        hit = is_seen(seen, users.unsqueeze(1).expand_as(neg), neg, num_items)
+        if hit.any():
+            neg = torch.where(hit, torch.randint_like(neg, num_items), neg)
+    return neg
 
 
 def _user_ranges(keys_sorted: Tensor, users: Tensor, num_items: int) -> tuple[Tensor, Tensor]:

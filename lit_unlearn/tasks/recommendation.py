@@ -16,7 +16,7 @@ from lightning.pytorch.core.mixins.hparams_mixin import _given_hyperparameters
 from lightning.pytorch.core.optimizer import LightningOptimizer
 from torch import Tensor, nn
 
-from lit_unlearn.metrics.negatives import is_seen
+from lit_unlearn.metrics.negatives import training_negatives
 from lit_unlearn.metrics.ranking import (
     metrics_from_hits,
     metrics_from_ranks,
@@ -151,16 +151,8 @@ class RecommenderTask(pl.LightningModule):
 
     def sample_negatives(self, users: Tensor) -> Tensor:
         """Uniform negatives ``[B, num_negatives]``, resampling training positives once."""
-        n_items = self.model.num_items
-        neg = torch.randint(n_items, (users.shape[0], self.num_negatives), device=users.device)
-        if self.reject_seen_negatives and self.train_keys.numel():
-            users_rep = users.unsqueeze(1).expand_as(neg)
-            hit = is_seen(self.train_keys, users_rep.reshape(-1), neg.reshape(-1), n_items).view_as(
-                neg
-            )
-            if hit.any():
-                neg = torch.where(hit, torch.randint_like(neg, n_items), neg)
-        return neg
+        seen = self.train_keys if self.reject_seen_negatives else None
+        return training_negatives(users, self.model.num_items, self.num_negatives, seen)
 
     def recommendation_loss(self, batch: dict[str, Tensor]) -> Tensor:
         """The training objective on a batch of (user, positive item) pairs (AttrCloak Eq. 20).
