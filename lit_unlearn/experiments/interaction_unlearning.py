@@ -50,6 +50,9 @@ METHODS = (
     "AltEraser[AH-Newton]+ELS",
 )
 KS = (10, 20, 50)
+# Backbone hyperparameters recorded in every row, so results.csv and the report name the model
+# they were measured with even after the config file changes.
+BACKBONE = ("embedding_dim", "negative_weight", "reg")
 
 
 def _objects(args: argparse.Namespace, seed: int, extra: Sequence[str]) -> tuple[Any, Any]:
@@ -101,6 +104,11 @@ def run_once(args: argparse.Namespace, seed: int, workdir: Path) -> list[dict[st
     # The weights are all the unlearners need (UnlearningCallback reads "state_dict").
     torch.save({"state_dict": task.state_dict()}, original)
     models: dict[str, tuple[RecommenderTask, float, int]] = {"Original": (task, seconds, epochs)}
+    backbone = {
+        "embedding_dim": float(task.model.embedding_dim),
+        "negative_weight": float(getattr(task.model, "negative_weight", float("nan"))),
+        "reg": float(getattr(task.model, "reg", float("nan"))),
+    }
     for name in METHODS[1:]:
         if args.methods and name not in args.methods and name != "Retrain":
             continue
@@ -151,14 +159,15 @@ def run_once(args: argparse.Namespace, seed: int, workdir: Path) -> list[dict[st
         results[name] = {**values, "seconds": seconds, "epochs": float(epochs)}
     for name in METHODS:
         if name in results:
-            rows.append({"seed": seed, "method": name, **results[name]})
+            rows.append({"seed": seed, "method": name, **backbone, **results[name]})
     return rows
 
 
 def aggregate(rows: Sequence[dict[str, Any]]) -> pd.DataFrame:
     """Mean quality over repetitions, median time, speed-up = median Retrain time / time."""
     frame = pd.DataFrame(rows)
-    quality = [c for c in frame.columns if c not in ("seed", "method", "seconds", "epochs")]
+    skip = ("seed", "method", "seconds", "epochs", *BACKBONE)
+    quality = [c for c in frame.columns if c not in skip]
     grouped = frame.groupby("method", sort=False)
     table = grouped[quality].mean()
     table["seconds"] = grouped["seconds"].median()
@@ -191,24 +200,38 @@ def _markdown(frame: pd.DataFrame, columns: Sequence[str], digits: int = 4) -> s
     return "\n".join(lines)
 
 
+def _backbone_text(frame: pd.DataFrame) -> str:
+    """`` (d = 64, c0 = 0.5, reg = 0.01)`` from the rows' backbone columns, ``""`` if absent."""
+    names = {"embedding_dim": "d", "negative_weight": "c0", "reg": "reg"}
+    parts = []
+    for column, name in names.items():
+        if column in frame.columns:
+            values = sorted(frame[column].dropna().unique())
+            parts.append(f"{name} = " + "/".join(f"{v:g}" for v in values))
+    return f" ({', '.join(parts)})" if parts else ""
+
+
 def write_report(table: pd.DataFrame, rows: Sequence[dict[str, Any]], args: Any, out: Path) -> str:
     """Write report.md (Tables 3-5), results.csv (per repetition) and summary.csv."""
     out.mkdir(parents=True, exist_ok=True)
-    pd.DataFrame(rows).to_csv(out / "results.csv", index=False)
+    frame = pd.DataFrame(rows)
+    frame.to_csv(out / "results.csv", index=False)
     table.to_csv(out / "summary.csv")
+    backbone = _backbone_text(frame)
     protocol = (
         f"Data `{args.data}`, scenario **{args.scenario}**, {args.num_forget_users} forgetting "
         f"users, per-user random 80/20 split, {args.repeats} repetition(s) (seeds "
         f"{args.seed}..{args.seed + args.repeats - 1}: split, request and initialisation); ENMF "
-        f"from `{args.model}`. Original / Retrain / Retrain* / Warm-Start stop when the epoch "
-        f"loss improves by < {args.rel_delta:g} (relative) for {args.patience} epochs; AltEraser "
-        f"stops when a pass lowers L_Dr by < {args.tol:g} (relative), at most {args.max_passes} "
-        "passes. Forgetting users only. Re-predict = mean score on D_f; RBO@k (Webber's "
-        f"extrapolated, p = {args.rbo_p}) of each user's top-k list (items outside D_r) against "
-        "Retrain's; Recall/NDCG@k on the test items, full ranking over all items outside D_r. "
-        "Time = Lightning training loop (Timer), data set-up excluded; speed-up = median Retrain "
-        "time / median time; speedup_run_* = median, min and max over repetitions of that "
-        "repetition's Retrain time / time. Quality = mean over repetitions, time = median."
+        f"from `{args.model}`{backbone}. Original / Retrain / Retrain* / Warm-Start stop when the "
+        f"epoch loss improves by < {args.rel_delta:g} (relative) for {args.patience} epochs; "
+        f"AltEraser stops when a pass lowers L_Dr by < {args.tol:g} (relative), at most "
+        f"{args.max_passes} passes. Forgetting users only. Re-predict = mean score on D_f; "
+        f"RBO@k (Webber's extrapolated, p = {args.rbo_p}) of each user's top-k list (items "
+        "outside D_r) against Retrain's; Recall/NDCG@k on the test items, full ranking over all "
+        "items outside D_r. Time = Lightning training loop (Timer), data set-up excluded; "
+        "speed-up = median Retrain time / median time; speedup_run_* = median, min and max over "
+        "repetitions of that repetition's Retrain time / time. Quality = mean over repetitions, "
+        "time = median."
     )
     text = "\n\n".join(
         [
