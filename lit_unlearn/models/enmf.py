@@ -36,7 +36,7 @@ class ENMF(MF):
         embedding_dim: Latent factors ``d``.
         negative_weight: ``c0``, the uniform weight of missing entries, in ``[0, 1]``. The
             default 0.1 is ENMF's generic one; its authors tune it per dataset (smaller for
-            sparser data) and use 0.5 on MovieLens, as ``configs/model/enmf.yaml`` does.
+            sparser data) and use 0.3-0.5 on MovieLens-1M; ``configs/model/enmf.yaml`` sets 0.5.
         reg: L2 coefficient on user and item embeddings (part of the loss, so the Newton
             sub-problems see it).
         init_std: Std of the normal initialisation of the embeddings (``h`` starts at ones).
