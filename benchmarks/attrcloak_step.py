@@ -46,7 +46,7 @@ from lit_unlearn.datamodules import RecommendationData
 from lit_unlearn.datamodules.sources import MovieLens100K
 from lit_unlearn.losses.gaussian_mi import multi_attribute_mi_bound
 from lit_unlearn.losses.retention import embedding_regularization
-from lit_unlearn.metrics.negatives import training_negatives
+from lit_unlearn.metrics.negatives import interaction_keys, training_negatives
 from lit_unlearn.models import NCF
 from lit_unlearn.optim.combiners import MGDA, assign_flat_grad, flatten_grads, gramian
 from lit_unlearn.tasks import RecommenderTask
@@ -129,7 +129,7 @@ def plain_dd_steps(
     codes = {n: attrs.codes[n].to(device) for n in attrs.names}
     classes = {n: attrs.num_classes(n) for n in attrs.names}
     users, pos = pairs[0].to(device), pairs[1].to(device)
-    keys = torch.unique(users * model.num_items + pos)
+    keys = interaction_keys(users, pos, model.num_items)
     combiner = MGDA(bounds=DD_BOUNDS)
     times = []
     for _ in range(steps):

@@ -8,7 +8,6 @@ import torch
 from lit_unlearn.losses.enmf import (
     RowBlock,
     enmf_objective,
-    row_newton_systems,
     split_row_newton_systems,
 )
 from lit_unlearn.models import ENMF
@@ -138,9 +137,10 @@ def test_row_systems_of_a_row_without_positives(bucket: int) -> None:
     o = torch.randn(5, 3, dtype=torch.float64)
     h = torch.ones(3, dtype=torch.float64)
     x = torch.zeros(2, 3, dtype=torch.float64)
-    hess, grad = row_newton_systems(
-        x, o, h, torch.tensor([0]), torch.tensor([2]), negative_weight=0.5, reg=0.1, bucket=bucket
-    ).in_row_order()
+    _, every_row_dense = split_row_newton_systems(
+        x, o, h, torch.tensor([0]), torch.tensor([2]), 0.5, 0.1, -1, bucket=bucket
+    )
+    hess, grad = every_row_dense.in_row_order()
     gram = o.T @ o
     torch.testing.assert_close(hess[1], 2 * (0.5 * gram + 0.1 * torch.eye(3, dtype=torch.float64)))
     assert torch.count_nonzero(grad[1]) == 0
