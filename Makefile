@@ -55,7 +55,7 @@ attrcloak-table: venv
 alteraser-table: venv
 	for scenario in noise privacy; do \
 		$(BIN)/python -m lit_unlearn.experiments.interaction_unlearning --scenario $$scenario \
-			--rel-delta 1e-4 --tol 1e-4 --repeats 5 --out runs/alteraser_ml100k_$$scenario || exit 1; \
+			--rel-delta 1e-4 --tol 1e-3 --repeats 5 --out runs/alteraser_ml100k_$$scenario || exit 1; \
 		mkdir -p benchmarks/results/alteraser_ml100k_$$scenario; \
 		cp runs/alteraser_ml100k_$$scenario/*.md runs/alteraser_ml100k_$$scenario/*.csv \
 			benchmarks/results/alteraser_ml100k_$$scenario/ || exit 1; \

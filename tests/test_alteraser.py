@@ -24,9 +24,9 @@ def _data(train_on: Literal["all", "remaining"] = "all") -> ForgettingData:
     return ForgettingData(source, num_forget_users=16, train_on=train_on, batch_size=1024)
 
 
-def _task(seed: int = 0) -> RecommenderTask:
+def _task(seed: int = 0, dropout: float = 0.0) -> RecommenderTask:
     pl.seed_everything(seed, verbose=False)
-    model = ENMF(150, 120, embedding_dim=16, negative_weight=0.1, reg=0.01)
+    model = ENMF(150, 120, embedding_dim=16, negative_weight=0.1, reg=0.01, dropout=dropout)
     return RecommenderTask(model, loss="nonsampling", optimizer="adamw", lr=0.02, ks=[10])
 
 
@@ -44,9 +44,14 @@ def original(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _unlearn(
-    original: Path, solver: object, passes: int = 30, extrapolate: bool = False, **kw: object
+    original: Path,
+    solver: object,
+    passes: int = 30,
+    extrapolate: bool = False,
+    dropout: float = 0.0,
+    **kw: object,
 ) -> tuple[RecommenderTask, AltEraser]:
-    task = _task()
+    task = _task(dropout=dropout)
     eraser = AltEraser(
         str(original),
         solver=solver,  # type: ignore[arg-type]
@@ -80,6 +85,23 @@ def test_ah_newton_forgets_and_decreases_the_remaining_loss(original: Path) -> N
     )
     # h and everything but the two embedding tables stay as they were.
     torch.testing.assert_close(task.model.h, before.model.h)
+
+
+def test_ah_newton_minimises_the_expected_loss_of_a_dropout_backbone(original: Path) -> None:
+    # Dropout is not a parameter: the same weights load into a dropout model, whose blocks are
+    # the expected loss. Exact block minimisation must decrease it every pass and end at a
+    # stationary point of it (not of the loss without dropout).
+    task, eraser = _unlearn(original, AHNewtonBlock(), passes=200, dropout=0.7)
+    assert all(b <= a + 1e-9 * abs(a) for a, b in itertools.pairwise(eraser.history[1:]))
+    data = _data("remaining")
+    data.setup("fit")
+    model: Any = task.model
+    tables = [model.user_embedding.weight, model.item_embedding.weight]
+    expected = torch.autograd.grad(model.objective(data.remaining_pairs), tables)
+    model.dropout = 0.0
+    plain = torch.autograd.grad(model.objective(data.remaining_pairs), tables)
+    norm = max(float(g.abs().max()) for g in expected)
+    assert norm < 1e-2 * max(float(g.abs().max()) for g in plain), norm
 
 
 def test_extrapolation_keeps_the_objective_monotone_and_gets_lower_faster(

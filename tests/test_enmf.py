@@ -42,9 +42,39 @@ def test_objective_matches_dense_weighted_least_squares(problem: Problem) -> Non
     torch.testing.assert_close(enmf_objective(p, q, h, pairs, C0, REG), _dense(p, q, h, pairs))
 
 
-def test_newton_systems_match_autograd(problem: Problem) -> None:
+def _expected_over_masks(
+    p: torch.Tensor, q: torch.Tensor, h: torch.Tensor, pairs: torch.Tensor, rho: float
+) -> torch.Tensor:
+    """The training loss averaged over every dropout mask of the user vectors, one by one.
+
+    Each pair's user vector is dropped with its own mask (as in a training batch); the masks of
+    different pairs are independent, so the expectation is a sum of per-pair expectations.
+    """
+    d = p.shape[1]
+    masks = torch.cartesian_prod(*[torch.tensor([0.0, 1.0], dtype=torch.float64)] * d)
+    prob = ((1 - rho) ** masks.sum(1)) * (rho ** (d - masks.sum(1)))
+    pu, qv = p[pairs[:, 0]], q[pairs[:, 1]]
+    # [masks, pairs]: the observed score under each mask (inverted dropout).
+    y = ((masks[:, None, :] / (1 - rho)) * pu * h * qv).sum(-1)
+    pos = (prob[:, None] * ((1 - C0) * y.square() - 2 * y)).sum()
+    miss = C0 * ((p * h) @ q.T).square().sum()
+    return pos + miss + REG * (p.square().sum() + q.square().sum())
+
+
+def test_dropout_objective_is_the_expected_loss_over_masks(problem: Problem) -> None:
     p, q, h, pairs = problem
-    block = RowBlock(q, h, torch.arange(p.shape[0]), pairs, C0, REG)
+    expected = _expected_over_masks(p, q, h, pairs, 0.7)
+    torch.testing.assert_close(enmf_objective(p, q, h, pairs, C0, REG, 0.7), expected)
+    # And it is not the loss without dropout (the term is there).
+    assert float(enmf_objective(p, q, h, pairs, C0, REG)) < float(expected) - 1e-3
+    with pytest.raises(ValueError, match="dropout"):
+        enmf_objective(p, q, h, pairs, C0, REG, 1.0)
+
+
+@pytest.mark.parametrize("dropout", [0.0, 0.7])
+def test_newton_systems_match_autograd(problem: Problem, dropout: float) -> None:
+    p, q, h, pairs = problem
+    block = RowBlock(q, h, torch.arange(p.shape[0]), pairs, C0, REG, dropout)
     systems = block.newton_systems(p)
     # Built in degree order: every row exactly once.
     assert sorted(systems.rows.tolist()) == list(range(p.shape[0]))
@@ -103,21 +133,43 @@ def test_pair_ids_out_of_range_raise(problem: Problem) -> None:
         enmf_objective(p, q, h, bad, C0, REG)
 
 
-def test_block_loss_differs_from_objective_by_a_constant(problem: Problem) -> None:
+@pytest.mark.parametrize("dropout", [0.0, 0.7])
+def test_block_loss_differs_from_objective_by_a_constant(problem: Problem, dropout: float) -> None:
     p, q, h, pairs = problem
-    block = RowBlock(q, h, torch.arange(p.shape[0]), pairs, C0, REG)
     p2 = p + 0.1
-    lhs = enmf_objective(p2, q, h, pairs, C0, REG) - enmf_objective(p, q, h, pairs, C0, REG)
-    torch.testing.assert_close(lhs, block.loss(p2) - block.loss(p))
+    lhs = enmf_objective(p2, q, h, pairs, C0, REG, dropout)
+    lhs = lhs - enmf_objective(p, q, h, pairs, C0, REG, dropout)
+    users = RowBlock(q, h, torch.arange(p.shape[0]), pairs, C0, REG, dropout)
+    torch.testing.assert_close(lhs, users.loss(p2) - users.loss(p))
+    # The item side sees the same (symmetric) dropout term.
+    q2 = q - 0.1
+    lhs = enmf_objective(p, q2, h, pairs, C0, REG, dropout)
+    lhs = lhs - enmf_objective(p, q, h, pairs, C0, REG, dropout)
+    items = RowBlock(p, h, torch.arange(q.shape[0]), pairs.flip(1), C0, REG, dropout)
+    torch.testing.assert_close(lhs, items.loss(q2) - items.loss(q))
 
 
+def test_dropout_sends_every_row_to_the_dense_systems(problem: Problem) -> None:
+    p, q, h, pairs = problem
+    block = RowBlock(q, h, torch.arange(p.shape[0]), pairs, C0, REG, 0.5)
+    low, dense = block.split_newton_systems(p, 100)
+    assert len(low.rows) == 0 and sorted(dense.rows.tolist()) == list(range(p.shape[0]))
+    # The AH solver's default (Woodbury for low-degree rows) therefore gives the dense update.
+    torch.testing.assert_close(
+        AHNewtonBlock().solve(block, p), AHNewtonBlock(low_rank_max_degree=0).solve(block, p)
+    )
+
+
+@pytest.mark.parametrize("dropout", [0.0, 0.7])
 @pytest.mark.parametrize(
     "solver", [AHNewtonBlock(chunk_rows=7), HFNewtonBlock(damping=0.0, cg_max_iter=200)]
 )
-def test_newton_solvers_reach_the_block_minimum(problem: Problem, solver: BlockSolver) -> None:
+def test_newton_solvers_reach_the_block_minimum(
+    problem: Problem, solver: BlockSolver, dropout: float
+) -> None:
     p, q, h, pairs = problem
     rows = torch.tensor([1, 4, 9, 20])
-    block = RowBlock(q, h, rows, pairs, C0, REG)
+    block = RowBlock(q, h, rows, pairs, C0, REG, dropout)
     x = solver.solve(block, p[rows])
     grad = block.newton_systems(x).grad
     assert float(grad.abs().max()) < 1e-4
@@ -164,6 +216,26 @@ def test_batch_losses_of_an_epoch_sum_to_the_objective() -> None:
     torch.testing.assert_close(total, model.objective(pairs))
 
 
+def test_dropout_batch_losses_average_to_the_expected_objective() -> None:
+    torch.manual_seed(0)
+    model = ENMF(12, 9, embedding_dim=4, negative_weight=0.2, reg=0.05, dropout=0.7).double()
+    pairs = torch.unique(torch.stack([torch.randint(12, (60,)), torch.randint(9, (60,))], 1), dim=0)
+    degree = torch.bincount(pairs[:, 0], minlength=12)
+    u, i = pairs[:, 0], pairs[:, 1]
+    with torch.no_grad():
+        model.eval()  # no masks: the deterministic loss, below the expected one
+        plain = float(model.batch_loss(u, i, degree[u], len(pairs)) * len(pairs))
+        model.train()
+        draws = torch.stack(
+            [model.batch_loss(u, i, degree[u], len(pairs)) * len(pairs) for _ in range(4000)]
+        )
+        target = float(model.objective(pairs))
+    mean, se = float(draws.mean()), float(draws.std() / len(draws) ** 0.5)
+    assert abs(mean - target) < 4 * se, (mean, target, se)
+    assert plain < target  # the dropout term is a non-negative ridge
+    assert float(draws.std()) > 0  # the masks are sampled
+
+
 def test_enmf_scores_and_bad_arguments() -> None:
     model = ENMF(4, 5, embedding_dim=3)
     users = torch.tensor([0, 3])
@@ -173,3 +245,6 @@ def test_enmf_scores_and_bad_arguments() -> None:
         ENMF(4, 5, negative_weight=1.5)
     with pytest.raises(ValueError, match="reg"):
         ENMF(4, 5, reg=-1.0)
+    for rate in (-0.1, 1.0):
+        with pytest.raises(ValueError, match="dropout"):
+            ENMF(4, 5, dropout=rate)

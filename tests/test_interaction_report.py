@@ -47,7 +47,8 @@ def test_report_command_writes_every_row(tmp_path: Path) -> None:
     # Every row names its backbone; the report's protocol line repeats it.
     assert (results["embedding_dim"] == 8).all() and (results["negative_weight"] == 0.5).all()
     report = (out / "report.md").read_text()
-    assert "(d = 8, c0 = 0.5, reg = 0.01)" in report
+    assert "(d = 8, c0 = 0.5, reg = 0.01, dropout = 0.7)" in report
+    assert results["objective"].notna().all() and (results["dropout"] == 0.7).all()
     assert "embedding_dim" not in pd.read_csv(out / "summary.csv").columns
     for title in ("Table 3", "Table 4", "Table 5", "speedup_run_median"):
         assert title in report

@@ -129,17 +129,23 @@ class AltEraser(UnlearningCallback):
         return None
 
     # ------------------------------------------------------------------ one erase pass
+    @staticmethod
+    def _block(model: Any, other: Tensor, rows: Tensor, pairs: Tensor) -> RowBlock:
+        """The block problem of ``rows``: the backbone's expected loss (dropout marginalised)."""
+        dropout = float(getattr(model, "dropout", 0.0))
+        return RowBlock(other, model.h, rows, pairs, model.negative_weight, model.reg, dropout)
+
     def _solve(
         self, task: RecommenderTask, other: Tensor, rows: Tensor, pairs: Tensor, side: Tensor
     ) -> Tensor:
         model: Any = task.model
         world = task.trainer.world_size if task._trainer is not None else 1
         if world == 1 or not getattr(self.solver, "separable", False):
-            block = RowBlock(other, model.h, rows, pairs, model.negative_weight, model.reg)
+            block = self._block(model, other, rows, pairs)
             return self.solver.solve(block, side[rows])
         chunks = torch.tensor_split(rows, world)
         mine = chunks[task.global_rank]
-        block = RowBlock(other, model.h, mine, pairs, model.negative_weight, model.reg)
+        block = self._block(model, other, mine, pairs)
         solved = self.solver.solve(block, side[mine])
         size = max(c.numel() for c in chunks)
         padded = torch.zeros(size, side.shape[1], dtype=side.dtype, device=side.device)

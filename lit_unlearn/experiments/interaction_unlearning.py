@@ -52,7 +52,7 @@ METHODS = (
 KS = (10, 20, 50)
 # Backbone hyperparameters recorded in every row, so results.csv and the report name the model
 # they were measured with even after the config file changes.
-BACKBONE = ("embedding_dim", "negative_weight", "reg")
+BACKBONE = ("embedding_dim", "negative_weight", "reg", "dropout")
 
 
 def _objects(args: argparse.Namespace, seed: int, extra: Sequence[str]) -> tuple[Any, Any]:
@@ -108,6 +108,7 @@ def run_once(args: argparse.Namespace, seed: int, workdir: Path) -> list[dict[st
         "embedding_dim": float(task.model.embedding_dim),
         "negative_weight": float(getattr(task.model, "negative_weight", float("nan"))),
         "reg": float(getattr(task.model, "reg", float("nan"))),
+        "dropout": float(getattr(task.model, "dropout", float("nan"))),
     }
     for name in METHODS[1:]:
         if args.methods and name not in args.methods and name != "Retrain":
@@ -156,6 +157,12 @@ def run_once(args: argparse.Namespace, seed: int, workdir: Path) -> list[dict[st
         if name == "Retrain":
             reference = lists
             values.update({f"rbo@{k}": 1.0 for k in KS})
+        objective = getattr(model, "objective", None)
+        if callable(objective):
+            # L_Dr where each model stopped (the expected loss with dropout): shows how far each
+            # stopping rule is from the optimum, the same quantity for trained and unlearned rows.
+            with torch.no_grad():
+                values["objective"] = float(objective(data.remaining_pairs))
         results[name] = {**values, "seconds": seconds, "epochs": float(epochs)}
     for name in METHODS:
         if name in results:
@@ -202,7 +209,7 @@ def _markdown(frame: pd.DataFrame, columns: Sequence[str], digits: int = 4) -> s
 
 def _backbone_text(frame: pd.DataFrame) -> str:
     """`` (d = 64, c0 = 0.5, reg = 0.01)`` from the rows' backbone columns, ``""`` if absent."""
-    names = {"embedding_dim": "d", "negative_weight": "c0", "reg": "reg"}
+    names = {"embedding_dim": "d", "negative_weight": "c0", "reg": "reg", "dropout": "dropout"}
     parts = []
     for column, name in names.items():
         if column in frame.columns:
@@ -254,6 +261,9 @@ def write_report(table: pd.DataFrame, rows: Sequence[dict[str, Any]], args: Any,
                 ],
                 digits=2,
             ),
+            "L_Dr at the end (the objective on the remaining data, expected over dropout masks; "
+            "mean over repetitions):",
+            _markdown(table, ["objective"], digits=2) if "objective" in table else "-",
         ]
     )
     (out / "report.md").write_text(text + "\n")

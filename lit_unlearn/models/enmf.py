@@ -5,9 +5,10 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lit_unlearn.losses.enmf import enmf_objective, missing_term, positive_term
+from lit_unlearn.losses.enmf import dropout_kappa, enmf_objective, missing_term, positive_term
 from lit_unlearn.models.mf import MF
 
 
@@ -27,8 +28,12 @@ class ENMF(MF):
     :mod:`lit_unlearn.losses.enmf` (observed entries weight 1, missing ones ``negative_weight``),
     plus ``reg (|P|^2 + |Q|^2)``. The loss never builds the user x item matrix.
 
-    ENMF's dropout on ``p_u * q_v`` is left out: it would make the block sub-problems of
-    AltEraser stochastic and the closed-form Newton step inexact.
+    Dropout follows RecBole's ENMF (the code paper 003 ran): in training, the user vectors of the
+    positive term are dropped (inverted dropout, rate ``dropout``); the missing term and scoring
+    use them whole. :meth:`objective` is the expected loss over the masks, which is still an
+    exact quadratic per row (:mod:`lit_unlearn.losses.enmf`, "Dropout"), so AltEraser's blocks
+    stay deterministic and its Newton step exact. Dropout is also what makes two retrainings
+    differ (paper 003's Retrain* vs Retrain); without it only the batch order does.
 
     Args:
         num_users: Number of users.
@@ -39,6 +44,9 @@ class ENMF(MF):
             sparser data) and use 0.3-0.5 on MovieLens-1M; ``configs/model/enmf.yaml`` sets 0.5.
         reg: L2 coefficient on user and item embeddings (part of the loss, so the Newton
             sub-problems see it).
+        dropout: Dropout rate on the user vectors of the positive term, in ``[0, 1)``; RecBole's
+            ENMF default is 0.7, which ``configs/model/enmf.yaml`` uses. 0 (the class default)
+            trains the deterministic loss.
         init_std: Std of the normal initialisation of the embeddings (``h`` starts at ones).
     """
 
@@ -49,14 +57,18 @@ class ENMF(MF):
         embedding_dim: int = 64,
         negative_weight: float = 0.1,
         reg: float = 0.01,
+        dropout: float = 0.0,
         init_std: float = 0.1,
     ) -> None:
         negative_weight = _check_float("negative_weight", negative_weight, 0.0, 1.0)
         reg = _check_float("reg", reg, 0.0, math.inf)
+        dropout = _check_float("dropout", dropout, 0.0, 1.0)
+        dropout_kappa(dropout)  # 1.0 passes the range check above but would drop everything
         # MF owns the embedding tables, their lookup, the user-side split and the batch L2.
         super().__init__(num_users, num_items, embedding_dim, init_std=init_std)
         self.negative_weight = negative_weight
         self.reg = reg
+        self.dropout = dropout
         self.h = nn.Parameter(torch.ones(embedding_dim))
 
     def reset_parameters(self) -> None:
@@ -82,7 +94,8 @@ class ENMF(MF):
 
         Each pair ``(u, v)`` carries its positive term plus ``1 / n_u`` of user ``u``'s missing
         term and L2 penalty, and ``1 / N`` of the item L2 penalty, so the batch losses of one
-        epoch sum (times the batch sizes) to exactly :meth:`objective` on the training pairs.
+        epoch sum (times the batch sizes) to exactly :meth:`objective` on the training pairs;
+        with dropout in training mode, to it in expectation over the masks.
 
         Args:
             users: User ids ``[B]`` of the pairs.
@@ -93,7 +106,9 @@ class ENMF(MF):
         p = self.user_embedding(users)
         q_all = self.item_embedding.weight
         share = 1.0 / user_degree.to(p.dtype)
-        loss = positive_term(p, q_all[items], self.h, self.negative_weight)
+        # RecBole's ENMF drops the user vector of the observed scores only.
+        dropped = F.dropout(p, self.dropout, self.training) if self.dropout > 0 else p
+        loss = positive_term(dropped, q_all[items], self.h, self.negative_weight)
         loss = loss + missing_term(p, q_all, self.h, self.negative_weight, user_weight=share)
         if self.reg > 0:
             user_l2 = (p.square().sum(dim=-1) * share).sum()
@@ -102,7 +117,10 @@ class ENMF(MF):
         return loss / users.shape[0]
 
     def objective(self, pairs: Tensor) -> Tensor:
-        """The full ENMF loss ``L_D(P, Q, h)`` on training pairs ``[N, 2]`` (paper 003, Eq. 1)."""
+        """The full ENMF loss ``L_D(P, Q, h)`` on training pairs ``[N, 2]`` (paper 003, Eq. 1).
+
+        With dropout, its expectation over the masks (deterministic, whatever the mode).
+        """
         return enmf_objective(
             self.user_embedding.weight,
             self.item_embedding.weight,
@@ -110,4 +128,5 @@ class ENMF(MF):
             pairs,
             self.negative_weight,
             self.reg,
+            self.dropout,
         )
