@@ -5,7 +5,8 @@ rules): the original ENMF, Retrain, Retrain* and AltEraser[AH-Newton] from the o
 if AltEraser stops forgetting (re-predict score on ``D_f`` stays near the original's), stops
 emulating retraining (its top-10 lists drift from Retrain's towards the original's), hurts
 ranking, or no longer converges within its pass budget. The thresholds are looser than the
-issue's figures (those are 5-seed means; this is one seed).
+issue's figures (those are 5-seed means; this is one seed), except RBO@10 against Retrain*'s.
+The backbone is configs/model/enmf.yaml (dropout 0.7: Retrain* re-draws the masks).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ def test_ah_newton_forgets_injected_noise_like_retraining(tmp_path: Path) -> Non
         [
             "--scenario=noise",
             "--rel-delta=1e-4",
-            "--tol=1e-4",
+            "--tol=1e-3",
             "--methods",
             "Retrain*",
             "AltEraser[AH-Newton]",
@@ -41,9 +42,10 @@ def test_ah_newton_forgets_injected_noise_like_retraining(tmp_path: Path) -> Non
     # The original memorised the injected pairs; Retrain never saw them.
     assert original["repredict"] > 5 * retrain["repredict"]
     assert ah["repredict"] < 1.3 * retrain["repredict"]
-    # Its lists are as close to Retrain's as another retraining's, far from the original's.
-    assert ah["rbo@10"] > original["rbo@10"] + 0.2
-    assert ah["rbo@10"] > other["rbo@10"] - 0.05
+    # Its lists are closer to Retrain's than another retraining's (the issue's figure; by 0.044
+    # on this seed, 0.021-0.078 over the 10 runs of the tables) and far from the original's.
+    assert ah["rbo@10"] > other["rbo@10"]
+    assert ah["rbo@10"] > original["rbo@10"] + 0.1
     assert abs(ah["recall@10"] - retrain["recall@10"]) < 0.02
     # The relative-decrease stop fired (speed itself is measured by the benchmark, not here).
     assert ah["epochs"] < args.max_passes
