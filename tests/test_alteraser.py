@@ -176,8 +176,8 @@ class _SaveOnRankZero(pl.Callback):
             torch.save(pl_module.state_dict(), self.out)
 
 
-def _ddp_unlearn(original: Path, devices: int, out: Path) -> None:
-    task = _task()
+def _ddp_unlearn(original: Path, devices: int, out: Path, dropout: float) -> None:
+    task = _task(dropout=dropout)
     # Four passes: the forget pass, one over all rows, then two with extrapolation (whose
     # accept/reject decision must agree on every rank).
     eraser = AltEraser(
@@ -201,9 +201,12 @@ def _ddp_unlearn(original: Path, devices: int, out: Path) -> None:
 
 
 @pytest.mark.ddp
-def test_ddp_two_processes_give_the_single_process_result(original: Path, tmp_path: Path) -> None:
-    _ddp_unlearn(original, 1, tmp_path / "one.pt")
-    _ddp_unlearn(original, 2, tmp_path / "two.pt")
+@pytest.mark.parametrize("dropout", [0.0, 0.7])  # 0.7: each rank's rows carry their own ridge
+def test_ddp_two_processes_give_the_single_process_result(
+    original: Path, tmp_path: Path, dropout: float
+) -> None:
+    _ddp_unlearn(original, 1, tmp_path / "one.pt", dropout)
+    _ddp_unlearn(original, 2, tmp_path / "two.pt", dropout)
     one, two = torch.load(tmp_path / "one.pt"), torch.load(tmp_path / "two.pt")
     for key in one:
         torch.testing.assert_close(one[key], two[key], atol=1e-5, rtol=1e-5)

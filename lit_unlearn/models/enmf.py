@@ -44,10 +44,10 @@ class ENMF(MF):
             sparser data) and use 0.3-0.5 on MovieLens-1M; ``configs/model/enmf.yaml`` sets 0.5.
         reg: L2 coefficient on user and item embeddings (part of the loss, so the Newton
             sub-problems see it).
+        init_std: Std of the normal initialisation of the embeddings (``h`` starts at ones).
         dropout: Dropout rate on the user vectors of the positive term, in ``[0, 1)``; RecBole's
             ENMF default is 0.7, which ``configs/model/enmf.yaml`` uses. 0 (the class default)
             trains the deterministic loss.
-        init_std: Std of the normal initialisation of the embeddings (``h`` starts at ones).
     """
 
     def __init__(
@@ -57,8 +57,8 @@ class ENMF(MF):
         embedding_dim: int = 64,
         negative_weight: float = 0.1,
         reg: float = 0.01,
-        dropout: float = 0.0,
         init_std: float = 0.1,
+        dropout: float = 0.0,
     ) -> None:
         negative_weight = _check_float("negative_weight", negative_weight, 0.0, 1.0)
         reg = _check_float("reg", reg, 0.0, math.inf)
