@@ -42,7 +42,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from lit_unlearn.datamodules.sources import MovieLens100K
-from lit_unlearn.losses.enmf import RowBlock
+from lit_unlearn.losses.enmf import RowBlock, dropout_kappa
 from lit_unlearn.optim.block_solvers import AHNewtonBlock
 
 C0, REG = 0.1, 0.01
@@ -101,6 +101,7 @@ def main() -> None:
     p.add_argument("--dropout", type=float, default=0.0, help="backbone dropout rate")
     p.add_argument("--out", default=str(Path(__file__).parent / "results"))
     args = p.parse_args()
+    dropout_kappa(args.dropout)  # a rate outside [0, 1) fails here, before any timing
     device = torch.device(args.device)
     g = torch.Generator().manual_seed(0)
     if args.pairs == "ml100k":
