@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import pandas as pd
@@ -52,3 +53,47 @@ def test_report_command_writes_every_row(tmp_path: Path) -> None:
     assert "embedding_dim" not in pd.read_csv(out / "summary.csv").columns
     for title in ("Table 3", "Table 4", "Table 5", "speedup_run_median"):
         assert title in report
+
+
+def _rows(seeds: Sequence[int]) -> pd.DataFrame:
+    quality = {f"{m}@{k}": 0.5 for m in ("rbo", "recall", "ndcg") for k in (10, 20, 50)}
+    return pd.DataFrame(
+        [
+            {"seed": s, "method": m, "repredict": 0.1, **quality, "seconds": t, "epochs": 3.0}
+            for s in seeds
+            for m, t in (("Original", 9.0), ("Retrain", 10.0 + s), ("AltEraser[AH-Newton]", 0.5))
+        ]
+    )
+
+
+def test_merge_rebuilds_one_report_from_split_runs(tmp_path: Path) -> None:
+    _rows([0, 1, 2]).to_csv(tmp_path / "a.csv", index=False)
+    _rows([3, 4]).to_csv(tmp_path / "b.csv", index=False)
+    out = tmp_path / "merged"
+    main(["--merge", str(tmp_path / "a.csv"), str(tmp_path / "b.csv"), f"--out={out}"])
+    merged = pd.read_csv(out / "results.csv")
+    assert sorted(merged["seed"].unique()) == [0, 1, 2, 3, 4] and len(merged) == 15
+    summary = pd.read_csv(out / "summary.csv", index_col=0)
+    assert summary.loc["Retrain", "seconds"] == 12.0  # median of 10..14 over both files
+    assert summary.loc["AltEraser[AH-Newton]", "speedup"] == 24.0
+    assert "5 repetition(s), seeds 0..4" in (out / "report.md").read_text()
+
+
+def test_merge_refuses_missing_foreign_and_overlapping_files(tmp_path: Path) -> None:
+    _rows([0, 1]).to_csv(tmp_path / "a.csv", index=False)
+    _rows([1, 2]).to_csv(tmp_path / "b.csv", index=False)
+    pd.DataFrame({"x": [1]}).to_csv(tmp_path / "c.csv", index=False)
+    out = f"--out={tmp_path / 'never'}"
+    with pytest.raises(FileNotFoundError, match="no results file"):
+        main(["--merge", str(tmp_path / "a.csv"), str(tmp_path / "nope.csv"), out])
+    with pytest.raises(ValueError, match=r"not a results\.csv"):
+        main(["--merge", str(tmp_path / "c.csv"), out])
+    with pytest.raises(ValueError, match=r"more than one file: \[\(1, 'AltEraser"):
+        main(["--merge", str(tmp_path / "a.csv"), str(tmp_path / "b.csv"), out])
+    assert not (tmp_path / "never").exists()  # nothing written on a refused merge
+
+
+def test_report_lists_seeds_with_gaps(tmp_path: Path) -> None:
+    _rows([0, 2, 5]).to_csv(tmp_path / "a.csv", index=False)
+    main(["--merge", str(tmp_path / "a.csv"), f"--out={tmp_path / 'r'}"])
+    assert "3 repetition(s), seeds 0, 2, 5 " in (tmp_path / "r" / "report.md").read_text()

@@ -14,6 +14,9 @@ Usage::
 
     python -m lit_unlearn.experiments.interaction_unlearning \\
         --data configs/data/ml100k_forgetting.yaml --scenario noise --out runs/alteraser_ml100k
+
+Repetitions can be spread over invocations (``--seed 3 --repeats 2``) and reported together:
+``--merge a/results.csv b/results.csv --out merged`` rebuilds the tables without training.
 """
 
 from __future__ import annotations
@@ -218,6 +221,14 @@ def _backbone_text(frame: pd.DataFrame) -> str:
     return f" ({', '.join(parts)})" if parts else ""
 
 
+def _seeds_text(frame: pd.DataFrame) -> str:
+    """``5 repetition(s), seeds 0..4``; seeds with gaps are listed one by one."""
+    seeds = sorted(int(s) for s in frame["seed"].unique())
+    contiguous = seeds == list(range(seeds[0], seeds[-1] + 1))
+    listed = f"{seeds[0]}..{seeds[-1]}" if contiguous else ", ".join(map(str, seeds))
+    return f"{len(seeds)} repetition(s), seeds {listed}"
+
+
 def write_report(table: pd.DataFrame, rows: Sequence[dict[str, Any]], args: Any, out: Path) -> str:
     """Write report.md (Tables 3-5), results.csv (per repetition) and summary.csv."""
     out.mkdir(parents=True, exist_ok=True)
@@ -227,8 +238,8 @@ def write_report(table: pd.DataFrame, rows: Sequence[dict[str, Any]], args: Any,
     backbone = _backbone_text(frame)
     protocol = (
         f"Data `{args.data}`, scenario **{args.scenario}**, {args.num_forget_users} forgetting "
-        f"users, per-user random 80/20 split, {args.repeats} repetition(s) (seeds "
-        f"{args.seed}..{args.seed + args.repeats - 1}: split, request and initialisation); ENMF "
+        f"users, per-user random 80/20 split, {_seeds_text(frame)} (each draws its own split, "
+        f"request and initialisation); ENMF "
         f"from `{args.model}`{backbone}. Original / Retrain / Retrain* / Warm-Start stop when the "
         f"epoch loss improves by < {args.rel_delta:g} (relative) for {args.patience} epochs; "
         f"AltEraser stops when a pass lowers L_Dr by < {args.tol:g} (relative), at most "
@@ -270,6 +281,33 @@ def write_report(table: pd.DataFrame, rows: Sequence[dict[str, Any]], args: Any,
     return text
 
 
+def merge(paths: Sequence[Path]) -> list[dict[str, Any]]:
+    """Rows of several ``results.csv`` files (repetitions run in separate invocations).
+
+    Raises:
+        FileNotFoundError: A file is missing.
+        ValueError: A file lacks the ``seed``/``method``/``seconds`` columns, or two files hold
+            the same (seed, method) row: a repetition would be counted twice.
+    """
+    frames = []
+    for path in paths:
+        if not Path(path).is_file():
+            raise FileNotFoundError(f"--merge: no results file at {path}")
+        frame = pd.read_csv(path)
+        missing = {"seed", "method", "seconds"} - set(frame.columns)
+        if missing:
+            raise ValueError(f"--merge: {path} is not a results.csv (no {sorted(missing)} column)")
+        frames.append(frame)
+    rows = pd.concat(frames, ignore_index=True)
+    twice = rows[rows.duplicated(["seed", "method"], keep=False)]
+    if len(twice):
+        seeds = twice["seed"].astype(int).tolist()
+        pairs = sorted(set(zip(seeds, twice["method"].astype(str), strict=True)))
+        raise ValueError(f"--merge: (seed, method) rows in more than one file: {pairs}")
+    rows = rows.sort_values("seed", kind="stable")
+    return [{str(k): v for k, v in r.items() if not pd.isna(v)} for r in rows.to_dict("records")]
+
+
 def run(args: argparse.Namespace) -> pd.DataFrame:
     out = Path(args.out)
     workdir = out / "checkpoints"
@@ -303,12 +341,25 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--rbo-p", type=float, default=0.9)
     p.add_argument("--override", action="append", default=[], help="extra CLI override")
     p.add_argument("--out", default="runs/alteraser")
+    p.add_argument(
+        "--merge",
+        nargs="+",
+        type=Path,
+        default=None,
+        help="trains nothing: rebuild the report in --out from these results.csv files "
+        "(repetitions run in separate invocations; pass the protocol flags they were run with)",
+    )
     return p.parse_args(argv)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
-    table = run(args)
+    if args.merge:
+        rows = merge(args.merge)
+        table = aggregate(rows)
+        write_report(table, rows, args, Path(args.out))
+    else:
+        table = run(args)
     print(json.dumps({m: round(float(s), 3) for m, s in table["seconds"].items()}))
 
 
