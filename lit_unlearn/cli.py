@@ -11,36 +11,15 @@ import sys
 from typing import Any
 
 
-def _cli_class() -> type:
-    # Imported here: `import lightning` alone costs ~4 s, keep `lit-unlearn --version` instant.
-    from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
-
-    class LitUnlearnCLI(LightningCLI):
-        @staticmethod
-        def subcommands() -> dict[str, set[str]]:
-            commands = dict(LightningCLI.subcommands())
-            commands["audit"] = {"model", "datamodule"}
-            return commands
-
-        def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
-            for size in ("num_users", "num_items"):
-                parser.link_arguments(
-                    f"data.{size}",
-                    f"model.init_args.model.init_args.{size}",
-                    apply_on="instantiate",
-                )
-
-    return LitUnlearnCLI
-
-
 def build_cli(args: list[str] | None = None, run: bool = True) -> Any:
     """Parse ``args`` (default ``sys.argv[1:]``), run the subcommand if ``run``, return the CLI."""
+    # Imported here: `import lightning` alone costs ~4 s, keep `lit-unlearn --version` instant.
     from lightning.pytorch import LightningDataModule, LightningModule
 
+    from lit_unlearn.cli_app import LitUnlearnCLI
     from lit_unlearn.trainer import UnlearnTrainer
 
-    cli_class = _cli_class()
-    return cli_class(
+    return LitUnlearnCLI(
         LightningModule,
         LightningDataModule,
         trainer_class=UnlearnTrainer,

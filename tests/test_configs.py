@@ -115,17 +115,26 @@ def test_trainer_config(name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPat
 
 @pytest.mark.ddp
 def test_ddp_trainer_config(tmp_path: Path) -> None:
-    fit(
+    # Not fast_dev_run: that drops Lightning's SaveConfigCallback, and ddp_spawn must pickle it
+    # (it holds the parser, which once referred to an unpicklable function-local CLI class).
+    build_cli(
         [
+            "fit",
             "--config",
             str(CONFIGS / "trainer" / "ddp_cpu.yaml"),
             "--config",
             DATA_SYNTH,
             "--config",
             MODEL_MF,
-        ],
-        tmp_path,
+            "--trainer.max_epochs=1",
+            "--trainer.limit_train_batches=2",
+            "--trainer.limit_val_batches=2",
+            f"--trainer.default_root_dir={tmp_path}",
+            f"--trainer.logger.init_args.save_dir={tmp_path}",
+        ]
     )
+    # The config was saved beside the logs (by the callback that had to be pickled).
+    assert list(tmp_path.rglob("config.yaml"))
 
 
 @pytest.mark.parametrize(
