@@ -41,6 +41,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks._device import parse_device
 from lit_unlearn.datamodules.sources import MovieLens100K
 from lit_unlearn.losses.enmf import RowBlock, dropout_kappa
 from lit_unlearn.optim.block_solvers import AHNewtonBlock
@@ -90,7 +91,7 @@ def sync(device: torch.device) -> None:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--device", type=parse_device, default=torch.device("cpu"))
     p.add_argument("--users", type=int, default=6040)
     p.add_argument("--items", type=int, default=3706)
     p.add_argument("--interactions", type=int, default=1_000_209)

@@ -41,6 +41,7 @@ from torch import Tensor
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks._device import parse_device
 from lit_unlearn.callbacks import AttrCloak
 from lit_unlearn.datamodules import RecommendationData
 from lit_unlearn.datamodules.sources import MovieLens100K
@@ -216,7 +217,7 @@ def main() -> None:
         "--data-dir", default=str(Path(__file__).resolve().parents[2] / "shared" / "datasets")
     )
     parser.add_argument("--mode", choices=["df", "dd"], default="df")
-    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--device", type=parse_device, default=torch.device("cpu"))
     parser.add_argument("--steps", type=int, default=60)
     parser.add_argument("--out", default=str(Path(__file__).resolve().parent / "results"))
     args = parser.parse_args()

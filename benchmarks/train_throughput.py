@@ -32,6 +32,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks._device import parse_device
 from lit_unlearn.datamodules import RecommendationData, Synthetic
 from lit_unlearn.datamodules.sources import MovieLens100K
 from lit_unlearn.experiments.common import bare_trainer
@@ -146,7 +147,7 @@ def main() -> None:
     parser.add_argument(
         "--data-dir", default=str(Path(__file__).resolve().parents[2] / "shared" / "datasets")
     )
-    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--device", type=parse_device, default=torch.device("cpu"))
     parser.add_argument(
         "--epochs", type=int, default=6, help="timed epochs per run (first is warm-up)"
     )
