@@ -29,6 +29,8 @@ def test_comparison_table_on_synthetic(tmp_path: Path, monkeypatch: pytest.Monke
     )  # fmt: skip
     privacy = pd.read_csv(out / "privacy.csv")
     utility = pd.read_csv(out / "utility.csv")
+    # both overrides took effect: 200 users, of whom the attackers test on the non-shadow ones
+    assert privacy["n_test"].max() < 200
     methods = [
         "Original", "AttrCloak-DD", "AttrCloak-DD a_u in [0,0.1] shrinkage 1", "AttrCloak-DF",
         "U2U-R", "D2D-R",
@@ -65,3 +67,11 @@ def test_bad_table_arguments_exit_with_a_message(
     with pytest.raises(SystemExit):
         parse_args(argv)
     assert "error:" in capsys.readouterr().err
+
+
+def test_repeated_overrides_all_apply() -> None:
+    # Each --override=... adds one; the last must not silently replace the earlier ones.
+    args = parse_args(
+        ["--override=--data.init_args.seed=3", "--override=--data.init_args.batch_size=64"]
+    )
+    assert args.override == ["--data.init_args.seed=3", "--data.init_args.batch_size=64"]

@@ -281,6 +281,11 @@ def tables(rows: Sequence[RowResult]) -> tuple[pd.DataFrame, pd.DataFrame]:
                 "chance": a["chance"],
                 "majority_accuracy": a["majority_accuracy"],
                 "bacc_minus_chance": a["balanced_accuracy"] - a["chance"],
+                # the attacker's sample sizes: shadow users it trains / selects on, users it
+                # is scored on (small attribute classes make the balanced accuracy noisy)
+                "n_train": a["n_train"],
+                "n_val": a["n_val"],
+                "n_test": a["n_test"],
             }
             for r in rows
             for a in r.audit
@@ -462,9 +467,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--trainer", default="configs/trainer/cpu.yaml", help="trainer config (YAML)")
     p.add_argument(
         "--override",
-        nargs="*",
+        action="append",
         default=[],
-        help="extra CLI overrides, e.g. --data.init_args.seed=1",
+        help="extra CLI override, repeatable, in the '=' form: --override=--data.init_args.seed=1",
     )
     p.add_argument("--checkpoint", default=None, help="trained model; if absent one is trained")
     p.add_argument("--train-epochs", type=int, default=30)
