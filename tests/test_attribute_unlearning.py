@@ -273,3 +273,88 @@ def test_df_refuses_graph_backbones(trained: Path, tmp_path: Path) -> None:
     task = RecommenderTask(LightGCN(dm.num_users, dm.num_items, 16, 2))
     with pytest.raises(ValueError, match="cannot be unlearned data-free"):
         bare_trainer(tmp_path, max_epochs=1, callbacks=[AttrCloak(mode="df")]).fit(task, dm)
+
+
+@pytest.mark.parametrize("backbone", ["ncf", "lightgcn"])
+def test_representation_target_moves_only_the_shift(backbone: str, tmp_path: Path) -> None:
+    """target='representation': embeddings, towers and items stay; the checkpoint reloads."""
+    from lit_unlearn.models import NCF, LightGCN
+
+    dm = dd_data(batch_size=256)
+    model = (
+        NCF(dm.num_users, dm.num_items, 16)
+        if backbone == "ncf"
+        else LightGCN(dm.num_users, dm.num_items, 16, 2)
+    )
+    task = RecommenderTask(model)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    cloak = AttrCloak(attributes=["gender"], mode="dd", lr=0.01, target="representation")
+    trainer = bare_trainer(
+        tmp_path, max_epochs=1, limit_train_batches=3, limit_val_batches=0, callbacks=[cloak]
+    )
+    trainer.fit(task, dm)
+    assert model.user_shift is not None and model.user_shift.abs().sum() > 0
+    for name, p in model.named_parameters():
+        if name != "user_shift":
+            assert torch.equal(before[name], p), name
+    graph = task._graph()
+    with torch.no_grad():
+        base = model.user_representation(graph=graph) - model.user_shift
+        model.user_shift.zero_()
+        assert torch.allclose(model.user_representation(graph=graph), base)
+        model.user_shift.normal_()
+    ckpt = tmp_path / "unlearned.ckpt"
+    trainer.save_checkpoint(ckpt)
+    fresh = (
+        NCF(dm.num_users, dm.num_items, 16)
+        if backbone == "ncf"
+        else LightGCN(dm.num_users, dm.num_items, 16, 2)
+    )
+    again = RecommenderTask(fresh)
+    again.load_state_dict(torch.load(ckpt, weights_only=False)["state_dict"])  # strict
+    assert again.model.user_shift is not None
+    with torch.no_grad():
+        assert torch.allclose(
+            again.model.user_representation(graph=graph), model.user_representation(graph=graph)
+        )
+
+
+def test_representation_target_on_table_backbones_updates_the_table(
+    trained: Path, tmp_path: Path
+) -> None:
+    """MF's representation is its table: target='representation' adds no shift."""
+    task = load(trained)
+    cloak = AttrCloak(checkpoint=str(trained), mode="dd", lr=0.01, target="representation")
+    bare_trainer(
+        tmp_path, max_epochs=1, limit_train_batches=2, limit_val_batches=0, callbacks=[cloak]
+    ).fit(task, dd_data(batch_size=256))
+    assert task.model.user_shift is None
+    original = load(trained)
+    assert not torch.equal(task.model.user_embedding.weight, original.model.user_embedding.weight)
+    with pytest.raises(ValueError, match="representation is its embedding table"):
+        task.model.enable_user_shift()
+    with pytest.raises(ValueError, match="target must be"):
+        AttrCloak(target="weights")  # type: ignore[arg-type]
+
+
+def test_refit_from_a_checkpoint_without_shift_drops_the_old_shift(tmp_path: Path) -> None:
+    from lit_unlearn.models import NCF
+
+    dm = dd_data(batch_size=256)
+    task = RecommenderTask(NCF(dm.num_users, dm.num_items, 16))
+    plain = tmp_path / "plain.ckpt"
+    trainer = bare_trainer(tmp_path, max_epochs=1, limit_train_batches=1, limit_val_batches=0)
+    trainer.fit(task, dm)
+    trainer.save_checkpoint(plain)
+    with torch.no_grad():
+        reference = task.model.user_representation().clone()
+    for _ in range(2):  # the second fit must start from the checkpoint, not the first shift
+        cloak = AttrCloak(
+            checkpoint=str(plain), attributes=["gender"], mode="dd", lr=0.01, target="representation"
+        )
+        bare_trainer(
+            tmp_path, max_epochs=1, limit_train_batches=1, limit_val_batches=0, callbacks=[cloak]
+        ).fit(task, dm)
+        assert task.model.user_shift is not None
+        moved = (task.model.user_representation() - reference).abs().max()
+        assert 0 < float(moved) < 0.02  # one Adam step of lr 0.01 per coordinate, not two

@@ -24,6 +24,7 @@ def test_comparison_table_on_synthetic(tmp_path: Path, monkeypatch: pytest.Monke
             "--override=--data.init_args.num_eval_negatives=50",
             "--train-epochs", "2", "--df-epochs", "3", "--dd-epochs", "1",
             "--dd-bounds", "0.0,1.0", "0.0,0.1,1.0", "--dd-batch-size", "100000", "--repeats", "2",
+            "--dd-target", "representation", "--dd-negatives", "2",
             "--ablation", "--out", str(out), "--wandb",
         ]
     )  # fmt: skip
@@ -32,7 +33,8 @@ def test_comparison_table_on_synthetic(tmp_path: Path, monkeypatch: pytest.Monke
     # both overrides took effect: 200 users, of whom the attackers test on the non-shadow ones
     assert privacy["n_test"].max() < 200
     methods = [
-        "Original", "AttrCloak-DD", "AttrCloak-DD a_u in [0,0.1] shrinkage 1", "AttrCloak-DF",
+        "Original", "AttrCloak-DD on the representation",
+        "AttrCloak-DD a_u in [0,0.1] shrinkage 1 on the representation", "AttrCloak-DF",
         "U2U-R", "D2D-R",
     ]  # fmt: skip
     assert list(dict.fromkeys(utility["method"]))[:6] == methods
@@ -56,6 +58,8 @@ def test_comparison_table_on_synthetic(tmp_path: Path, monkeypatch: pytest.Monke
     [
         ["--repeats", "0"],
         ["--dd-batch-size", "0"],
+        ["--dd-negatives", "0"],
+        ["--dd-target", "weights"],
         ["--dd-bounds", "0.1"],
         ["--df-bounds", "0,1,x"],
         ["--dd-bounds", "a,b"],

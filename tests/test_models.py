@@ -162,16 +162,20 @@ def test_l2_batch_large_batch_out_of_range_ids_raise(backbone: tuple[str, Recomm
         model.l2_batch(users, torch.full((4 * NI,), -1))
 
 
+@pytest.mark.parametrize("batch", [15, 5 * NI])
 @pytest.mark.parametrize("training", [False, True])
-def test_ncf_large_batch_tower_once_matches_per_pair(training: bool) -> None:
+def test_ncf_large_batch_tower_once_matches_per_pair(training: bool, batch: int) -> None:
     """A batch naming more ids than the tables have rows runs each tower once over the table
-    and gathers: same scores and gradients as the per-occurrence towers (no dropout)."""
+    and gathers (batch 15: 30 item ids, 11 rows); one naming at least half the [U, I] cells
+    scores through the full matrix (batch 55). Both: same scores and gradients as the
+    per-occurrence towers (no dropout)."""
     torch.manual_seed(0)
     model = NCF(NU, NI, D, hidden_layers=2)
     model.train(training)
     gen = torch.Generator().manual_seed(1)
-    users = torch.randint(NU, (5 * NI,), generator=gen)
-    items = torch.randint(NI, (5 * NI, 2), generator=gen)
+    users = torch.randint(NU, (batch,), generator=gen)
+    items = torch.randint(NI, (batch, 2), generator=gen)
+    assert model._dense_scoring_pays(items.numel()) == (batch > 15)
     fast = model(users, items)
     grads = torch.autograd.grad(fast.square().sum(), list(model.parameters()))
     # Reference: the towers applied to each occurrence's embedding row.
@@ -444,3 +448,33 @@ def bpr_overfits(model: Recommender, graph: Tensor, steps: int = 300, lr: float 
 def test_bpr_overfits_tiny_problem(name: str) -> None:
     torch.manual_seed(0)
     bpr_overfits(BACKBONES[name](8, 20), make_graph(num_users=8, num_items=20, per_user=3))
+
+
+@pytest.mark.parametrize("shift", [False, True])
+def test_dense_scoring_matches_per_pair(backbone: tuple[str, Recommender], shift: bool) -> None:
+    """Batches naming >= half the [U, I] cells are scored through the full matrix (dot
+    scorers): the same values and gradients as scoring the gathered pairs, with and without
+    a user shift (backbones whose representation is not their table)."""
+    name, model = backbone
+    if shift:
+        if model.representation_is_table:
+            pytest.skip("the representation is the table: no shift")
+        with torch.no_grad():
+            model.enable_user_shift().normal_()
+    graph = GRAPH if model.needs_graph else None
+    gen = torch.Generator().manual_seed(3)
+    users = torch.randint(NU, (4 * NI,), generator=gen)
+    for items in (torch.randint(NI, (4 * NI, 3), generator=gen), torch.randint(NI, (4 * NI,))):
+        params = [p for p in model.parameters() if p.requires_grad]
+        got = model(users, items, graph)
+        g_got = torch.autograd.grad(got.square().sum(), params, allow_unused=True)
+        user_rep, item_rep = model.embed(users, items, graph)
+        want = model.score(user_rep.unsqueeze(-2) if items.ndim == 2 else user_rep, item_rep)
+        g_want = torch.autograd.grad(want.square().sum(), params, allow_unused=True)
+        torch.testing.assert_close(got, want)
+        for a, b in zip(g_got, g_want, strict=True):
+            if a is None or b is None:
+                assert a is None and b is None
+            else:
+                torch.testing.assert_close(a, b)
+    assert model._dense_scoring_pays(users.numel() * 3) == model._scores_by_dot(), name

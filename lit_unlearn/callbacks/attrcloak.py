@@ -10,7 +10,7 @@ import lightning.pytorch as pl
 import torch
 from torch import Tensor
 
-from lit_unlearn.callbacks.attribute_unlearning import AttributeUnlearning, Mode
+from lit_unlearn.callbacks.attribute_unlearning import AttributeUnlearning, Mode, Target
 from lit_unlearn.losses.gaussian_mi import multi_attribute_mi_bound
 from lit_unlearn.optim.combiners import MGDA, GradientCombiner
 
@@ -43,6 +43,9 @@ class AttrCloak(AttributeUnlearning):
         precision: dtype of the covariance algebra. ``float64`` is the safe default;
             ``float32`` roughly halves the step time (batched Cholesky dominates) and relies on
             the ridge for conditioning.
+        target: ``parameters`` (user embeddings and user tower) or ``representation`` (the
+            user representation itself, Algorithm 1's ``em'_i``, as a per-user offset on the
+            trained model's output); see :class:`AttributeUnlearning`.
     """
 
     def __init__(
@@ -59,6 +62,7 @@ class AttrCloak(AttributeUnlearning):
         optimizer: Literal["adam", "sgd"] = "adam",
         normalize: Literal["none", "l2"] = "none",
         precision: Literal["float64", "float32"] = "float64",
+        target: Target = "parameters",
     ) -> None:
         if precision not in ("float64", "float32"):
             raise ValueError(f"precision must be 'float64' or 'float32', got {precision!r}")
@@ -78,6 +82,7 @@ class AttrCloak(AttributeUnlearning):
             lr=lr,
             reg_reduction=reg_reduction,
             optimizer=optimizer,
+            target=target,
         )
 
     def default_combiner(self, mode: Mode) -> GradientCombiner:

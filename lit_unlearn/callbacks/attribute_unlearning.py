@@ -32,6 +32,7 @@ from lit_unlearn.optim.combiners import (
 from lit_unlearn.tasks.recommendation import RecommenderTask
 
 Mode = Literal["auto", "dd", "df"]
+Target = Literal["parameters", "representation"]
 
 
 class AttributeUnlearning(UnlearningCallback):
@@ -49,6 +50,12 @@ class AttributeUnlearning(UnlearningCallback):
             user count, so the privacy/retention trade-off of fixed weights and of clipped
             MGDA does not change with the number of users.
         optimizer: ``adam`` or ``sgd`` over the user-side parameters.
+        target: What the optimiser updates. ``parameters``: the user-side parameters that
+            produce the representation (user embeddings and user tower/propagation input).
+            ``representation``: the user representation itself, as Algorithm 1 of AttrCloak
+            writes it (a per-user offset added to the trained model's output, see
+            :meth:`~lit_unlearn.models.base.Recommender.enable_user_shift`; for MF and NeuMF,
+            whose representation is the embedding table, the same as ``parameters``).
     """
 
     def __init__(
@@ -60,8 +67,12 @@ class AttributeUnlearning(UnlearningCallback):
         lr: float = 1e-3,
         reg_reduction: Literal["sum", "mean"] = "mean",
         optimizer: Literal["adam", "sgd"] = "adam",
+        target: Target = "parameters",
     ) -> None:
         super().__init__(checkpoint=checkpoint, lr=lr, optimizer=optimizer)
+        if target not in ("parameters", "representation"):
+            raise ValueError(f"target must be 'parameters' or 'representation', got {target!r}")
+        self.target = target
         if mode not in ("auto", "dd", "df"):
             raise ValueError(f"mode must be 'auto', 'dd' or 'df', got {mode!r}")
         if attributes is not None and (not attributes or len(set(attributes)) != len(attributes)):
@@ -95,8 +106,15 @@ class AttributeUnlearning(UnlearningCallback):
         """Loss whose minimum hides the attributes, and per-attribute terms for logging."""
 
     # ------------------------------------------------------------------ setup
+    def prepare_model(self, task: RecommenderTask) -> None:
+        if self.target == "representation" and not task.model.representation_is_table:
+            task.model.enable_user_shift()
+
     def trainable_parameters(self, task: RecommenderTask) -> list[torch.nn.Parameter]:
-        return list(task.model.user_parameters())
+        model = task.model
+        if self.target == "representation" and model.user_shift is not None:
+            return [model.user_shift]
+        return list(model.user_parameters())
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         super().setup(trainer, pl_module, stage)

@@ -62,12 +62,20 @@ class UnlearningCallback(Callback, ABC):
             # Loaded on every fit start; when a run is resumed with --ckpt_path, Lightning
             # restores the resumed weights after setup, so this never applies twice.
             state = torch.load(self.checkpoint, map_location="cpu", weights_only=False)
+            model = pl_module.model
+            if model.user_shift is not None and "model.user_shift" not in state["state_dict"]:
+                # A shift left by an earlier fit in this process: the checkpoint has none.
+                model.user_shift = None
             pl_module.load_state_dict(state["state_dict"])
+        self.prepare_model(pl_module)
         trainable = {id(p) for p in self.trainable_parameters(pl_module)}
         for p in pl_module.parameters():
             # Frozen before the strategy wraps the model (DDP must not wait for these grads).
             p.requires_grad_(id(p) in trainable)
         pl_module.unlearning = self
+
+    def prepare_model(self, task: RecommenderTask) -> None:
+        """Change the loaded model before freezing (e.g. add a parameter); default: nothing."""
 
     def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         if (

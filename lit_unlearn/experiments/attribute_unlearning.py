@@ -31,7 +31,7 @@ import torch
 
 from lit_unlearn.attacks.audit import audit_embeddings
 from lit_unlearn.callbacks.attrcloak import AttrCloak
-from lit_unlearn.callbacks.attribute_unlearning import AttributeUnlearning
+from lit_unlearn.callbacks.attribute_unlearning import AttributeUnlearning, Target
 from lit_unlearn.callbacks.distinguishability import D2DR, U2UR
 from lit_unlearn.datamodules import RecommendationData
 from lit_unlearn.experiments.common import bare_trainer, cli_objects
@@ -98,6 +98,7 @@ def _attrcloak(
     bounds: tuple[float, float],
     precision: Literal["float64", "float32"] = "float64",
     shrinkage: float = DEFAULT_SHRINKAGE,
+    target: Target = "parameters",
 ) -> AttributeUnlearning:
     return AttrCloak(
         checkpoint=checkpoint,
@@ -108,6 +109,7 @@ def _attrcloak(
         df_bounds=bounds if mode == "df" else (0.1, 1.0),
         precision=precision,
         shrinkage=shrinkage,
+        target=target,
     )
 
 
@@ -120,6 +122,7 @@ def default_methods(
     dd_bounds: Sequence[str] = ("0.0,1.0",),
     dd_lr: float = 1e-3,
     precision: Literal["float64", "float32"] = "float64",
+    dd_target: Target = "parameters",
 ) -> list[MethodSpec]:
     """AttrCloak-DD/DF for each alpha_u interval, the two baselines, and the alpha grid.
 
@@ -142,6 +145,9 @@ def default_methods(
                 name += f" a_u in [{b[0]:g},{b[1]:g}]"
             if shrinkage != DEFAULT_SHRINKAGE:
                 name += f" shrinkage {shrinkage:g}"
+            target: Target = dd_target if mode == "dd" else "parameters"
+            if target != "parameters":
+                name += f" on the {target}"
             build = partial(
                 _attrcloak,
                 mode=mode,
@@ -149,6 +155,7 @@ def default_methods(
                 bounds=b,
                 precision=precision,
                 shrinkage=shrinkage,
+                target=target,
             )
             methods.append(MethodSpec(name, mode == "df", build, epochs))
     methods += [
@@ -204,10 +211,15 @@ def run(args: argparse.Namespace) -> list[RowResult]:
         args.dd_bounds,
         args.dd_lr,
         precision=args.precision,
+        dd_target=args.dd_target,
     )
     # Data-dependent rows: the data config's batch size unless --dd-batch-size is given (one at
     # least the number of training pairs makes every step a full-data step on Eq. 20).
     dd_args = [f"--data.init_args.batch_size={args.dd_batch_size}"] if args.dd_batch_size else []
+    if args.dd_negatives is not None:
+        # more negatives per positive: the same expected BPR loss (Eq. 20), a lower-variance
+        # gradient; the original model and the data-free rows are unaffected
+        dd_args.append(f"--model.init_args.num_negatives={args.dd_negatives}")
     for spec in methods:
         if args.methods and spec.name not in args.methods and not spec.name.startswith("DF alpha"):
             continue
@@ -491,6 +503,18 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--lr", type=float, default=1e-2, help="data-free learning rate (Adam)")
     p.add_argument("--dd-lr", type=float, default=1e-3, help="data-dependent learning rate (Adam)")
     p.add_argument(
+        "--dd-target",
+        choices=("parameters", "representation"),
+        default="parameters",
+        help="what the DD rows update: user-side parameters or the representation itself",
+    )
+    p.add_argument(
+        "--dd-negatives",
+        type=int,
+        default=None,
+        help="negatives per positive in the DD rows' BPR (default: the model config's)",
+    )
+    p.add_argument(
         "--df-bounds",
         nargs="+",
         default=["0.1,1.0"],
@@ -521,6 +545,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.repeats < 1:
         p.error(f"--repeats must be >= 1, got {args.repeats}")
+    if args.dd_negatives is not None and args.dd_negatives < 1:
+        p.error(f"--dd-negatives must be >= 1, got {args.dd_negatives}")
     if args.dd_batch_size is not None and args.dd_batch_size < 1:
         p.error(f"--dd-batch-size must be >= 1, got {args.dd_batch_size}")
     for text in [*args.df_bounds, *args.dd_bounds]:

@@ -60,6 +60,69 @@ class Recommender(nn.Module, ABC):
         self.num_users = check_positive_int("num_users", num_users)
         self.num_items = check_positive_int("num_items", num_items)
         self.embedding_dim = check_positive_int("embedding_dim", embedding_dim)
+        self.user_shift: nn.Parameter | None = None
+
+    @property
+    def representation_is_table(self) -> bool:
+        """Whether :meth:`user_representation` is the user embedding table(s) themselves (MF,
+        NeuMF's two tables): optimising the representation is then optimising the table, and
+        the backbone needs no :meth:`enable_user_shift`."""
+        return False
+
+    @property
+    def representation_dim(self) -> int:
+        """Width ``d'`` of the user and item representations (default: ``embedding_dim``)."""
+        return self.embedding_dim
+
+    # ------------------------------------------------------------------ user shift
+    def enable_user_shift(self) -> nn.Parameter:
+        """Add a per-user offset ``delta_u`` (zeros) to the user representation and return it.
+
+        The representation becomes ``em_u + delta_u`` everywhere the scorer and the audit read
+        it. Optimising ``delta`` alone is optimising the representation itself, the variable
+        AttrCloak's Algorithm 1 updates ("fine-tuned user embeddings em'_i = f_p(f_phi(u_i))"),
+        while the embeddings, towers and propagation that produced it stay as trained. Idempotent:
+        an existing offset is returned unchanged. Checkpoints carry it as ``user_shift``; loading
+        one that has it re-creates it (see :meth:`_load_from_state_dict`).
+
+        Raises:
+            ValueError: The backbone's representation is its embedding table
+                (:attr:`representation_is_table`): optimise the table instead.
+        """
+        if self.representation_is_table:
+            raise ValueError(
+                f"{type(self).__name__}'s user representation is its embedding table: "
+                "optimise user_parameters() directly, it needs no user shift"
+            )
+        if self.user_shift is None:
+            ref = next(self.parameters())
+            zeros = torch.zeros(self.num_users, self.representation_dim, dtype=ref.dtype)
+            self.user_shift = nn.Parameter(zeros.to(ref.device))
+        return self.user_shift
+
+    def _shift_users(self, rep: Tensor, users: Tensor | None) -> Tensor:
+        """``rep + delta[users]`` (all users for ``None``) when a user shift is enabled."""
+        if self.user_shift is None:
+            return rep
+        if users is None:
+            return rep + self.user_shift
+        shift = self.user_shift.index_select(0, users.reshape(-1).to(rep.device))
+        return rep + shift.view(*users.shape, -1)
+
+    def _shift_parameters(self) -> list[nn.Parameter]:
+        return [] if self.user_shift is None else [self.user_shift]
+
+    def _load_from_state_dict(
+        self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
+    ) -> None:
+        # A checkpoint unlearned on the representation carries ``user_shift``; a freshly built
+        # backbone does not have it yet, so create it before the strict key check.
+        key = prefix + "user_shift"
+        if key in state_dict and self.user_shift is None:
+            self.enable_user_shift()
+        super()._load_from_state_dict(
+            state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
+        )
 
     # ------------------------------------------------------------------ stage 1: representations
     @abstractmethod
@@ -115,10 +178,43 @@ class Recommender(nn.Module, ABC):
             raise ValueError(
                 f"items must be [B] or [B, n] with B = {users.shape[0]}, got {tuple(items.shape)}"
             )
+        if self._dense_scoring_pays(items.numel()):
+            # Many pairs (a full-data BPR step names each (user, item) cell ~0.5 times or more):
+            # one [U, I] score matrix and an index beat gathering [B, n, d'] representations on
+            # both sides (ML-100K, 98k positives x 9 items: 1.6M scores and one matmul instead
+            # of two 113M-float gathers). The same values; the gradient flows through the index.
+            user_all, item_all = self.embed(None, None, graph)
+            full = user_all @ item_all.T
+            index_users = users.unsqueeze(-1) if items.ndim == 2 else users
+            return full[index_users.to(full.device), items.to(full.device)]
         user_rep, item_rep = self.embed(users, items, graph)
         if items.ndim == 2:
             user_rep = user_rep.unsqueeze(-2)  # [B, 1, d'] against [B, n, d']
         return self.score(user_rep, item_rep)
+
+    def _dense_scoring_pays(self, num_pairs: int) -> bool:
+        """Whether :meth:`forward` should score through the full ``[U, I]`` matrix.
+
+        Only for the default dot-product :meth:`score`, when the pairs are at least half as
+        many as the matrix's cells, and when :meth:`embed` of every row equals the rows of
+        :meth:`embed` of all (see :meth:`_rows_are_shared`).
+        """
+        return (
+            self._scores_by_dot()
+            and self.num_users * self.num_items <= 2 * num_pairs
+            and self._rows_are_shared()
+        )
+
+    def _scores_by_dot(self) -> bool:
+        """Whether :meth:`score` is the plain dot product (the default implementation)."""
+        return type(self).score is Recommender.score
+
+    def _rows_are_shared(self) -> bool:
+        """Whether a row's representation is the same wherever the id occurs in a batch.
+
+        False while per-occurrence randomness (training-time dropout) is active.
+        """
+        return True
 
     def full_scores(self, users: Tensor, graph: Tensor | None = None) -> Tensor:
         """Logits of the given users against every item, ``[B, num_items]``.

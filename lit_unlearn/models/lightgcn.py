@@ -173,6 +173,7 @@ class LightGCN(Recommender):
             ValueError: ``graph`` is None, malformed or has out-of-range ids.
         """
         user_out, item_out = self.propagate(graph)
+        user_out = self._shift_users(user_out, None)
         if users is not None:
             user_out = user_out[users.to(user_out.device)]
         if items is not None:
@@ -180,8 +181,8 @@ class LightGCN(Recommender):
         return user_out, item_out
 
     def user_parameters(self) -> list[nn.Parameter]:
-        """The layer-0 user embedding table."""
-        return list(self.user_embedding.parameters())
+        """The layer-0 user embedding table (and the user shift, when enabled)."""
+        return list(self.user_embedding.parameters()) + self._shift_parameters()
 
     def l2_batch(self, users: Tensor, items: Tensor) -> Tensor:
         """See :meth:`Recommender.l2_batch` (layer-0 embeddings, the paper's Eq. 15)."""

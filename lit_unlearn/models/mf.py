@@ -42,6 +42,11 @@ class MF(Recommender):
         self.item_embedding = nn.Embedding(num_items, embedding_dim)
         self.reset_parameters()
 
+    @property
+    def representation_is_table(self) -> bool:
+        """The user representation is the embedding table."""
+        return True
+
     def reset_parameters(self) -> None:
         """Re-draw both embedding tables from ``N(0, init_std^2)``."""
         nn.init.normal_(self.user_embedding.weight, std=self.init_std)

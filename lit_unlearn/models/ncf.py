@@ -98,6 +98,18 @@ class NCF(Recommender):
         """Width ``d'`` of the user and item representations."""
         return self.embedding_dim * (2 if self.scorer == "neumf" else 1)
 
+    def _scores_by_dot(self) -> bool:
+        return self.scorer == "dot"
+
+    def _rows_are_shared(self) -> bool:
+        # training-time dropout draws a mask per occurrence of an id
+        return not (self.training and self.dropout > 0)
+
+    @property
+    def representation_is_table(self) -> bool:
+        """NeuMF's user representation is its two embedding tables; the dot towers' is not."""
+        return self.scorer == "neumf"
+
     def reset_parameters(self) -> None:
         """Xavier-uniform weights and zero biases everywhere."""
         for module in self.modules():
@@ -135,7 +147,8 @@ class NCF(Recommender):
 
     def _user_rep(self, users: Tensor | None) -> Tensor:
         if self.scorer == "dot":
-            return self._tower_rep(self.user_embedding, self.user_tower, users)
+            rep = self._tower_rep(self.user_embedding, self.user_tower, users)
+            return self._shift_users(rep, users)
         emb = self._lookup(self.user_embedding, users)
         return torch.cat([emb, self._lookup(self.user_mlp_embedding, users)], dim=-1)
 
@@ -220,7 +233,7 @@ class NCF(Recommender):
             params += list(self.user_tower.parameters())
         else:
             params += list(self.user_mlp_embedding.parameters())
-        return params
+        return params + self._shift_parameters()
 
     def l2_batch(self, users: Tensor, items: Tensor) -> Tensor:
         """See :meth:`Recommender.l2_batch`; covers GMF and MLP embeddings under NeuMF.
