@@ -350,7 +350,11 @@ def test_refit_from_a_checkpoint_without_shift_drops_the_old_shift(tmp_path: Pat
         reference = task.model.user_representation().clone()
     for _ in range(2):  # the second fit must start from the checkpoint, not the first shift
         cloak = AttrCloak(
-            checkpoint=str(plain), attributes=["gender"], mode="dd", lr=0.01, target="representation"
+            checkpoint=str(plain),
+            attributes=["gender"],
+            mode="dd",
+            lr=0.01,
+            target="representation",
         )
         bare_trainer(
             tmp_path, max_epochs=1, limit_train_batches=1, limit_val_batches=0, callbacks=[cloak]
