@@ -330,6 +330,7 @@ def test_representation_target_on_table_backbones_updates_the_table(
     ).fit(task, dd_data(batch_size=256))
     assert task.model.user_shift is None
     original = load(trained)
+    assert isinstance(task.model, MF) and isinstance(original.model, MF)
     assert not torch.equal(task.model.user_embedding.weight, original.model.user_embedding.weight)
     with pytest.raises(ValueError, match="representation is its embedding table"):
         task.model.enable_user_shift()
