@@ -49,7 +49,7 @@ from lit_unlearn.datamodules import RecommendationData
 from lit_unlearn.datamodules.sources import MovieLens100K
 from lit_unlearn.losses.gaussian_mi import multi_attribute_mi_bound
 from lit_unlearn.losses.retention import embedding_regularization
-from lit_unlearn.metrics.negatives import interaction_keys, training_negatives
+from lit_unlearn.metrics.negatives import dense_seen_mask, interaction_keys, training_negatives
 from lit_unlearn.models import NCF
 from lit_unlearn.optim.combiners import MGDA, assign_flat_grad, flatten_grads, gramian
 from lit_unlearn.tasks import RecommenderTask
@@ -135,7 +135,9 @@ def plain_dd_steps(
     codes = {n: attrs.codes[n].to(device) for n in attrs.names}
     classes = {n: attrs.num_classes(n) for n in attrs.names}
     users, pos = pairs[0].to(device), pairs[1].to(device)
-    keys = interaction_keys(users, pos, model.num_items)
+    seen = dense_seen_mask(
+        interaction_keys(users, pos, model.num_items), model.num_users, model.num_items
+    )  # as RecommenderTask does for a small [U, I]
     combiner = MGDA(bounds=DD_BOUNDS)
     times = []
     for _ in range(steps):
@@ -145,7 +147,7 @@ def plain_dd_steps(
         privacy, _ = multi_attribute_mi_bound(
             rep, codes, classes, shrinkage=DD_SHRINKAGE, dtype=torch.float32
         )
-        neg = training_negatives(users, model.num_items, DD_NEGATIVES, keys)
+        neg = training_negatives(users, model.num_items, DD_NEGATIVES, seen)
         items = torch.cat([pos.unsqueeze(1), neg], dim=1)
         if naive:
             retention = _naive_bpr(model, users, items)

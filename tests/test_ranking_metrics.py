@@ -14,6 +14,7 @@ from lit_unlearn.metrics import (
     RankingMetrics,
     build_exclusion_mask,
     check_ks,
+    dense_seen_mask,
     full_ranking_values,
     interaction_keys,
     is_seen,
@@ -547,3 +548,28 @@ def test_training_negatives_redraw_seen_pairs_once() -> None:
     assert 0.22 < float((redrawn[:20000] < 5).float().mean()) < 0.28
     torch.manual_seed(0)
     assert torch.equal(training_negatives(users, 10, 2, seen[:0]), plain)  # no keys: no redraw
+
+
+def test_dense_seen_mask_gives_the_same_draws_as_the_sorted_keys() -> None:
+    gen = torch.Generator().manual_seed(3)
+    n_users, n_items = 40, 30
+    pu = torch.randint(n_users, (400,), generator=gen)
+    pi = torch.randint(n_items, (400,), generator=gen)
+    keys = interaction_keys(pu, pi, n_items)
+    mask = dense_seen_mask(keys, n_users, n_items)
+    assert mask.shape == (n_users, n_items) and int(mask.sum()) == keys.numel()
+    assert bool(mask[pu, pi].all())
+    users = torch.randint(n_users, (5000,), generator=gen)
+    torch.manual_seed(0)
+    by_keys = training_negatives(users, n_items, 4, keys)
+    torch.manual_seed(0)
+    by_mask = training_negatives(users, n_items, 4, mask)
+    assert torch.equal(by_keys, by_mask)
+    torch.manual_seed(0)
+    assert not torch.equal(training_negatives(users, n_items, 4), by_mask)  # redraws happened
+    with pytest.raises(ValueError, match="must be \\[num_users, 30\\]"):
+        training_negatives(users, n_items, 4, mask[:, :10])
+    with pytest.raises(ValueError, match="exceeds"):
+        dense_seen_mask(keys, 1 << 14, 1 << 13)
+    with pytest.raises(ValueError, match="num_users"):
+        dense_seen_mask(keys, 10, n_items)

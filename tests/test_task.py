@@ -12,6 +12,7 @@ import torch
 
 from lit_unlearn.cli import build_cli
 from lit_unlearn.datamodules import RecommendationData, Synthetic
+from lit_unlearn.metrics import training_negatives
 from lit_unlearn.models import MF
 from lit_unlearn.tasks import RecommenderTask
 from lit_unlearn.tasks.losses import bce_loss, bpr_loss
@@ -72,6 +73,12 @@ def test_negatives_avoid_training_positives(tmp_path: Path) -> None:
     hits = sum((int(u), int(i)) in train for u, row in zip(users, neg, strict=True) for i in row)
     # one resampling round: collisions drop from ~25% (10 of 40 items seen) to ~6%
     assert hits / neg.numel() < 0.1
+    # small [U, I]: redraws look pairs up in the dense mask, with the sorted keys' draws
+    assert task.train_seen_mask.shape == (dm.num_users, dm.num_items)
+    assert int(task.train_seen_mask.sum()) == task.train_keys.numel()
+    torch.manual_seed(0)
+    by_keys = training_negatives(users, dm.num_items, 30, task.train_keys)
+    assert torch.equal(by_keys, neg)
 
 
 def test_nan_loss_stops_with_a_clear_error(tmp_path: Path) -> None:

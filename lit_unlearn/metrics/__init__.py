@@ -5,7 +5,9 @@ as ``"test/full/ndcg@10"`` or ``"test/sampled/hr@10"``.
 """
 
 from lit_unlearn.metrics.negatives import (
+    DENSE_SEEN_MAX_CELLS,
     build_exclusion_mask,
+    dense_seen_mask,
     interaction_keys,
     is_seen,
     sample_negatives,
@@ -27,11 +29,13 @@ from lit_unlearn.metrics.ranking_metric import PROTOCOLS, RankingMetrics, protoc
 
 __all__ = [
     "DEFAULT_KS",
+    "DENSE_SEEN_MAX_CELLS",
     "METRIC_NAMES",
     "PROTOCOLS",
     "RankingMetrics",
     "build_exclusion_mask",
     "check_ks",
+    "dense_seen_mask",
     "full_ranking_values",
     "interaction_keys",
     "is_seen",

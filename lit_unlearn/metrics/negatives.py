@@ -16,7 +16,9 @@ import torch
 from torch import Tensor
 
 __all__ = [
+    "DENSE_SEEN_MAX_CELLS",
     "build_exclusion_mask",
+    "dense_seen_mask",
     "interaction_keys",
     "is_seen",
     "sample_negatives",
@@ -94,25 +96,61 @@ def is_seen(keys_sorted: Tensor, user: Tensor, item: Tensor, num_items: int) -> 
     return found & (pos < keys_sorted.numel())
 
 
+# Largest [U, I] for which :func:`dense_seen_mask` is worth building (64 MiB of bools).
+DENSE_SEEN_MAX_CELLS = 1 << 26
+
+
+def dense_seen_mask(keys_sorted: Tensor, num_users: int, num_items: int) -> Tensor:
+    """The interactions as a dense ``BoolTensor[num_users, num_items]``.
+
+    Looking a pair up in it is one gather, where :func:`is_seen` is a binary search per pair:
+    with a full-data batch (98k ML-100K pairs x 8 negatives) the search took ~45 ms a step on
+    2 CPU cores, half of an AttrCloak-DD step, and most of it cache misses on shuffled users.
+
+    Raises:
+        ValueError: If the mask would exceed :data:`DENSE_SEEN_MAX_CELLS` cells.
+    """
+    _check_num_items(num_items)
+    if num_users * num_items > DENSE_SEEN_MAX_CELLS:
+        raise ValueError(
+            f"a dense seen-mask of {num_users} x {num_items} exceeds {DENSE_SEEN_MAX_CELLS} "
+            "cells: use the sorted keys (is_seen) instead"
+        )
+    mask = torch.zeros(num_users * num_items, dtype=torch.bool, device=keys_sorted.device)
+    if keys_sorted.numel():
+        if int(keys_sorted.max()) >= num_users * num_items:
+            raise ValueError(f"keys name a user >= num_users ({num_users})")
+        mask[keys_sorted] = True
+    return mask.view(num_users, num_items)
+
+
 def training_negatives(
     users: Tensor, num_items: int, num_negatives: int, seen: Tensor | None = None
 ) -> Tensor:
     """Uniform training negatives ``[B, num_negatives]``, drawn with the global torch RNG.
 
-    With ``seen`` (sorted interaction keys), a draw that hits one of the user's interactions is
-    redrawn once: cheap, and it removes most false negatives without a loop (a second hit stays;
-    for BPR training that bias is negligible, unlike for evaluation, see
-    :func:`sample_negatives`).
+    With ``seen``, a draw that hits one of the user's interactions is redrawn once: cheap, and
+    it removes most false negatives without a loop (a second hit stays; for BPR training that
+    bias is negligible, unlike for evaluation, see :func:`sample_negatives`). Both forms of
+    ``seen`` give the same draws.
 
     Args:
         users: ``LongTensor[B]`` user of each training pair.
         num_items: Number of items.
         num_negatives: Negatives per pair.
-        seen: Sorted unique keys (:func:`interaction_keys`) to redraw, or None.
+        seen: Sorted unique keys (:func:`interaction_keys`), a dense ``BoolTensor[U, I]``
+            (:func:`dense_seen_mask`, one gather per lookup), or None for no redraw.
     """
     neg = torch.randint(num_items, (users.shape[0], num_negatives), device=users.device)
     if seen is not None and seen.numel():
-        hit = is_seen(seen, users.unsqueeze(1).expand_as(neg), neg, num_items)
+        if seen.dtype == torch.bool:
+            if seen.dim() != 2 or seen.shape[1] != num_items:
+                raise ValueError(
+                    f"a dense seen-mask must be [num_users, {num_items}], got {tuple(seen.shape)}"
+                )
+            hit = seen[users.unsqueeze(1).expand_as(neg), neg]
+        else:
+            hit = is_seen(seen, users.unsqueeze(1).expand_as(neg), neg, num_items)
         if hit.any():
             neg = torch.where(hit, torch.randint_like(neg, num_items), neg)
     return neg

@@ -16,7 +16,11 @@ from lightning.pytorch.core.mixins.hparams_mixin import _given_hyperparameters
 from lightning.pytorch.core.optimizer import LightningOptimizer
 from torch import Tensor, nn
 
-from lit_unlearn.metrics.negatives import training_negatives
+from lit_unlearn.metrics.negatives import (
+    DENSE_SEEN_MAX_CELLS,
+    dense_seen_mask,
+    training_negatives,
+)
 from lit_unlearn.metrics.ranking import (
     metrics_from_hits,
     metrics_from_ranks,
@@ -116,6 +120,10 @@ class RecommenderTask(pl.LightningModule):
         # Data, not state: filled from the DataModule in setup(), never saved in checkpoints.
         self.register_buffer("graph", torch.empty(2, 0, dtype=torch.long), persistent=False)
         self.register_buffer("train_keys", torch.empty(0, dtype=torch.long), persistent=False)
+        # The same pairs as a dense [U, I] mask when that is small (negative redraws by gather).
+        self.register_buffer(
+            "train_seen_mask", torch.empty(0, 0, dtype=torch.bool), persistent=False
+        )
         self.register_buffer("user_degree", torch.empty(0, dtype=torch.long), persistent=False)
         self._protocols: dict[str, list[str]] = {"val": [], "test": []}
         self._epoch_loss: list = [torch.zeros(()), 0]
@@ -138,6 +146,12 @@ class RecommenderTask(pl.LightningModule):
         self.graph = train_pairs.to(self.device)
         keys = train_pairs[0] * self.model.num_items + train_pairs[1]
         self.train_keys = torch.unique(keys).to(self.device)
+        num_users, num_items = self.model.num_users, self.model.num_items
+        self.train_seen_mask = (
+            dense_seen_mask(self.train_keys, num_users, num_items)
+            if num_users * num_items <= DENSE_SEEN_MAX_CELLS
+            else torch.empty(0, 0, dtype=torch.bool, device=self.device)
+        )
         self.user_degree = torch.bincount(train_pairs[0], minlength=self.model.num_users).to(
             self.device
         )
@@ -151,7 +165,12 @@ class RecommenderTask(pl.LightningModule):
 
     def sample_negatives(self, users: Tensor) -> Tensor:
         """Uniform negatives ``[B, num_negatives]``, resampling training positives once."""
-        seen = self.train_keys if self.reject_seen_negatives else None
+        if not self.reject_seen_negatives:
+            seen = None
+        elif self.train_seen_mask.numel():
+            seen = self.train_seen_mask
+        else:
+            seen = self.train_keys
         return training_negatives(users, self.model.num_items, self.num_negatives, seen)
 
     def recommendation_loss(self, batch: dict[str, Tensor]) -> Tensor:
