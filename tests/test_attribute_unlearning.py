@@ -240,6 +240,50 @@ def test_dd_unlearning_weights_agree_across_ranks(trained: Path, tmp_path: Path)
     assert len(ranks[0]) == 4 and ranks[0] == ranks[1]
 
 
+class RecordShift(pl.Callback):
+    """Writes every rank's final user_shift to a file (for the DDP representation test)."""
+
+    def __init__(self, out: str) -> None:
+        self.out = out
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        assert isinstance(pl_module, RecommenderTask)
+        shift = pl_module.model.user_shift
+        assert shift is not None
+        torch.save(shift.detach().clone(), f"{self.out}.{trainer.global_rank}")
+
+
+@pytest.mark.ddp
+def test_dd_representation_target_under_ddp(tmp_path: Path) -> None:
+    """The per-user shift is created before DDP wraps the model, so its gradient is all-reduced:
+    both ranks take the same MGDA weights and end with the same shift, and the spawning process
+    gets it back (its model had no shift before fit)."""
+    from lit_unlearn.models import NCF
+
+    pl.seed_everything(0, verbose=False)
+    dm = dd_data(batch_size=64)
+    task = RecommenderTask(NCF(dm.num_users, dm.num_items, 16))
+    cloak = AttrCloak(attributes=["gender"], mode="dd", lr=0.01, target="representation")
+    rec = RecordWeights(cloak, str(tmp_path / "w"))
+    shifts = RecordShift(str(tmp_path / "shift"))
+    bare_trainer(
+        tmp_path,
+        max_epochs=1,
+        limit_train_batches=4,
+        limit_val_batches=0,
+        devices=2,
+        strategy="ddp_spawn",
+        callbacks=[cloak, rec, shifts],
+    ).fit(task, dm)
+    weights = [json.loads((tmp_path / f"w.{r}").read_text()) for r in (0, 1)]
+    assert len(weights[0]) == 4 and weights[0] == weights[1]
+    per_rank = [torch.load(tmp_path / f"shift.{r}") for r in (0, 1)]
+    assert float(per_rank[0].abs().max()) > 0
+    torch.testing.assert_close(per_rank[0], per_rank[1], rtol=0, atol=0)
+    assert task.model.user_shift is not None
+    torch.testing.assert_close(task.model.user_shift.detach(), per_rank[0], rtol=0, atol=0)
+
+
 @pytest.mark.parametrize("backbone", ["ncf", "lightgcn"])
 def test_dd_self_sharing_updates_only_user_side(backbone: str, tmp_path: Path) -> None:
     """NCF (user tower) and LightGCN (propagated users): item side and scorer stay frozen."""
