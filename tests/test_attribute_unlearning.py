@@ -15,7 +15,7 @@ from lit_unlearn.attacks.audit import audit_embeddings, make_attacker
 from lit_unlearn.callbacks.attrcloak import AttrCloak
 from lit_unlearn.callbacks.distinguishability import D2DR, U2UR
 from lit_unlearn.datamodules import RecommendationData, Synthetic
-from lit_unlearn.models import MF
+from lit_unlearn.models import MF, NCF, LightGCN, Recommender
 from lit_unlearn.optim.combiners import FixedWeights
 from lit_unlearn.tasks import RecommenderTask
 
@@ -75,6 +75,13 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
     ckpt = root / "trained.ckpt"
     trainer.save_checkpoint(ckpt)
     return ckpt
+
+
+def tower_backbone(name: str, dm: RecommendationData) -> Recommender:
+    """A 16-d NCF (user tower) or 2-layer LightGCN (propagated users) sized for ``dm``."""
+    if name == "ncf":
+        return NCF(dm.num_users, dm.num_items, 16)
+    return LightGCN(dm.num_users, dm.num_items, 16, 2)
 
 
 def load(ckpt: Path) -> RecommenderTask:
@@ -258,7 +265,6 @@ def test_dd_representation_target_under_ddp(tmp_path: Path) -> None:
     """The per-user shift is created before DDP wraps the model, so its gradient is all-reduced:
     both ranks take the same MGDA weights and end with the same shift, and the spawning process
     gets it back (its model had no shift before fit)."""
-    from lit_unlearn.models import NCF
 
     pl.seed_everything(0, verbose=False)
     dm = dd_data(batch_size=64)
@@ -287,14 +293,8 @@ def test_dd_representation_target_under_ddp(tmp_path: Path) -> None:
 @pytest.mark.parametrize("backbone", ["ncf", "lightgcn"])
 def test_dd_self_sharing_updates_only_user_side(backbone: str, tmp_path: Path) -> None:
     """NCF (user tower) and LightGCN (propagated users): item side and scorer stay frozen."""
-    from lit_unlearn.models import NCF, LightGCN
-
     dm = dd_data(batch_size=256)
-    model = (
-        NCF(dm.num_users, dm.num_items, 16)
-        if backbone == "ncf"
-        else LightGCN(dm.num_users, dm.num_items, 16, 2)
-    )
+    model = tower_backbone(backbone, dm)
     task = RecommenderTask(model)
     items_before = [p.detach().clone() for p in model.item_parameters()]
     users_before = [p.detach().clone() for p in model.user_parameters()]
@@ -311,7 +311,6 @@ def test_dd_self_sharing_updates_only_user_side(backbone: str, tmp_path: Path) -
 
 
 def test_df_refuses_graph_backbones(trained: Path, tmp_path: Path) -> None:
-    from lit_unlearn.models import LightGCN
 
     dm = df_data(trained)
     task = RecommenderTask(LightGCN(dm.num_users, dm.num_items, 16, 2))
@@ -322,14 +321,8 @@ def test_df_refuses_graph_backbones(trained: Path, tmp_path: Path) -> None:
 @pytest.mark.parametrize("backbone", ["ncf", "lightgcn"])
 def test_representation_target_moves_only_the_shift(backbone: str, tmp_path: Path) -> None:
     """target='representation': embeddings, towers and items stay; the checkpoint reloads."""
-    from lit_unlearn.models import NCF, LightGCN
-
     dm = dd_data(batch_size=256)
-    model = (
-        NCF(dm.num_users, dm.num_items, 16)
-        if backbone == "ncf"
-        else LightGCN(dm.num_users, dm.num_items, 16, 2)
-    )
+    model = tower_backbone(backbone, dm)
     task = RecommenderTask(model)
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     cloak = AttrCloak(attributes=["gender"], mode="dd", lr=0.01, target="representation")
@@ -349,11 +342,7 @@ def test_representation_target_moves_only_the_shift(backbone: str, tmp_path: Pat
         model.user_shift.normal_()
     ckpt = tmp_path / "unlearned.ckpt"
     trainer.save_checkpoint(ckpt)
-    fresh = (
-        NCF(dm.num_users, dm.num_items, 16)
-        if backbone == "ncf"
-        else LightGCN(dm.num_users, dm.num_items, 16, 2)
-    )
+    fresh = tower_backbone(backbone, dm)
     again = RecommenderTask(fresh)
     again.load_state_dict(torch.load(ckpt, weights_only=False)["state_dict"])  # strict
     assert again.model.user_shift is not None
@@ -383,7 +372,6 @@ def test_representation_target_on_table_backbones_updates_the_table(
 
 
 def test_refit_from_a_checkpoint_without_shift_drops_the_old_shift(tmp_path: Path) -> None:
-    from lit_unlearn.models import NCF
 
     dm = dd_data(batch_size=256)
     task = RecommenderTask(NCF(dm.num_users, dm.num_items, 16))
