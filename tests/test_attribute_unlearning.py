@@ -228,21 +228,25 @@ def test_df_unlearning_is_identical_on_one_and_two_processes(trained: Path, tmp_
     assert w2[0] == pytest.approx(w1, abs=1e-6)
 
 
-@pytest.mark.ddp
-def test_dd_unlearning_weights_agree_across_ranks(trained: Path, tmp_path: Path) -> None:
-    task = load(trained)
-    cloak = AttrCloak(checkpoint=str(trained), attributes=["gender"], lr=0.005)
-    rec = RecordWeights(cloak, str(tmp_path / "dd"))
-    trainer = bare_trainer(
-        tmp_path,
+def two_rank_trainer(root: Path, callbacks: list[pl.Callback]) -> pl.Trainer:
+    """Four training batches on 2 CPU processes (ddp_spawn, gloo), no validation."""
+    return bare_trainer(
+        root,
         max_epochs=1,
         limit_train_batches=4,
         limit_val_batches=0,
         devices=2,
         strategy="ddp_spawn",
-        callbacks=[cloak, rec],
+        callbacks=callbacks,
     )
-    trainer.fit(task, dd_data(batch_size=64))
+
+
+@pytest.mark.ddp
+def test_dd_unlearning_weights_agree_across_ranks(trained: Path, tmp_path: Path) -> None:
+    task = load(trained)
+    cloak = AttrCloak(checkpoint=str(trained), attributes=["gender"], lr=0.005)
+    rec = RecordWeights(cloak, str(tmp_path / "dd"))
+    two_rank_trainer(tmp_path, [cloak, rec]).fit(task, dd_data(batch_size=64))
     ranks = [json.loads((tmp_path / f"dd.{r}").read_text()) for r in (0, 1)]
     assert len(ranks[0]) == 4 and ranks[0] == ranks[1]
 
@@ -272,15 +276,7 @@ def test_dd_representation_target_under_ddp(tmp_path: Path) -> None:
     cloak = AttrCloak(attributes=["gender"], mode="dd", lr=0.01, target="representation")
     rec = RecordWeights(cloak, str(tmp_path / "w"))
     shifts = RecordShift(str(tmp_path / "shift"))
-    bare_trainer(
-        tmp_path,
-        max_epochs=1,
-        limit_train_batches=4,
-        limit_val_batches=0,
-        devices=2,
-        strategy="ddp_spawn",
-        callbacks=[cloak, rec, shifts],
-    ).fit(task, dm)
+    two_rank_trainer(tmp_path, [cloak, rec, shifts]).fit(task, dm)
     weights = [json.loads((tmp_path / f"w.{r}").read_text()) for r in (0, 1)]
     assert len(weights[0]) == 4 and weights[0] == weights[1]
     per_rank = [torch.load(tmp_path / f"shift.{r}") for r in (0, 1)]

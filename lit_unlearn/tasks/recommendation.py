@@ -19,6 +19,7 @@ from torch import Tensor, nn
 from lit_unlearn.metrics.negatives import (
     DENSE_SEEN_MAX_CELLS,
     dense_seen_mask,
+    interaction_keys,
     training_negatives,
 )
 from lit_unlearn.metrics.ranking import (
@@ -144,9 +145,10 @@ class RecommenderTask(pl.LightningModule):
     def attach_graph(self, train_pairs: Tensor) -> None:
         """Use ``train_pairs`` (LongTensor [2, E] of user, item) as graph and positives set."""
         self.graph = train_pairs.to(self.device)
-        keys = train_pairs[0] * self.model.num_items + train_pairs[1]
-        self.train_keys = torch.unique(keys).to(self.device)
         num_users, num_items = self.model.num_users, self.model.num_items
+        self.train_keys = interaction_keys(train_pairs[0], train_pairs[1], num_items).to(
+            self.device
+        )
         self.train_seen_mask = (
             dense_seen_mask(self.train_keys, num_users, num_items)
             if num_users * num_items <= DENSE_SEEN_MAX_CELLS
