@@ -46,7 +46,7 @@ bench: venv
 # the code no longer trains.
 attrcloak-table: venv
 	$(BIN)/lit-unlearn fit --config configs/experiment/ml100k_ncf.yaml --trainer.enable_progress_bar=false
-	$(BIN)/python -m lit_unlearn.experiments.attribute_unlearning --data configs/data/ml100k.yaml \
+	$(BIN)/python -m lit_unlearn.methods.attribute.experiment --data configs/data/ml100k.yaml \
 		--model configs/model/ncf.yaml --checkpoint runs/ml100k_ncf/checkpoints/last.ckpt \
 		--df-bounds 0.1,1.0 0.95,0.97 --dd-bounds 0.0,1.0 0.0,0.1,3.0 --repeats 3 \
 		--dd-target representation --dd-negatives 8 \
@@ -57,7 +57,7 @@ attrcloak-table: venv
 # checkpoints stay in runs/, the reports are copied to benchmarks/results/
 alteraser-table: venv
 	for scenario in noise privacy; do \
-		$(BIN)/python -m lit_unlearn.experiments.interaction_unlearning --scenario $$scenario \
+		$(BIN)/python -m lit_unlearn.methods.interaction.experiment --scenario $$scenario \
 			--rel-delta 1e-4 --tol 1e-3 --repeats 5 --out runs/alteraser_ml100k_$$scenario || exit 1; \
 		mkdir -p benchmarks/results/alteraser_ml100k_$$scenario; \
 		cp runs/alteraser_ml100k_$$scenario/*.md runs/alteraser_ml100k_$$scenario/*.csv \

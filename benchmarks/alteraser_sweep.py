@@ -43,7 +43,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks._device import parse_device
 from lit_unlearn.datamodules.sources import MovieLens100K
-from lit_unlearn.losses.enmf import RowBlock, dropout_kappa
+from lit_unlearn.methods.interaction.block_problem import RowBlock
+from lit_unlearn.models.enmf_objective import dropout_kappa
 from lit_unlearn.optim.block_solvers import AHNewtonBlock
 
 C0, REG = 0.1, 0.01

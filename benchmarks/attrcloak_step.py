@@ -46,12 +46,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks._device import parse_device
 from lit_unlearn.callbacks import AttrCloak
 from lit_unlearn.datamodules import RecommendationData
+from lit_unlearn.datamodules.sampling import dense_seen_mask, interaction_keys, training_negatives
 from lit_unlearn.datamodules.sources import MovieLens100K
-from lit_unlearn.losses.gaussian_mi import multi_attribute_mi_bound
-from lit_unlearn.losses.retention import embedding_regularization
-from lit_unlearn.metrics.negatives import dense_seen_mask, interaction_keys, training_negatives
+from lit_unlearn.methods.attribute.gaussian_mi import multi_attribute_mi_bound
+from lit_unlearn.methods.attribute.retention import embedding_regularization
 from lit_unlearn.models import NCF
-from lit_unlearn.optim.combiners import MGDA, assign_flat_grad, flatten_grads, gramian
+from lit_unlearn.optim import MGDA, assign_flat_grad, flatten_grads, gramian
 from lit_unlearn.tasks import RecommenderTask
 from lit_unlearn.tasks.losses import bpr_loss
 

@@ -34,10 +34,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks._device import parse_device
 from lit_unlearn.datamodules import RecommendationData, Synthetic
+from lit_unlearn.datamodules.sampling import training_negatives
 from lit_unlearn.datamodules.sources import MovieLens100K
-from lit_unlearn.experiments.common import bare_trainer
-from lit_unlearn.metrics.negatives import training_negatives
 from lit_unlearn.models import MF, NCF
+from lit_unlearn.runs import bare_trainer
 from lit_unlearn.tasks import RecommenderTask
 from lit_unlearn.tasks.losses import bpr_loss
 

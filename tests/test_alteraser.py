@@ -12,10 +12,10 @@ import torch
 
 from lit_unlearn.callbacks import AltEraser, RelativeEarlyStopping, WarmStart
 from lit_unlearn.datamodules import ForgettingData, Synthetic
-from lit_unlearn.experiments.common import bare_trainer
-from lit_unlearn.metrics.forgetting import forgetting_metrics, repredict_score
+from lit_unlearn.methods.interaction.metrics import forgetting_metrics, repredict_score
 from lit_unlearn.models import ENMF, MF
-from lit_unlearn.optim import AdamWBlock, AHNewtonBlock
+from lit_unlearn.optim.block_solvers import AdamWBlock, AHNewtonBlock
+from lit_unlearn.runs import bare_trainer
 from lit_unlearn.tasks import RecommenderTask
 
 

@@ -12,11 +12,11 @@ import pytest
 import torch
 
 from lit_unlearn.attacks.audit import audit_embeddings, make_attacker
-from lit_unlearn.callbacks.attrcloak import AttrCloak
-from lit_unlearn.callbacks.distinguishability import D2DR, U2UR
 from lit_unlearn.datamodules import RecommendationData, Synthetic
+from lit_unlearn.methods.attribute.attrcloak import AttrCloak
+from lit_unlearn.methods.attribute.baselines import D2DR, U2UR
 from lit_unlearn.models import MF, NCF, LightGCN, Recommender
-from lit_unlearn.optim.combiners import FixedWeights
+from lit_unlearn.optim import FixedWeights
 from lit_unlearn.tasks import RecommenderTask
 
 SOURCE: dict[str, Any] = {

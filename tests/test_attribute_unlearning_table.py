@@ -7,7 +7,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from lit_unlearn.experiments.attribute_unlearning import main, parse_args
+from lit_unlearn.methods.attribute.experiment import main, parse_args
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 

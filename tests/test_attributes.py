@@ -9,13 +9,12 @@ import pandas as pd
 import pytest
 
 from lit_unlearn.datamodules.attributes import (
-    CONTINENTS,
     FEDAU2_AGE_BINS,
     ML1M_AGE_GROUPS,
     available_attributes,
-    country_to_continent,
     encode_attribute,
 )
+from lit_unlearn.datamodules.countries import CONTINENTS, country_to_continent
 
 
 def table(**columns: Sequence[object]) -> pd.DataFrame:
@@ -126,10 +125,10 @@ def test_continent_codes_and_alias() -> None:
 
 
 def test_country_table_covers_iso_names() -> None:
-    from lit_unlearn.datamodules import attributes
+    from lit_unlearn.datamodules import countries
 
-    assert len(attributes._COUNTRY_TO_CONTINENT) >= 240
-    assert set(attributes._COUNTRY_TO_CONTINENT.values()) == set(CONTINENTS)
+    assert len(countries._COUNTRY_TO_CONTINENT) >= 240
+    assert set(countries._COUNTRY_TO_CONTINENT.values()) == set(CONTINENTS)
 
 
 def test_body_shape_and_generic_columns() -> None:

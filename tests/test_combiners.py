@@ -19,7 +19,7 @@ from lit_unlearn.optim import (
     flatten_grads,
     gramian,
 )
-from lit_unlearn.optim.combiners import _frank_wolfe
+from lit_unlearn.optim._simplex import frank_wolfe as _frank_wolfe
 
 F64 = torch.float64
 

@@ -9,14 +9,14 @@ import numpy as np
 import pytest
 import torch
 
-from lit_unlearn.losses import (
+from lit_unlearn.methods.attribute.distinguishability import (
+    _sample_cross_pairs,
     d2d_loss,
     d2d_r_loss,
-    embedding_regularization,
     u2u_loss,
     u2u_r_loss,
 )
-from lit_unlearn.losses.distinguishability import _sample_cross_pairs
+from lit_unlearn.methods.attribute.retention import embedding_regularization
 
 
 def brute_u2u(x: np.ndarray, c: np.ndarray) -> tuple[float, int]:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from lit_unlearn.experiments.interaction_unlearning import parse_args, run_once
+from lit_unlearn.methods.interaction.experiment import parse_args, run_once
 from tests.conftest import ML100K, SHARED_DATASETS
 
 pytestmark = [

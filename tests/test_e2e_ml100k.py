@@ -15,8 +15,8 @@ import torch
 from lit_unlearn.attacks.audit import audit_embeddings
 from lit_unlearn.datamodules import RecommendationData
 from lit_unlearn.datamodules.sources import MovieLens100K
-from lit_unlearn.experiments.common import bare_trainer
 from lit_unlearn.models import MF
+from lit_unlearn.runs import bare_trainer
 from lit_unlearn.tasks import RecommenderTask
 from tests.conftest import ML100K, SHARED_DATASETS
 

@@ -5,12 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from lit_unlearn.losses.enmf import (
-    RowBlock,
-    enmf_objective,
-    split_row_newton_systems,
-)
+from lit_unlearn.methods.interaction.block_problem import RowBlock, split_row_newton_systems
 from lit_unlearn.models import ENMF
+from lit_unlearn.models.enmf_objective import enmf_objective
 from lit_unlearn.optim.block_solvers import AdamWBlock, AHNewtonBlock, BlockSolver, HFNewtonBlock
 
 C0, REG = 0.3, 0.1

@@ -10,7 +10,7 @@ import pytest
 import torch
 from sklearn.linear_model import LogisticRegression
 
-from lit_unlearn.losses import (
+from lit_unlearn.methods.attribute.gaussian_mi import (
     class_statistics,
     gaussian_kl,
     gaussian_mi_bound,

@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from lit_unlearn.experiments.interaction_unlearning import METHODS, aggregate, main
+from lit_unlearn.methods.interaction.experiment import METHODS, aggregate, main
 
 
 def test_aggregate_speedups_per_run_and_of_medians() -> None:

@@ -15,14 +15,8 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from lit_unlearn.metrics import (
-    RankingMetrics,
-    full_ranking_values,
-    interaction_keys,
-    protocol_prefix,
-    sample_negatives,
-    sampled_values,
-)
+from lit_unlearn.datamodules.sampling import interaction_keys, sample_negatives
+from lit_unlearn.metrics import RankingMetrics, full_ranking_values, protocol_prefix, sampled_values
 
 pytestmark = pytest.mark.ddp
 

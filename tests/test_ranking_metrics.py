@@ -9,24 +9,26 @@ import pytest
 import torch
 from torch import Tensor
 
+from lit_unlearn.datamodules.sampling import (
+    build_exclusion_mask,
+    dense_seen_mask,
+    interaction_keys,
+    is_seen,
+    sample_negatives,
+    training_negatives,
+)
 from lit_unlearn.metrics import (
     DEFAULT_KS,
     RankingMetrics,
-    build_exclusion_mask,
     check_ks,
-    dense_seen_mask,
     full_ranking_values,
-    interaction_keys,
-    is_seen,
     metric_keys,
     metrics_from_hits,
     metrics_from_ranks,
     protocol_prefix,
-    sample_negatives,
     sampled_ranks,
     sampled_values,
     topk_hits,
-    training_negatives,
 )
 
 LOG2_3 = math.log2(3)  # 1.5849625007211563

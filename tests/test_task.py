@@ -12,7 +12,7 @@ import torch
 
 from lit_unlearn.cli import build_cli
 from lit_unlearn.datamodules import RecommendationData, Synthetic
-from lit_unlearn.metrics import training_negatives
+from lit_unlearn.datamodules.sampling import training_negatives
 from lit_unlearn.models import MF
 from lit_unlearn.tasks import RecommenderTask
 from lit_unlearn.tasks.losses import bce_loss, bpr_loss

@@ -1,13 +1,14 @@
-"""Lightning callbacks: unlearning methods that plug into a Trainer, and audits."""
+"""Lightning callbacks: the public import path of every unlearning method and audit.
 
-from lit_unlearn.callbacks.alteraser import AltEraser
-from lit_unlearn.callbacks.attrcloak import AttrCloak
-from lit_unlearn.callbacks.attribute_audit import AttributeAudit
-from lit_unlearn.callbacks.attribute_unlearning import AttributeUnlearning
-from lit_unlearn.callbacks.distinguishability import D2DR, U2UR
-from lit_unlearn.callbacks.plateau import RelativeEarlyStopping
-from lit_unlearn.callbacks.unlearning import UnlearningCallback
-from lit_unlearn.callbacks.warm_start import WarmStart
+The classes live with their method family (:mod:`lit_unlearn.methods`) or their layer
+(:mod:`lit_unlearn.unlearning`, :mod:`lit_unlearn.attacks`); this package names them in one place,
+so configs say ``class_path: lit_unlearn.callbacks.AttrCloak`` whatever the file layout.
+"""
+
+from lit_unlearn.attacks.callback import AttributeAudit
+from lit_unlearn.methods.attribute import D2DR, U2UR, AttrCloak, AttributeUnlearning
+from lit_unlearn.methods.interaction import AltEraser, RelativeEarlyStopping, WarmStart
+from lit_unlearn.unlearning import UnlearningCallback
 
 __all__ = [
     "D2DR",

@@ -16,6 +16,8 @@ from collections.abc import Iterator
 import torch
 from torch import Tensor
 
+from lit_unlearn.datamodules.sampling import build_exclusion_mask
+
 
 class ShardedIndexSampler:
     """Yields batches of row indices for one rank, reshuffled every epoch.
@@ -125,3 +127,44 @@ class TensorBatchLoader:
         for idx in self.sampler:
             idx = idx.to(self.device)
             yield {k: v.index_select(0, idx) for k, v in self.columns.items()}
+
+
+class FullRankingLoader:
+    """Wraps a user-batch loader and adds the masks the full-ranking protocol needs.
+
+    Each batch gets ``exclude`` (items seen in training, plus validation for test) and
+    ``targets`` (the held-out items) as dense ``BoolTensor[B, num_items]`` built from sorted
+    interaction keys, so the task needs no knowledge of the data.
+    """
+
+    def __init__(
+        self,
+        users: TensorBatchLoader,
+        exclude_keys: Tensor,
+        target_keys: Tensor,
+        num_items: int,
+        device: torch.device,
+    ) -> None:
+        self.users = users
+        self.sampler = users.sampler
+        self.batch_sampler = None
+        self.exclude_keys = exclude_keys
+        self.target_keys = target_keys
+        self.num_items = num_items
+        self.device = device
+
+    def __len__(self) -> int:
+        return len(self.users)
+
+    def __iter__(self) -> Iterator[dict[str, Tensor]]:
+        for batch in self.users:
+            u = batch["user"]
+            yield {
+                "user": u.to(self.device),
+                "exclude": build_exclusion_mask(u, self.exclude_keys, self.num_items).to(
+                    self.device
+                ),
+                "targets": build_exclusion_mask(u, self.target_keys, self.num_items).to(
+                    self.device
+                ),
+            }

@@ -12,9 +12,6 @@ Two modes (AttrCloak's data settings):
 
 from __future__ import annotations
 
-import json
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -26,54 +23,22 @@ from torch import Tensor
 
 from lit_unlearn.datamodules.attributes import encode_attribute
 from lit_unlearn.datamodules.containers import UserAttributes
-from lit_unlearn.datamodules.loaders import ShardedIndexSampler, TensorBatchLoader
+from lit_unlearn.datamodules.index import UserIndex
+from lit_unlearn.datamodules.loaders import (
+    FullRankingLoader,
+    ShardedIndexSampler,
+    TensorBatchLoader,
+)
 from lit_unlearn.datamodules.preprocess import IndexedInteractions, balance_users, preprocess
+from lit_unlearn.datamodules.sampling import (
+    interaction_keys,
+    sample_negatives,
+)
 from lit_unlearn.datamodules.sources.base import DataSource
+from lit_unlearn.datamodules.sources.synthetic import Synthetic
 from lit_unlearn.datamodules.splits import Split, leave_one_out, random_ratio, shadow_mask
-from lit_unlearn.datamodules.synthetic import Synthetic
-from lit_unlearn.metrics.negatives import build_exclusion_mask, interaction_keys, sample_negatives
 
 Protocol = Literal["full", "sampled"]
-
-
-@dataclass(frozen=True)
-class UserIndex:
-    """The contiguous-id order a model was trained with (raw ids of user/item ``k``)."""
-
-    user_ids: list[str]
-    item_ids: list[str]
-
-    @classmethod
-    def load(cls, path: str | Path) -> UserIndex:
-        """Read an index from a Lightning checkpoint or a JSON file written by :meth:`save`.
-
-        Raises:
-            FileNotFoundError: No such file.
-            ValueError: The file holds no user index.
-        """
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"user index {path} does not exist")
-        if path.suffix == ".json":
-            state: Any = json.loads(path.read_text())
-        else:
-            ckpt = torch.load(path, map_location="cpu", weights_only=False)
-            state = ckpt.get(RecommendationData.__qualname__)
-            if state is None:
-                raise ValueError(
-                    f"{path} holds no {RecommendationData.__qualname__} state: was it saved by a "
-                    "fit with this DataModule? Write one with RecommendationData.save_index()."
-                )
-        try:
-            return cls(
-                user_ids=list(map(str, state["user_ids"])),
-                item_ids=list(map(str, state["item_ids"])),
-            )
-        except (KeyError, TypeError) as err:
-            raise ValueError(f"{path}: no user_ids/item_ids in the stored index") from err
-
-    def save(self, path: str | Path) -> None:
-        Path(path).write_text(json.dumps({"user_ids": self.user_ids, "item_ids": self.item_ids}))
 
 
 class RecommendationData(pl.LightningDataModule):
@@ -464,44 +429,3 @@ class RecommendationData(pl.LightningDataModule):
                 "the checkpoint was trained with a different user/item order than this data "
                 "produces (different preprocessing, seed or files)"
             )
-
-
-class FullRankingLoader:
-    """Wraps a user-batch loader and adds the masks the full-ranking protocol needs.
-
-    Each batch gets ``exclude`` (items seen in training, plus validation for test) and
-    ``targets`` (the held-out items) as dense ``BoolTensor[B, num_items]`` built from sorted
-    interaction keys, so the task needs no knowledge of the data.
-    """
-
-    def __init__(
-        self,
-        users: TensorBatchLoader,
-        exclude_keys: Tensor,
-        target_keys: Tensor,
-        num_items: int,
-        device: torch.device,
-    ) -> None:
-        self.users = users
-        self.sampler = users.sampler
-        self.batch_sampler = None
-        self.exclude_keys = exclude_keys
-        self.target_keys = target_keys
-        self.num_items = num_items
-        self.device = device
-
-    def __len__(self) -> int:
-        return len(self.users)
-
-    def __iter__(self) -> Iterator[dict[str, Tensor]]:
-        for batch in self.users:
-            u = batch["user"]
-            yield {
-                "user": u.to(self.device),
-                "exclude": build_exclusion_mask(u, self.exclude_keys, self.num_items).to(
-                    self.device
-                ),
-                "targets": build_exclusion_mask(u, self.target_keys, self.num_items).to(
-                    self.device
-                ),
-            }

@@ -7,7 +7,7 @@ Two evaluation protocols are supported, and every reported number must name the 
   held-out items are the targets. Use :func:`topk_hits` then :func:`metrics_from_hits` (or
   :func:`full_ranking_values` for both).
 * **sampled** ranking: each held-out ``(user, item)`` pair is ranked against a fixed set of sampled
-  negatives (99 by default, see :mod:`lit_unlearn.metrics.negatives`). Use :func:`sampled_ranks`
+  negatives (99 by default, see :mod:`lit_unlearn.datamodules.sampling`). Use :func:`sampled_ranks`
   then :func:`metrics_from_ranks` (or :func:`sampled_values` for both).
 
 Ties are always broken **pessimistically**: a target is ranked after every non-target with an

@@ -8,7 +8,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lit_unlearn.losses.enmf import dropout_kappa, enmf_objective, missing_term, positive_term
+from lit_unlearn.models.enmf_objective import (
+    dropout_kappa,
+    enmf_objective,
+    missing_term,
+    positive_term,
+)
 from lit_unlearn.models.mf import MF
 
 
@@ -25,15 +30,16 @@ class ENMF(MF):
 
     Scores ``y_uv = h^T (p_u * q_v)`` (the one-layer NCF of paper 003, section 3.1) and is
     trained on every user-item entry with the weighted least squares of
-    :mod:`lit_unlearn.losses.enmf` (observed entries weight 1, missing ones ``negative_weight``),
-    plus ``reg (|P|^2 + |Q|^2)``. The loss never builds the user x item matrix.
+    :mod:`lit_unlearn.models.enmf_objective` (observed entries weight 1, missing ones
+    ``negative_weight``), plus ``reg (|P|^2 + |Q|^2)``. The loss never builds the user x item
+    matrix.
 
     Dropout follows RecBole's ENMF (the code paper 003 ran): in training, the user vectors of the
     positive term are dropped (inverted dropout, rate ``dropout``); the missing term and scoring
     use them whole. :meth:`objective` is the expected loss over the masks, which is still an
-    exact quadratic per row (:mod:`lit_unlearn.losses.enmf`, "Dropout"), so AltEraser's blocks
-    stay deterministic and its Newton step exact. Dropout is also what makes two retrainings
-    differ (paper 003's Retrain* vs Retrain); without it only the batch order does.
+    exact quadratic per row (:mod:`lit_unlearn.models.enmf_objective`, "Dropout"), so
+    AltEraser's blocks stay deterministic and its Newton step exact. Dropout is also what makes
+    two retrainings differ (paper 003's Retrain* vs Retrain); without it only the batch order does.
 
     Args:
         num_users: Number of users.

@@ -1,24 +1,20 @@
-"""Optimisation helpers: gradient combiners and 2nd-order (Newton) block solvers.
+"""Shared optimisation layer: gradient combiners and second-order (Newton) solvers.
 
-Gradient combiners (:class:`MGDA`, :class:`FixedWeights`) turn ``m`` objective gradients into
-weights and one update direction from their Gramian; :func:`flatten_grads`,
-:func:`assign_flat_grad` and :func:`gramian` move between ``.grad`` fields and flat vectors.
+* :mod:`~lit_unlearn.optim.grads`: ``.grad`` fields <-> flat vectors, the Gramian;
+* :mod:`~lit_unlearn.optim.combiner`: the :class:`GradientCombiner` interface (Gramian in,
+  weights out); :mod:`~lit_unlearn.optim.mgda` (:class:`MGDA`) and
+  :mod:`~lit_unlearn.optim.fixed` (:class:`FixedWeights`) implement it;
+* :mod:`~lit_unlearn.optim.newton`: batched, low-rank (Woodbury) and Hessian-free Newton steps.
+
+Method-specific solvers live with their method (AltEraser's block solvers in
+:mod:`lit_unlearn.optim.block_solvers`).
 """
 
-from lit_unlearn.optim.block_solvers import (
-    AdamWBlock,
-    AHNewtonBlock,
-    BlockSolver,
-    HFNewtonBlock,
-)
-from lit_unlearn.optim.combiners import (
-    MGDA,
-    FixedWeights,
-    GradientCombiner,
-    assign_flat_grad,
-    flatten_grads,
-    gramian,
-)
+from lit_unlearn.optim.block_solvers import AdamWBlock, AHNewtonBlock, BlockSolver, HFNewtonBlock
+from lit_unlearn.optim.combiner import GradientCombiner
+from lit_unlearn.optim.fixed import FixedWeights
+from lit_unlearn.optim.grads import assign_flat_grad, flatten_grads, gramian
+from lit_unlearn.optim.mgda import MGDA
 from lit_unlearn.optim.newton import (
     HessianFreeNewton,
     LowRankSystems,

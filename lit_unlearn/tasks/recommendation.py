@@ -16,7 +16,7 @@ from lightning.pytorch.core.mixins.hparams_mixin import _given_hyperparameters
 from lightning.pytorch.core.optimizer import LightningOptimizer
 from torch import Tensor, nn
 
-from lit_unlearn.metrics.negatives import (
+from lit_unlearn.datamodules.sampling import (
     DENSE_SEEN_MAX_CELLS,
     dense_seen_mask,
     interaction_keys,

@@ -2,6 +2,7 @@
 
 See :mod:`lit_unlearn.datamodules.schema` for the tables and
 :class:`~lit_unlearn.datamodules.sources.base.DataSource` for the interface.
+:class:`Synthetic` is the embedded default: a deterministic generator, no files.
 """
 
 from lit_unlearn.datamodules.schema import DataFormatError
@@ -10,6 +11,7 @@ from lit_unlearn.datamodules.sources.generic import GenericTable
 from lit_unlearn.datamodules.sources.lastfm import LastFM1K, LastFM360K
 from lit_unlearn.datamodules.sources.modcloth import ModCloth
 from lit_unlearn.datamodules.sources.movielens import MovieLens1M, MovieLens100K
+from lit_unlearn.datamodules.sources.synthetic import Synthetic
 
 __all__ = [
     "DataFormatError",
@@ -21,4 +23,5 @@ __all__ = [
     "ModCloth",
     "MovieLens1M",
     "MovieLens100K",
+    "Synthetic",
 ]

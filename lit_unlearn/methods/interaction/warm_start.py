@@ -7,8 +7,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from lit_unlearn.callbacks.unlearning import UnlearningCallback
 from lit_unlearn.tasks.recommendation import RecommenderTask
+from lit_unlearn.unlearning.base import UnlearningCallback
 
 
 class WarmStart(UnlearningCallback):

@@ -9,9 +9,9 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from lit_unlearn.callbacks.attribute_unlearning import AttributeUnlearning, Mode
-from lit_unlearn.losses.distinguishability import d2d_loss, u2u_loss
-from lit_unlearn.optim.combiners import FixedWeights, GradientCombiner
+from lit_unlearn.methods.attribute.base import AttributeUnlearning, Mode
+from lit_unlearn.methods.attribute.distinguishability import d2d_loss, u2u_loss
+from lit_unlearn.optim import FixedWeights, GradientCombiner
 
 
 class _FixedWeightBaseline(AttributeUnlearning):

@@ -20,9 +20,8 @@ import torch
 from lightning.pytorch.core.optimizer import LightningOptimizer
 from torch import Tensor
 
-from lit_unlearn.callbacks.unlearning import UnlearningCallback
-from lit_unlearn.losses.retention import embedding_regularization
-from lit_unlearn.optim.combiners import (
+from lit_unlearn.methods.attribute.retention import embedding_regularization
+from lit_unlearn.optim import (
     FixedWeights,
     GradientCombiner,
     assign_flat_grad,
@@ -30,6 +29,7 @@ from lit_unlearn.optim.combiners import (
     gramian,
 )
 from lit_unlearn.tasks.recommendation import RecommenderTask
+from lit_unlearn.unlearning.base import UnlearningCallback
 
 Mode = Literal["auto", "dd", "df"]
 Target = Literal["parameters", "representation"]

@@ -9,7 +9,7 @@ histograms as PNG, and optionally logs everything to W&B.
 
 Usage::
 
-    python -m lit_unlearn.experiments.attribute_unlearning \\
+    python -m lit_unlearn.methods.attribute.experiment \\
         --data configs/data/ml100k.yaml --model configs/model/ncf.yaml --out runs/attrcloak_ml100k
 """
 
@@ -30,12 +30,12 @@ import pandas as pd
 import torch
 
 from lit_unlearn.attacks.audit import audit_embeddings
-from lit_unlearn.callbacks.attrcloak import AttrCloak
-from lit_unlearn.callbacks.attribute_unlearning import AttributeUnlearning, Target
-from lit_unlearn.callbacks.distinguishability import D2DR, U2UR
 from lit_unlearn.datamodules import RecommendationData
-from lit_unlearn.experiments.common import bare_trainer, cli_objects
-from lit_unlearn.optim.combiners import FixedWeights
+from lit_unlearn.methods.attribute.attrcloak import AttrCloak
+from lit_unlearn.methods.attribute.base import AttributeUnlearning, Target
+from lit_unlearn.methods.attribute.baselines import D2DR, U2UR
+from lit_unlearn.optim import FixedWeights
+from lit_unlearn.runs import bare_trainer, cli_objects
 from lit_unlearn.tasks import RecommenderTask
 
 METRICS = ("hr@5", "hr@10", "ndcg@5", "ndcg@10")

@@ -3,7 +3,7 @@
 AttrCloak's ``L^Reg`` (Eq. 21): when the interaction data is gone, recommendation quality is kept
 by limiting how far each user embedding moves, ``sum_i ||em_i - em'_i||^2``, on the rationale that
 nearby parameters give similar recommendations. The same parameter-space L2 term is the ``-R`` in
-the U2U-R / D2D-R baselines (:mod:`lit_unlearn.losses.distinguishability`).
+the U2U-R / D2D-R baselines (:mod:`lit_unlearn.methods.attribute.distinguishability`).
 """
 
 from __future__ import annotations

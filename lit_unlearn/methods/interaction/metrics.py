@@ -15,7 +15,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from lit_unlearn.metrics.negatives import build_exclusion_mask, interaction_keys
+from lit_unlearn.datamodules.sampling import build_exclusion_mask, interaction_keys
 from lit_unlearn.metrics.ranking import metrics_from_hits, topk_hits
 from lit_unlearn.metrics.rbo import rbo_at_k
 from lit_unlearn.models.base import Recommender

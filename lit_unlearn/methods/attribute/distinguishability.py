@@ -32,9 +32,10 @@ This module is written from that math, not from the code:
   MMD with a linear kernel.
 * **-R** (:func:`u2u_r_loss`, :func:`d2d_r_loss`): as AttrCloak runs these baselines, the
   regulariser is the parameter-space L2 to the original embeddings (Eq. 21 of AttrCloak,
-  :func:`~lit_unlearn.losses.retention.embedding_regularization`). Note that the authors' public
-  code instead uses a function-space ranking-margin regulariser on each user's original top-20
-  items (introduced in their follow-up paper); that variant needs the model and is not here.
+  :func:`~lit_unlearn.methods.attribute.retention.embedding_regularization`). Note that the
+  authors' public code instead uses a function-space ranking-margin regulariser on each user's
+  original top-20 items (introduced in their follow-up paper); that variant needs the model and
+  is not here.
 
 Users with code ``-1`` (unknown attribute) are left out. At least two non-empty classes are
 required.
@@ -48,7 +49,7 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from lit_unlearn.losses.retention import embedding_regularization
+from lit_unlearn.methods.attribute.retention import embedding_regularization
 
 __all__ = ["d2d_loss", "d2d_r_loss", "u2u_loss", "u2u_r_loss"]
 

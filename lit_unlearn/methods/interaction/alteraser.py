@@ -36,10 +36,10 @@ import lightning.pytorch as pl
 import torch
 from torch import Tensor
 
-from lit_unlearn.callbacks.unlearning import UnlearningCallback
-from lit_unlearn.losses.enmf import RowBlock
+from lit_unlearn.methods.interaction.block_problem import RowBlock
 from lit_unlearn.optim.block_solvers import AHNewtonBlock, BlockSolver
 from lit_unlearn.tasks.recommendation import RecommenderTask
+from lit_unlearn.unlearning.base import UnlearningCallback
 
 
 class AltEraser(UnlearningCallback):

@@ -10,9 +10,9 @@ import lightning.pytorch as pl
 import torch
 from torch import Tensor
 
-from lit_unlearn.callbacks.attribute_unlearning import AttributeUnlearning, Mode, Target
-from lit_unlearn.losses.gaussian_mi import multi_attribute_mi_bound
-from lit_unlearn.optim.combiners import MGDA, GradientCombiner
+from lit_unlearn.methods.attribute.base import AttributeUnlearning, Mode, Target
+from lit_unlearn.methods.attribute.gaussian_mi import multi_attribute_mi_bound
+from lit_unlearn.optim import MGDA, GradientCombiner
 
 
 class AttrCloak(AttributeUnlearning):

@@ -12,7 +12,7 @@ and the request; quality columns are means, times medians.
 
 Usage::
 
-    python -m lit_unlearn.experiments.interaction_unlearning \\
+    python -m lit_unlearn.methods.interaction.experiment \\
         --data configs/data/ml100k_forgetting.yaml --scenario noise --out runs/alteraser_ml100k
 
 Repetitions can be spread over invocations (``--seed 3 --repeats 2``) and reported together:
@@ -33,13 +33,13 @@ import pandas as pd
 import torch
 from lightning.pytorch.callbacks import Timer
 
-from lit_unlearn.callbacks.alteraser import AltEraser
-from lit_unlearn.callbacks.plateau import RelativeEarlyStopping
-from lit_unlearn.callbacks.warm_start import WarmStart
 from lit_unlearn.datamodules.forgetting_data import ForgettingData
-from lit_unlearn.experiments.common import bare_trainer, cli_objects
-from lit_unlearn.metrics.forgetting import forgetting_metrics
+from lit_unlearn.methods.interaction.alteraser import AltEraser
+from lit_unlearn.methods.interaction.metrics import forgetting_metrics
+from lit_unlearn.methods.interaction.plateau import RelativeEarlyStopping
+from lit_unlearn.methods.interaction.warm_start import WarmStart
 from lit_unlearn.optim.block_solvers import AdamWBlock, AHNewtonBlock, BlockSolver, HFNewtonBlock
+from lit_unlearn.runs import bare_trainer, cli_objects
 from lit_unlearn.tasks import RecommenderTask
 
 METHODS = (

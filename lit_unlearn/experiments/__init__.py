@@ -1,1 +1,0 @@
-"""One-command experiment drivers that reproduce the papers' comparison tables."""
