@@ -16,7 +16,9 @@ from lit_unlearn.datamodules import Synthetic
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
 
-SHARED_DATASETS = Path(__file__).resolve().parents[2] / "shared" / "datasets"
+REPO = Path(__file__).resolve().parents[1]
+CONFIGS = REPO / "configs"
+SHARED_DATASETS = REPO.parent / "shared" / "datasets"
 ML100K = SHARED_DATASETS / "ml-100k"
 
 # Two cores: intra-op threads fight with the other test process for nothing on tiny tensors.

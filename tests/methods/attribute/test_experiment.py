@@ -8,8 +8,7 @@ import pandas as pd
 import pytest
 
 from lit_unlearn.methods.attribute.experiment import main, parse_args
-
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+from tests.conftest import CONFIGS
 
 
 def test_comparison_table_on_synthetic(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

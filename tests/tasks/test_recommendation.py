@@ -16,8 +16,7 @@ from lit_unlearn.datamodules.sampling import training_negatives
 from lit_unlearn.models import MF
 from lit_unlearn.tasks import RecommenderTask
 from lit_unlearn.tasks.losses import bce_loss, bpr_loss
-
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+from tests.conftest import CONFIGS
 
 
 def test_bpr_closed_form() -> None:
