@@ -6,12 +6,8 @@ LightningCLI turns every Trainer method listed in its ``subcommands`` into a sub
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import lightning.pytorch as pl
 import torch
-
-from lit_unlearn.datamodules.containers import UserAttributes
 
 
 class UnlearnTrainer(pl.Trainer):
@@ -29,9 +25,11 @@ class UnlearnTrainer(pl.Trainer):
     ) -> list[dict[str, object]]:
         """Attribute-inference audit of a (saved) model's user representation.
 
-        Trains each attacker on the shadow users' representations and measures it on the rest;
-        prints a table with accuracy, balanced accuracy, micro-F1, AUC, chance and majority
-        baseline, logs it to the trainer's loggers and writes ``audit.md``/``audit.csv``.
+        Runs :class:`~lit_unlearn.attacks.callback.AttributeAudit` at stage ``checkpoint``: each
+        attacker trains on the shadow users' representations and is measured on the rest; the
+        table (accuracy, balanced accuracy, micro-F1, AUC, chance, majority baseline) is printed,
+        logged as ``audit/checkpoint/{attribute}/{attacker}/{metric}`` and written as
+        ``audit_checkpoint.md`` / ``.csv``.
 
         Args:
             model: The task (must provide ``user_representation()``).
@@ -45,12 +43,7 @@ class UnlearnTrainer(pl.Trainer):
         Returns:
             One dict per (attribute, attacker).
         """
-        from lit_unlearn.attacks.audit import (
-            audit_embeddings,
-            make_attacker,
-            results_to_frame,
-            results_to_markdown,
-        )
+        from lit_unlearn.attacks.callback import AttributeAudit
 
         if ckpt_path is not None:
             ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
@@ -64,25 +57,14 @@ class UnlearnTrainer(pl.Trainer):
         model.trainer = self  # lets the task find the datamodule's graph in setup
         self.datamodule = datamodule
         model.setup("test")
-        attrs: UserAttributes = datamodule.user_attributes  # type: ignore[attr-defined]
-        reps = model.user_representation()  # type: ignore[operator]
-        chosen = [make_attacker(name, seed=seed) for name in (attackers or ["mlp", "xgboost"])]
-        results = audit_embeddings(reps, attrs, attackers=chosen, names=attributes, seed=seed)
-        table = results_to_markdown(results)
-        print(table)
-        out = Path(output_dir or (self.log_dir or "."))
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "audit.md").write_text(table + "\n")
-        results_to_frame(results).to_csv(out / "audit.csv", index=False)
-        for logger in self.loggers:
-            logger.log_metrics(
-                {
-                    f"audit/{r.attribute}/{r.attacker}/{k}": float(v)
-                    for r in results
-                    for k, v in r.as_dict().items()
-                    if isinstance(v, float)
-                },
-                step=0,
-            )
-            logger.save()
+        # The same callback that audits fit/test stages: one set of metric keys
+        # (audit/checkpoint/...), one table format, one file naming (audit_checkpoint.md/.csv).
+        audit = AttributeAudit(
+            attributes=attributes,
+            attackers=attackers or ["mlp", "xgboost"],
+            seed=seed,
+            save_dir=output_dir or (self.log_dir or "."),
+            verbose=True,
+        )
+        results = audit.run(self, model, stage="checkpoint")
         return [r.as_dict() for r in results]

@@ -262,19 +262,14 @@ _TABLE_COLUMNS: tuple[tuple[str, str], ...] = (
 def results_to_markdown(results: Sequence[AttackResult]) -> str:
     """A GitHub-flavoured markdown table, one row per result, floats to 3 decimals.
 
+    Rendered by :func:`lit_unlearn.reporting.markdown_table`, like every table of the package.
     ``leakage`` is ``|AUC - 0.5| * 2``; compare ``bal. acc`` with ``chance`` and ``acc`` with
     ``majority acc``.
     """
-    header = "| " + " | ".join(title for _, title in _TABLE_COLUMNS) + " |"
-    rule = "|" + "|".join("---" for _ in _TABLE_COLUMNS) + "|"
-    rows = [header, rule]
-    for r in results:
-        cells = []
-        for key, _ in _TABLE_COLUMNS:
-            value = getattr(r, key)
-            cells.append(f"{value:.3f}" if isinstance(value, float) else str(value))
-        rows.append("| " + " | ".join(cells) + " |")
-    return "\n".join(rows) + "\n"
+    from lit_unlearn.reporting.tables import markdown_table
+
+    frame = results_to_frame(results)[[key for key, _ in _TABLE_COLUMNS]]
+    return markdown_table(frame, digits=3, headers=[title for _, title in _TABLE_COLUMNS]) + "\n"
 
 
 def results_to_frame(results: Sequence[AttackResult]) -> pd.DataFrame:

@@ -47,6 +47,9 @@ from lit_unlearn.attacks.audit import (
     results_to_markdown,
 )
 from lit_unlearn.attacks.base import Attacker, AttackResult
+from lit_unlearn.datamodules.protocols import AttributeData, require_data
+from lit_unlearn.reporting.keys import audit_key
+from lit_unlearn.reporting.tracking import log_metrics
 
 __all__ = ["AttributeAudit", "AuditStage"]
 
@@ -192,6 +195,19 @@ class AttributeAudit(Callback):
         fast_dev_run = getattr(trainer, "fast_dev_run", False)
         if stage not in self.when or fast_dev_run or trainer.sanity_checking:
             return
+        self.run(trainer, pl_module, stage)
+
+    def run(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str
+    ) -> list[AttackResult]:
+        """Audit ``pl_module`` now, as stage ``stage``: attack, log, print and write the tables.
+
+        The hooks call this at the stages in ``when``; ``lit-unlearn audit`` calls it on a
+        checkpoint (stage ``checkpoint``). Every rank must call it (see the module docstring).
+
+        Returns:
+            The results, identical on every rank.
+        """
         results = self._audit(trainer, pl_module)
         self.results[stage] = results
         self._restored.discard(stage)
@@ -207,6 +223,7 @@ class AttributeAudit(Callback):
                 print(results_to_markdown(results), flush=True)
             if out_dir is not None:
                 self._write(out_dir, stage, results)
+        return results
 
     def _audit(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> list[AttackResult]:
         # Every rank computes the representation: a sharded model may need collectives for it.
@@ -252,26 +269,26 @@ class AttributeAudit(Callback):
 
     @staticmethod
     def _user_attributes(trainer: pl.Trainer) -> Any:
-        datamodule = getattr(trainer, "datamodule", None)
-        attributes = getattr(datamodule, "user_attributes", None)
+        datamodule: AttributeData = require_data(
+            getattr(trainer, "datamodule", None), AttributeData, "AttributeAudit"
+        )
+        attributes = datamodule.user_attributes
         if attributes is None:
             raise RuntimeError(
                 "AttributeAudit needs trainer.datamodule.user_attributes (a UserAttributes); "
-                f"the datamodule is {type(datamodule).__name__}"
+                f"{type(datamodule).__name__}.user_attributes is None"
             )
         return attributes
 
     @staticmethod
     def _log(trainer: pl.Trainer, stage: str, results: list[AttackResult]) -> None:
         metrics = {
-            f"audit/{stage}/{r.attribute}/{r.attacker}/{key}": float(getattr(r, key))
+            audit_key(stage, r.attribute, r.attacker, key): float(getattr(r, key))
             for r in results
             for key in AttackResult.metric_names()
         }
-        for logger in trainer.loggers:
-            logger.log_metrics(metrics, step=trainer.global_step)
-            # fit_start/test_end happen outside the logging cadence of the loops: flush now.
-            logger.save()
+        # fit_start/test_end happen outside the logging cadence of the loops: flushed now.
+        log_metrics(trainer.loggers, metrics, step=trainer.global_step)
 
     @staticmethod
     def _write(out_dir: str, stage: str, results: list[AttackResult]) -> None:

@@ -42,6 +42,15 @@ class GradientCombiner(ABC):
             Float64 weights of shape ``[m]`` on ``gramian``'s device.
         """
 
+    def static_weights(self, m: int) -> Tensor | None:
+        """Weights that do not depend on the gradients, or None (the default: they do).
+
+        A caller holding ``m`` losses can then skip the ``m`` per-objective backward passes and
+        backpropagate the weighted sum once: the same direction ``w @ J`` at a fraction of the
+        cost. Must agree with :meth:`weights` on any Gramian of size ``m``.
+        """
+        return None
+
     def __call__(self, grads: Tensor) -> tuple[Tensor, Tensor]:
         """Combine stacked objective gradients.
 

@@ -66,6 +66,15 @@ class FixedWeights(GradientCombiner):
         self._check_m(gramian.shape[0])
         return torch.tensor(self._weights, dtype=torch.float64, device=gramian.device)
 
+    def static_weights(self, m: int) -> Tensor:
+        """The fixed weights (float64, CPU) for ``m`` objectives: they ignore the gradients.
+
+        Raises:
+            ValueError: If ``m != len(weights)``.
+        """
+        self._check_m(m)
+        return torch.tensor(self._weights, dtype=torch.float64)
+
     def __call__(self, grads: Tensor) -> tuple[Tensor, Tensor]:
         """``(weights @ grads, weights)`` without forming the Gramian (not needed here).
 

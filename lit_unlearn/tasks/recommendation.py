@@ -8,14 +8,15 @@ batches to the metric of their protocol.
 from __future__ import annotations
 
 import warnings
-from typing import Any, Literal, Protocol, cast
+from collections.abc import Mapping
+from typing import Any, Literal, cast
 
-import lightning.pytorch as pl
 import torch
 from lightning.pytorch.core.mixins.hparams_mixin import _given_hyperparameters
 from lightning.pytorch.core.optimizer import LightningOptimizer
 from torch import Tensor, nn
 
+from lit_unlearn.datamodules.protocols import InteractionData, conforms
 from lit_unlearn.datamodules.sampling import (
     DENSE_SEEN_MAX_CELLS,
     dense_seen_mask,
@@ -31,21 +32,12 @@ from lit_unlearn.metrics.ranking import (
 from lit_unlearn.metrics.ranking_metric import RankingMetrics
 from lit_unlearn.models.base import Recommender
 from lit_unlearn.tasks.losses import LOSSES
+from lit_unlearn.unlearning.contract import RepresentationTask, UnlearningStep
 
 Stage = Literal["val", "test"]
 
 
-class UnlearningStep(Protocol):
-    """What an unlearning callback provides when it takes over :class:`RecommenderTask`."""
-
-    def training_step(
-        self, task: RecommenderTask, batch: dict[str, Tensor], batch_idx: int
-    ) -> Tensor: ...
-
-    def configure_optimizer(self, task: RecommenderTask) -> torch.optim.Optimizer | None: ...
-
-
-class RecommenderTask(pl.LightningModule):
+class RecommenderTask(RepresentationTask):
     """Train a recommender with BPR or BCE on sampled negatives, evaluate both ranking protocols.
 
     Args:
@@ -64,6 +56,8 @@ class RecommenderTask(pl.LightningModule):
             (one vectorised pass; the rare second collision is kept, as in most BPR code).
         optimizer: ``adam`` or ``adamw`` (decoupled weight decay; AltEraser's 1st-order choice).
     """
+
+    model: Recommender
 
     def __init__(
         self,
@@ -134,13 +128,15 @@ class RecommenderTask(pl.LightningModule):
 
     # ------------------------------------------------------------------ data hookup
     def setup(self, stage: str) -> None:
-        dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        dm = self._trainer.datamodule if self._trainer is not None else None  # type: ignore[attr-defined]
         if dm is None:
             return
-        if getattr(dm, "mode", "data_dependent") == "data_dependent":
+        # Data-free DataModules (AttributeData only) serve no interactions and no evaluation.
+        interactions = conforms(dm, InteractionData)
+        if interactions and dm.mode == "data_dependent":
             self.attach_graph(dm.train_graph)
         for s in ("val", "test"):
-            self._protocols[s] = list(dm.eval_protocols(s)) if hasattr(dm, "eval_protocols") else []
+            self._protocols[s] = list(dm.eval_protocols(s)) if interactions else []
 
     def attach_graph(self, train_pairs: Tensor) -> None:
         """Use ``train_pairs`` (LongTensor [2, E] of user, item) as graph and positives set."""
@@ -158,12 +154,14 @@ class RecommenderTask(pl.LightningModule):
             self.device
         )
 
-    def _graph(self) -> Tensor | None:
+    @property
+    def interaction_graph(self) -> Tensor | None:
+        """The training pairs ``[2, E]`` as a graph, or None when no data is attached."""
         return self.graph if self.graph.numel() else None
 
     # ------------------------------------------------------------------ training
     def forward(self, users: Tensor, items: Tensor) -> Tensor:
-        return self.model(users, items, graph=self._graph())
+        return self.model(users, items, graph=self.interaction_graph)
 
     def sample_negatives(self, users: Tensor) -> Tensor:
         """Uniform negatives ``[B, num_negatives]``, resampling training positives once."""
@@ -194,7 +192,7 @@ class RecommenderTask(pl.LightningModule):
             return loss
         neg = self.sample_negatives(users)
         items = torch.cat([pos.unsqueeze(1), neg], dim=1)
-        scores = self.model(users, items, graph=self._graph())
+        scores = self.model(users, items, graph=self.interaction_graph)
         loss = self.loss_fn(scores[:, 0], scores[:, 1:])
         if self.l2_reg > 0:
             loss = loss + self.l2_reg * self.model.l2_batch(users, items.reshape(-1))
@@ -277,13 +275,13 @@ class RecommenderTask(pl.LightningModule):
         protocol = self._protocols[stage][dataloader_idx]
         metric = cast(RankingMetrics, self.metrics[f"{stage}_{protocol}"])
         if protocol == "full":
-            scores = self.model.full_scores(batch["user"], graph=self._graph())
+            scores = self.model.full_scores(batch["user"], graph=self.interaction_graph)
             hits = topk_hits(scores, batch["targets"], batch["exclude"], k=max(self.ks))
             values = metrics_from_hits(hits, batch["targets"].sum(dim=1), self.ks)
         else:
             users = batch["user"]
             items = torch.cat([batch["item"].unsqueeze(1), batch["negatives"]], dim=1)
-            scores = self.model(users, items, graph=self._graph())
+            scores = self.model(users, items, graph=self.interaction_graph)
             values = metrics_from_ranks(sampled_ranks(scores[:, 0], scores[:, 1:]), self.ks)
         metric.update(values)
 
@@ -320,9 +318,46 @@ class RecommenderTask(pl.LightningModule):
         was_training = self.model.training
         self.model.eval()
         try:
-            return self.model.user_representation(graph=self._graph()).detach()
+            return self.model.user_representation(graph=self.interaction_graph).detach()
         finally:
             self.model.train(was_training)
+
+    # ------------------------------------------------------------------ unlearning contract
+    def restore_weights(self, state_dict: Mapping[str, Tensor]) -> None:
+        """Load a trained model's weights (its checkpoint's ``state_dict``) to unlearn it."""
+        if self.model.user_shift is not None and "model.user_shift" not in state_dict:
+            # A shift left by an earlier unlearning fit in this process: the checkpoint has none.
+            self.model.user_shift = None
+        self.load_state_dict(state_dict)
+
+    def task_loss(self, batch: dict[str, Tensor]) -> Tensor:
+        """The recommendation loss on a batch (AttrCloak's Eq. 20 retention objective)."""
+        return self.recommendation_loss(batch)
+
+    def representation(self) -> Tensor:
+        """Every user's representation, differentiable (all user-side paths of the backbone)."""
+        return self.model.user_representation(graph=self.interaction_graph)
+
+    def representation_parameters(self) -> list[nn.Parameter]:
+        """User embeddings and user-side tower/propagation inputs (items and scorer excluded)."""
+        return list(self.model.user_parameters())
+
+    def enable_representation_offset(self) -> nn.Parameter | None:
+        if self.model.representation_is_table:
+            return None
+        return self.model.enable_user_shift()
+
+    @property
+    def representation_offset(self) -> nn.Parameter | None:
+        return self.model.user_shift
+
+    @property
+    def representation_needs_data(self) -> bool:
+        return self.model.needs_graph
+
+    @property
+    def has_training_data(self) -> bool:
+        return self.interaction_graph is not None
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["lit_unlearn"] = {

@@ -1,5 +1,22 @@
-"""The unlearning contract: what a task must offer so a method callback can take it over."""
+"""The unlearning contract and the base callback every method builds on.
+
+* :mod:`.contract`: :class:`UnlearnableTask` / :class:`RepresentationTask`, what a task offers;
+* :mod:`.base`: :class:`UnlearningCallback`, which loads the model to unlearn, freezes what the
+  method must not touch and takes over the task's training step.
+"""
 
 from lit_unlearn.unlearning.base import UnlearningCallback
+from lit_unlearn.unlearning.contract import (
+    RepresentationTask,
+    UnlearnableTask,
+    UnlearningStep,
+    require_task,
+)
 
-__all__ = ["UnlearningCallback"]
+__all__ = [
+    "RepresentationTask",
+    "UnlearnableTask",
+    "UnlearningCallback",
+    "UnlearningStep",
+    "require_task",
+]

@@ -1,27 +1,30 @@
-"""Base of the unlearning callbacks: take over a trained RecommenderTask's training step.
+"""Base of the unlearning callbacks: take over a trained task's training step.
 
 An unlearning method is a Lightning callback put in ``trainer.callbacks`` on top of a trained
 checkpoint. In ``setup`` it loads the checkpoint's weights once, freezes what the method must not
 touch, and registers itself on the task; the task then delegates ``training_step`` and
 ``configure_optimizers`` to it (manual optimisation, so the method can run several backward
-passes and combine their gradients).
+passes and combine their gradients). Any task implementing
+:class:`~lit_unlearn.unlearning.contract.UnlearnableTask` can be unlearned this way.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Generic, Literal, TypeVar
 
 import lightning.pytorch as pl
 import torch
 from lightning.pytorch.callbacks import Callback
 from torch import Tensor
 
-from lit_unlearn.tasks.recommendation import RecommenderTask
+from lit_unlearn.unlearning.contract import UnlearnableTask, require_task
+
+TaskT = TypeVar("TaskT", bound=UnlearnableTask)
 
 
-class UnlearningCallback(Callback, ABC):
+class UnlearningCallback(Callback, ABC, Generic[TaskT]):
     """Loads the model to unlearn, freezes non-updated parameters, owns the training step.
 
     Args:
@@ -49,38 +52,41 @@ class UnlearningCallback(Callback, ABC):
             raise FileNotFoundError(f"checkpoint to unlearn {checkpoint!r} does not exist")
         self.checkpoint = checkpoint
         self.lr = lr
+        self._world_size = 1
 
     # ------------------------------------------------------------------ hooks
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         if stage != "fit":
             return
-        if not isinstance(pl_module, RecommenderTask):
-            raise TypeError(
-                f"{type(self).__name__} unlearns a RecommenderTask, got {type(pl_module).__name__}"
-            )
+        task: TaskT = require_task(pl_module, self.task_kind, type(self).__name__)  # type: ignore[assignment]
+        self._world_size = trainer.world_size
         if self.checkpoint is not None:
             # Loaded on every fit start; when a run is resumed with --ckpt_path, Lightning
             # restores the resumed weights after setup, so this never applies twice.
             state = torch.load(self.checkpoint, map_location="cpu", weights_only=False)
-            model = pl_module.model
-            if model.user_shift is not None and "model.user_shift" not in state["state_dict"]:
-                # A shift left by an earlier fit in this process: the checkpoint has none.
-                model.user_shift = None
-            pl_module.load_state_dict(state["state_dict"])
-        self.prepare_model(pl_module)
-        trainable = {id(p) for p in self.trainable_parameters(pl_module)}
-        for p in pl_module.parameters():
+            task.restore_weights(state["state_dict"])
+        self.prepare_model(task)
+        trainable = {id(p) for p in self.trainable_parameters(task)}
+        for p in task.parameters():
             # Frozen before the strategy wraps the model (DDP must not wait for these grads).
             p.requires_grad_(id(p) in trainable)
-        pl_module.unlearning = self
+        task.unlearning = self
 
-    def prepare_model(self, task: RecommenderTask) -> None:
+    #: The task class the method needs (a subclass narrows it, e.g. to a RepresentationTask).
+    task_kind: type = UnlearnableTask
+
+    @property
+    def world_size(self) -> int:
+        """Processes of the fit this callback is set up in (1 before setup)."""
+        return self._world_size
+
+    def prepare_model(self, task: TaskT) -> None:
         """Change the loaded model before freezing (e.g. add a parameter); default: nothing."""
 
     def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         if (
             stage == "fit"
-            and isinstance(pl_module, RecommenderTask)
+            and isinstance(pl_module, UnlearnableTask)
             and pl_module.unlearning is self
         ):
             pl_module.unlearning = None
@@ -88,11 +94,11 @@ class UnlearningCallback(Callback, ABC):
                 p.requires_grad_(True)
 
     # ------------------------------------------------------------------ the method
-    def trainable_parameters(self, task: RecommenderTask) -> list[torch.nn.Parameter]:
-        """Parameters the method updates (default: every parameter)."""
+    def trainable_parameters(self, task: TaskT) -> list[torch.nn.Parameter]:
+        """Parameters the method updates (default: every parameter of the backbone)."""
         return list(task.model.parameters())
 
-    def configure_optimizer(self, task: RecommenderTask) -> torch.optim.Optimizer | None:
+    def configure_optimizer(self, task: TaskT) -> torch.optim.Optimizer | None:
         """The optimiser over :meth:`trainable_parameters` (the task's configure_optimizers)."""
         params = self.trainable_parameters(task)
         if self.optimizer == "sgd":
@@ -100,9 +106,7 @@ class UnlearningCallback(Callback, ABC):
         return torch.optim.Adam(params, lr=self.lr)
 
     @abstractmethod
-    def training_step(
-        self, task: RecommenderTask, batch: dict[str, Tensor], batch_idx: int
-    ) -> Tensor:
+    def training_step(self, task: TaskT, batch: Any, batch_idx: int) -> Tensor:
         """One unlearning step: compute objectives, backward, combine, step; return a loss."""
 
     def state_dict(self) -> dict[str, Any]:

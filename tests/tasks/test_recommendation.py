@@ -156,7 +156,7 @@ def test_audit_subcommand_on_checkpoint_in_data_free_mode(tmp_path: Path) -> Non
             f"--output_dir={out}",
         ]
     )
-    table = pd.read_csv(out / "audit.csv")
+    table = pd.read_csv(out / "audit_checkpoint.csv")
     assert table["attribute"].tolist() == ["gender"] and table["attacker"].tolist() == ["mlp"]
     # four epochs on the synthetic data already leak gender well above chance (0.5)
     assert table["balanced_accuracy"].iloc[0] > 0.6

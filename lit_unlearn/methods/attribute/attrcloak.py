@@ -6,7 +6,6 @@ from __future__ import annotations
 
 from typing import Literal
 
-import lightning.pytorch as pl
 import torch
 from torch import Tensor
 
@@ -70,7 +69,6 @@ class AttrCloak(AttributeUnlearning):
         self.normalize = normalize
         self.dd_bounds = dd_bounds
         self.df_bounds = df_bounds
-        self._explicit_combiner = combiner is not None
         if shrinkage < 0:
             raise ValueError(f"shrinkage must be >= 0, got {shrinkage}")
         self.shrinkage = shrinkage
@@ -85,16 +83,11 @@ class AttrCloak(AttributeUnlearning):
             target=target,
         )
 
-    def default_combiner(self, mode: Mode) -> GradientCombiner:
+    def default_combiner(self, mode: Literal["dd", "df"]) -> GradientCombiner:
+        """MGDA with the paper's alpha_u bounds for the mode (Eq. 26 clipping)."""
         return MGDA(
             bounds=self.df_bounds if mode == "df" else self.dd_bounds, normalize=self.normalize
         )
-
-    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        super().setup(trainer, pl_module, stage)
-        if stage == "fit" and not self._explicit_combiner:
-            # "auto" is resolved only now: pick the paper's bounds for the actual mode.
-            self.combiner = self.default_combiner(self.mode)
 
     def privacy_loss(self, representation: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         return multi_attribute_mi_bound(

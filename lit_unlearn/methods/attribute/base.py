@@ -13,29 +13,29 @@ from __future__ import annotations
 
 import time
 from abc import abstractmethod
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import lightning.pytorch as pl
 import torch
 from lightning.pytorch.core.optimizer import LightningOptimizer
 from torch import Tensor
 
+from lit_unlearn.datamodules.protocols import AttributeData, ModalData, conforms, require_data
 from lit_unlearn.methods.attribute.retention import embedding_regularization
 from lit_unlearn.optim import (
     FixedWeights,
     GradientCombiner,
     assign_flat_grad,
     flatten_grads,
-    gramian,
 )
-from lit_unlearn.tasks.recommendation import RecommenderTask
 from lit_unlearn.unlearning.base import UnlearningCallback
+from lit_unlearn.unlearning.contract import RepresentationTask
 
 Mode = Literal["auto", "dd", "df"]
 Target = Literal["parameters", "representation"]
 
 
-class AttributeUnlearning(UnlearningCallback):
+class AttributeUnlearning(UnlearningCallback[RepresentationTask]):
     """Base for attribute unlearning callbacks (privacy objective vs retention objective).
 
     Args:
@@ -83,9 +83,10 @@ class AttributeUnlearning(UnlearningCallback):
             raise ValueError(f"reg_reduction must be 'sum' or 'mean', got {reg_reduction!r}")
         self.attributes = attributes
         self.requested_mode = mode
-        self.combiner = combiner if combiner is not None else self.default_combiner(mode)
         self.reg_reduction = reg_reduction
         self.mode: Literal["dd", "df"] = "df" if mode == "df" else "dd"
+        self._configured_combiner = combiner
+        self._default_combiner: tuple[str, GradientCombiner] | None = None
         self._codes: dict[str, Tensor] = {}
         self._num_classes: dict[str, int] = {}
         self._reference: Tensor | None = None
@@ -97,31 +98,50 @@ class AttributeUnlearning(UnlearningCallback):
         self._t0 = 0.0
 
     # ------------------------------------------------------------------ method-specific parts
-    def default_combiner(self, mode: Mode) -> GradientCombiner:
-        """Combiner used when none is configured."""
+    def default_combiner(self, mode: Literal["dd", "df"]) -> GradientCombiner:
+        """Combiner used when none is configured, for the resolved mode."""
         return FixedWeights([0.5, 0.5])
+
+    @property
+    def combiner(self) -> GradientCombiner:
+        """The configured combiner, else :meth:`default_combiner` for the current mode.
+
+        The one place a method's combiner is built: ``mode='auto'`` is resolved from the
+        DataModule only in ``setup``, and the default (e.g. AttrCloak's mode-specific alpha_u
+        bounds) is built for the mode as resolved, once per mode.
+        """
+        if self._configured_combiner is not None:
+            return self._configured_combiner
+        if self._default_combiner is None or self._default_combiner[0] != self.mode:
+            self._default_combiner = (self.mode, self.default_combiner(self.mode))
+        return self._default_combiner[1]
 
     @abstractmethod
     def privacy_loss(self, representation: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         """Loss whose minimum hides the attributes, and per-attribute terms for logging."""
 
     # ------------------------------------------------------------------ setup
-    def prepare_model(self, task: RecommenderTask) -> None:
-        if self.target == "representation" and not task.model.representation_is_table:
-            task.model.enable_user_shift()
+    task_kind = RepresentationTask
 
-    def trainable_parameters(self, task: RecommenderTask) -> list[torch.nn.Parameter]:
-        model = task.model
-        if self.target == "representation" and model.user_shift is not None:
-            return [model.user_shift]
-        return list(model.user_parameters())
+    def prepare_model(self, task: RepresentationTask) -> None:
+        if self.target == "representation":
+            task.enable_representation_offset()  # None for table backbones: the table is it
+
+    def trainable_parameters(self, task: RepresentationTask) -> list[torch.nn.Parameter]:
+        offset = task.representation_offset
+        if self.target == "representation" and offset is not None:
+            return [offset]
+        return task.representation_parameters()
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         super().setup(trainer, pl_module, stage)
         if stage != "fit":
             return
-        dm = getattr(trainer, "datamodule", None)
-        data_mode = getattr(dm, "mode", "data_dependent")
+        dm: AttributeData = require_data(
+            getattr(trainer, "datamodule", None), AttributeData, type(self).__name__
+        )
+        # A DataModule that does not say its mode is taken to serve interactions (DD).
+        data_mode = cast(ModalData, dm).mode if conforms(dm, ModalData) else "data_dependent"
         self.mode = {"dd": "dd", "df": "df"}.get(
             self.requested_mode, "df" if data_mode == "data_free" else "dd"
         )  # type: ignore[assignment]
@@ -129,9 +149,7 @@ class AttributeUnlearning(UnlearningCallback):
             raise ValueError(
                 "mode 'dd' needs interactions, but the DataModule is in data_free mode"
             )
-        attrs = getattr(dm, "user_attributes", None)
-        if attrs is None:
-            raise RuntimeError(f"{type(self).__name__} needs trainer.datamodule.user_attributes")
+        attrs = dm.user_attributes
         names = self.attributes if self.attributes is not None else attrs.names
         for name in names:
             if name not in attrs.codes:
@@ -140,8 +158,8 @@ class AttributeUnlearning(UnlearningCallback):
         self._num_classes = {n: attrs.num_classes(n) for n in names}
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        assert isinstance(pl_module, RecommenderTask)
-        if pl_module.model.needs_graph and pl_module._graph() is None:
+        assert isinstance(pl_module, RepresentationTask)
+        if pl_module.representation_needs_data and not pl_module.has_training_data:
             raise ValueError(
                 f"{type(pl_module.model).__name__} propagates over the interaction graph: it "
                 "cannot be unlearned data-free (no interactions); use mode 'dd'"
@@ -151,9 +169,7 @@ class AttributeUnlearning(UnlearningCallback):
         with torch.no_grad():
             # Eq. 21's reference em_i: the representation before unlearning. On resume the
             # checkpoint to unlearn was loaded in setup, so this is still the original.
-            self._reference = (
-                pl_module.model.user_representation(graph=pl_module._graph()).detach().clone()
-            )
+            self._reference = pl_module.representation().detach().clone()
         self._alpha_trace = []
         self._t0 = time.perf_counter()
 
@@ -169,20 +185,20 @@ class AttributeUnlearning(UnlearningCallback):
 
     # ------------------------------------------------------------------ the step
     def retention_loss(
-        self, task: RecommenderTask, representation: Tensor, batch: dict[str, Tensor]
+        self, task: RepresentationTask, representation: Tensor, batch: dict[str, Tensor]
     ) -> Tensor:
         """Eq. 20 (DD: the recommender's loss on the batch) or Eq. 21 (DF: L2 to the original)."""
         if self.mode == "dd":
-            return task.recommendation_loss(batch)
+            return task.task_loss(batch)
         assert self._reference is not None
         return embedding_regularization(
             representation, self._reference, reduction=self.reg_reduction
         )
 
     def training_step(
-        self, task: RecommenderTask, batch: dict[str, Tensor], batch_idx: int
+        self, task: RepresentationTask, batch: dict[str, Tensor], batch_idx: int
     ) -> Tensor:
-        rep = task.model.user_representation(graph=task._graph())
+        rep = task.representation()
         privacy, per_attribute = self.privacy_loss(rep)
         retention = self.retention_loss(task, rep, batch)
         for name, value in (("privacy", privacy), ("retention", retention)):
@@ -212,21 +228,24 @@ class AttributeUnlearning(UnlearningCallback):
         return total
 
     def combine(
-        self, task: RecommenderTask, opt: LightningOptimizer, losses: list[Tensor]
+        self, task: RepresentationTask, opt: LightningOptimizer, losses: list[Tensor]
     ) -> Tensor:
         """Backward each objective, combine their gradients, leave the result in ``.grad``.
 
         Every ``manual_backward`` is all-reduced under DDP, so the Gramian and the weights are
-        identical on every rank (``torch.autograd.grad`` would not be synchronised). Fixed
-        weights need no per-objective gradients: one backward of the weighted sum.
+        identical on every rank (``torch.autograd.grad`` would not be synchronised). A combiner
+        whose weights do not depend on the gradients (:meth:`GradientCombiner.static_weights`,
+        e.g. fixed weights) needs no per-objective gradients: one backward of the weighted sum
+        gives the same direction for a fraction of the cost.
 
         Returns:
             The objective weights ``[m]``.
         """
+        combiner = self.combiner
         params = [p for p in self.trainable_parameters(task) if p.requires_grad]
-        if isinstance(self.combiner, FixedWeights):
-            w = self.combiner.weights(torch.zeros(len(losses), len(losses), dtype=torch.float64))
-            w = w.to(device=losses[0].device, dtype=losses[0].dtype)
+        static = combiner.static_weights(len(losses))
+        if static is not None:
+            w = static.to(device=losses[0].device, dtype=losses[0].dtype)
             opt.zero_grad(set_to_none=True)
             task.manual_backward(sum(wi * li for wi, li in zip(w, losses, strict=True)))
             return w
@@ -235,9 +254,8 @@ class AttributeUnlearning(UnlearningCallback):
             opt.zero_grad(set_to_none=True)
             task.manual_backward(loss, retain_graph=i < len(losses) - 1)
             grads.append(flatten_grads(params))
-        jac = torch.stack(grads)
-        w = self.combiner.weights(gramian(jac)).to(jac)
-        assign_flat_grad(params, w @ jac)
+        direction, w = combiner(torch.stack(grads))
+        assign_flat_grad(params, direction)
         return w
 
     def state_dict(self) -> dict[str, Any]:

@@ -30,19 +30,37 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Any
+from typing import Any, Protocol
 
 import lightning.pytorch as pl
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
+from lit_unlearn._structural import missing_members
+from lit_unlearn.datamodules.protocols import ForgettingRequestData, require_data
 from lit_unlearn.methods.interaction.block_problem import RowBlock
 from lit_unlearn.optim.block_solvers import AHNewtonBlock, BlockSolver
 from lit_unlearn.tasks.recommendation import RecommenderTask
 from lit_unlearn.unlearning.base import UnlearningCallback
 
 
-class AltEraser(UnlearningCallback):
+class WholeDataBackbone(Protocol):
+    """What AltEraser needs of a backbone: two embedding tables, ``h`` and a closed-form loss.
+
+    ENMF (:class:`~lit_unlearn.models.ENMF`) is one; any backbone scoring
+    ``h^T (p_u * q_v)`` with the ENMF weighted least squares can be erased the same way.
+    """
+
+    user_embedding: nn.Embedding
+    item_embedding: nn.Embedding
+    h: Tensor
+    negative_weight: float
+    reg: float
+
+    def objective(self, pairs: Tensor) -> Tensor: ...
+
+
+class AltEraser(UnlearningCallback[RecommenderTask]):
     """Alternating eraser over user and item embeddings of an ENMF model.
 
     Args:
@@ -54,6 +72,8 @@ class AltEraser(UnlearningCallback):
         extrapolate: Line-search extrapolation after each pass over all rows (module docstring).
         max_step: Largest extrapolation factor ``beta``.
     """
+
+    task_kind = RecommenderTask
 
     def __init__(
         self,
@@ -93,19 +113,18 @@ class AltEraser(UnlearningCallback):
         if stage != "fit":
             return
         assert isinstance(pl_module, RecommenderTask)
-        model = pl_module.model
-        for name in ("negative_weight", "reg", "h", "objective"):
-            if not hasattr(model, name):
-                raise TypeError(
-                    f"AltEraser needs a whole-data backbone with a closed-form block loss (ENMF), "
-                    f"got {type(model).__name__}"
-                )
-        dm = trainer.datamodule  # type: ignore[attr-defined]
-        if dm is None or not hasattr(dm, "request"):
+        missing = missing_members(pl_module.model, WholeDataBackbone)
+        if missing:
             raise TypeError(
-                "AltEraser needs a DataModule with a forgetting request (ForgettingData)"
+                f"AltEraser needs a whole-data backbone with a closed-form block loss (ENMF), "
+                f"got {type(pl_module.model).__name__} (no {missing})"
             )
-        if getattr(dm, "train_on", "remaining") != "remaining":
+        dm: ForgettingRequestData = require_data(
+            getattr(trainer, "datamodule", None),
+            ForgettingRequestData,
+            "AltEraser (a forgetting request, e.g. ForgettingData)",
+        )
+        if dm.train_on != "remaining":
             raise ValueError(
                 "AltEraser unlearns towards the remaining data: set the DataModule's train_on to "
                 "'remaining' (its evaluation then excludes D_r, like Retrain's)"
@@ -139,7 +158,7 @@ class AltEraser(UnlearningCallback):
         self, task: RecommenderTask, other: Tensor, rows: Tensor, pairs: Tensor, side: Tensor
     ) -> Tensor:
         model: Any = task.model
-        world = task.trainer.world_size if task._trainer is not None else 1
+        world = self.world_size
         if world == 1 or not getattr(self.solver, "separable", False):
             block = self._block(model, other, rows, pairs)
             return self.solver.solve(block, side[rows])

@@ -11,7 +11,7 @@ from lit_unlearn.tasks.recommendation import RecommenderTask
 from lit_unlearn.unlearning.base import UnlearningCallback
 
 
-class WarmStart(UnlearningCallback):
+class WarmStart(UnlearningCallback[RecommenderTask]):
     """Continue training from the original model on whatever the DataModule serves (``D_r``).
 
     The naive unlearner of AltEraser's section 4.1: the training objective is unchanged, only
@@ -24,6 +24,8 @@ class WarmStart(UnlearningCallback):
         lr: AdamW learning rate.
         weight_decay: AdamW decoupled weight decay.
     """
+
+    task_kind = RecommenderTask
 
     def __init__(
         self, checkpoint: str | None = None, lr: float = 1e-3, weight_decay: float = 0.0

@@ -330,7 +330,7 @@ def test_representation_target_moves_only_the_shift(backbone: str, tmp_path: Pat
     for name, p in model.named_parameters():
         if name != "user_shift":
             assert torch.equal(before[name], p), name
-    graph = task._graph()
+    graph = task.interaction_graph
     with torch.no_grad():
         base = model.user_representation(graph=graph) - model.user_shift
         model.user_shift.zero_()
