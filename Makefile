@@ -54,11 +54,13 @@ attrcloak-table: venv
 		--precision float32 --lr 0.015 --df-epochs 200 --ablation --out benchmarks/results/attrcloak_ml100k
 
 # AltEraser Tables 3-5 on ML-100K, both scenarios, 5 repetitions each (~20 minutes on 2 cores);
-# checkpoints stay in runs/, the reports are copied to benchmarks/results/
+# every row and hyperparameter is in the experiment YAML and the method configs it names.
+# Checkpoints stay in runs/, the reports are copied to benchmarks/results/
+ALTERASER_TABLE := configs/experiment/interaction/alteraser_ml100k_table.yaml
 alteraser-table: venv
 	for scenario in noise privacy; do \
-		$(BIN)/python -m lit_unlearn.methods.interaction.experiment --scenario $$scenario \
-			--rel-delta 1e-4 --tol 1e-3 --repeats 5 --out runs/alteraser_ml100k_$$scenario || exit 1; \
+		$(BIN)/python -m lit_unlearn.methods.interaction.experiment --config $(ALTERASER_TABLE) \
+			--scenario $$scenario --repeats 5 --out runs/alteraser_ml100k_$$scenario || exit 1; \
 		mkdir -p benchmarks/results/alteraser_ml100k_$$scenario; \
 		cp runs/alteraser_ml100k_$$scenario/*.md runs/alteraser_ml100k_$$scenario/*.csv \
 			benchmarks/results/alteraser_ml100k_$$scenario/ || exit 1; \

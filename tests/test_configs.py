@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import yaml
 
 from lit_unlearn.cli import build_cli
 
@@ -15,9 +16,24 @@ MODEL_MF = str(CONFIGS / "model" / "mf.yaml")
 DATA_FORGET = str(CONFIGS / "data" / "synthetic_forgetting.yaml")
 MODEL_ENMF = str(CONFIGS / "model" / "enmf.yaml")
 # Interaction-unlearning methods need forgetting requests and (AltEraser) the ENMF backbone.
-INTERACTION_METHODS = {"retrain.yaml", "warm_start.yaml"} | {
-    p.name for p in (CONFIGS / "method").glob("alteraser_*.yaml")
+INTERACTION_METHODS = {
+    p.relative_to(CONFIGS / "method").as_posix()
+    for p in (CONFIGS / "method" / "interaction").glob("*.yaml")
 }
+
+
+def config_names(kind: str) -> list[str]:
+    """Every YAML under ``configs/<kind>/``, family folders included, as relative paths."""
+    return sorted(
+        p.relative_to(CONFIGS / kind).as_posix() for p in (CONFIGS / kind).rglob("*.yaml")
+    )
+
+
+def is_table(path: Path) -> bool:
+    """An experiment-table YAML (it names fit configs in ``rows``), not a fit config."""
+    return "rows" in (yaml.safe_load(path.read_text()) or {})
+
+
 # Files tests can point at: the shared ML-100K, or the tiny official-layout files of conftest.
 SHARED_DATA = {"ml100k.yaml", "ml100k_fedau2.yaml", "ml100k_forgetting.yaml"}
 
@@ -140,11 +156,11 @@ def test_ddp_trainer_config(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     "name",
     # attrcloak_* unlearn a trained checkpoint: covered by the test that trains one first.
-    sorted(
-        p.name
-        for p in (CONFIGS / "experiment").glob("*.yaml")
-        if not p.name.startswith(("attrcloak", "alteraser"))
-    ),
+    [
+        name
+        for name in config_names("experiment")
+        if not Path(name).name.startswith(("attrcloak", "alteraser"))
+    ],
 )
 def test_experiment_config(name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from tests.conftest import ML100K, SHARED_DATASETS
@@ -162,7 +178,7 @@ def test_experiment_config(name: str, tmp_path: Path, monkeypatch: pytest.Monkey
     fit(["--config", str(CONFIGS / "experiment" / name), *extra], tmp_path)
 
 
-@pytest.mark.parametrize("name", sorted(p.name for p in (CONFIGS / "method").glob("*.yaml")))
+@pytest.mark.parametrize("name", config_names("method"))
 def test_method_config(name: str, tmp_path: Path) -> None:
     """Every unlearning method config plugs into a trainer/data/model stack."""
     data, model = (
@@ -219,12 +235,27 @@ def test_alteraser_experiment_configs_unlearn_a_trained_checkpoint(
 ) -> None:
     """The AltEraser config runs on top of the checkpoint the original-model config writes."""
     root = ml100k_in(tmp_path, monkeypatch)
+    original = CONFIGS / "experiment" / "interaction" / "alteraser_ml100k_original.yaml"
     build_cli(
         [
-            "fit", "--config", str(CONFIGS / "experiment" / "alteraser_ml100k_original.yaml"),
-            root, "--trainer.max_epochs=1", "--trainer.limit_train_batches=2",
+            "fit", "--config", str(original), root,
+            "--trainer.max_epochs=1", "--trainer.limit_train_batches=2",
             "--trainer.logger=false", "--trainer.enable_progress_bar=false",
         ]
     )  # fmt: skip
     assert (tmp_path / "runs" / "alteraser_ml100k" / "checkpoints" / "original.ckpt").is_file()
-    fit(["--config", str(CONFIGS / "experiment" / "alteraser_ml100k_ah.yaml"), root], tmp_path)
+    ah = CONFIGS / "experiment" / "interaction" / "alteraser_ml100k_ah.yaml"
+    fit(["--config", str(ah), root], tmp_path)
+
+
+@pytest.mark.parametrize(
+    "name", [n for n in config_names("experiment") if is_table(CONFIGS / "experiment" / n)]
+)
+def test_experiment_table_config(name: str) -> None:
+    """Every experiment-table YAML loads and every row's callbacks instantiate."""
+    from lit_unlearn.methods.interaction.experiment import instantiate_callbacks, load_experiment
+
+    config = load_experiment(CONFIGS / "experiment" / name)
+    for row in config.rows:
+        assert instantiate_callbacks(config.callback_specs(row, None)), row.name
+    assert instantiate_callbacks([config.stop])

@@ -57,7 +57,7 @@ def test_parser_finds_the_documented_commands() -> None:
     subcommands = {c[0] for c in commands}
     assert {"fit", "test", "audit"} <= subcommands
     assert any("configs/trainer/ddp_cpu.yaml" in c for c in commands)
-    assert any("configs/experiment/alteraser_ml100k_ah.yaml" in c for c in commands)
+    assert any("configs/experiment/interaction/alteraser_ml100k_ah.yaml" in c for c in commands)
     # continuation lines are joined and comments dropped
     assert all(not w.startswith("#") and w != "\\" for c in commands for w in c)
 

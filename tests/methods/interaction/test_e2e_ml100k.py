@@ -15,8 +15,13 @@ from pathlib import Path
 
 import pytest
 
-from lit_unlearn.methods.interaction.experiment import parse_args, run_once
-from tests.conftest import ML100K, SHARED_DATASETS
+from lit_unlearn.methods.interaction.alteraser import AltEraser
+from lit_unlearn.methods.interaction.experiment import (
+    instantiate_callbacks,
+    load_experiment,
+    run_once,
+)
+from tests.conftest import CONFIGS, ML100K, SHARED_DATASETS
 
 pytestmark = [
     pytest.mark.slow,
@@ -25,18 +30,13 @@ pytestmark = [
 
 
 def test_ah_newton_forgets_injected_noise_like_retraining(tmp_path: Path) -> None:
-    args = parse_args(
-        [
-            "--scenario=noise",
-            "--rel-delta=1e-4",
-            "--tol=1e-3",
-            "--methods",
-            "Retrain*",
-            "AltEraser[AH-Newton]",
-            f"--override=--data.init_args.source.init_args.root={SHARED_DATASETS}",
-        ]
+    config = load_experiment(
+        CONFIGS / "experiment" / "interaction" / "alteraser_ml100k_table.yaml",
+        scenario="noise",
+        methods=["Retrain*", "AltEraser[AH-Newton]"],
+        overrides=[f"--data.init_args.source.init_args.root={SHARED_DATASETS}"],
     )
-    rows = {r["method"]: r for r in run_once(args, seed=0, workdir=tmp_path)}
+    rows = {r["method"]: r for r in run_once(config, seed=0, workdir=tmp_path)}
     assert list(rows) == ["Original", "Retrain", "Retrain*", "AltEraser[AH-Newton]"]
     original, retrain, other, ah = (rows[m] for m in rows)
     # The original memorised the injected pairs; Retrain never saw them.
@@ -48,4 +48,6 @@ def test_ah_newton_forgets_injected_noise_like_retraining(tmp_path: Path) -> Non
     assert ah["rbo@10"] > original["rbo@10"] + 0.1
     assert abs(ah["recall@10"] - retrain["recall@10"]) < 0.02
     # The relative-decrease stop fired (speed itself is measured by the benchmark, not here).
-    assert ah["epochs"] < args.max_passes
+    row = next(r for r in config.rows if r.name == "AltEraser[AH-Newton]")
+    (eraser,) = instantiate_callbacks(config.callback_specs(row, None))
+    assert isinstance(eraser, AltEraser) and ah["epochs"] < eraser.max_passes
