@@ -18,6 +18,18 @@ MODEL_ENMF = str(CONFIGS / "model" / "enmf.yaml")
 INTERACTION_METHODS = {"retrain.yaml", "warm_start.yaml"} | {
     p.name for p in (CONFIGS / "method").glob("alteraser_*.yaml")
 }
+# Method configs live in family folders (method/attribute/...) or at the top: every one, by its
+# path under method/.
+METHOD_CONFIGS = sorted(
+    str(p.relative_to(CONFIGS / "method")) for p in (CONFIGS / "method").rglob("*.yaml")
+)
+# The attribute experiment configs that `lit-unlearn fit` runs; *_table.yaml are comparison
+# tables of `python -m lit_unlearn.methods.attribute.experiment` (tests/methods/attribute).
+ATTRIBUTE_EXPERIMENTS = sorted(
+    p.name
+    for p in (CONFIGS / "experiment" / "attribute").glob("*.yaml")
+    if not p.name.endswith("_table.yaml")
+)
 # Files tests can point at: the shared ML-100K, or the tiny official-layout files of conftest.
 SHARED_DATA = {"ml100k.yaml", "ml100k_fedau2.yaml", "ml100k_forgetting.yaml"}
 
@@ -139,7 +151,8 @@ def test_ddp_trainer_config(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     "name",
-    # attrcloak_* unlearn a trained checkpoint: covered by the test that trains one first.
+    # attribute/* and alteraser_* unlearn a trained checkpoint: covered by the tests that train
+    # one first.
     sorted(
         p.name
         for p in (CONFIGS / "experiment").glob("*.yaml")
@@ -162,7 +175,15 @@ def test_experiment_config(name: str, tmp_path: Path, monkeypatch: pytest.Monkey
     fit(["--config", str(CONFIGS / "experiment" / name), *extra], tmp_path)
 
 
-@pytest.mark.parametrize("name", sorted(p.name for p in (CONFIGS / "method").glob("*.yaml")))
+def test_method_configs_are_all_found() -> None:
+    # the attribute family moved into method/attribute/: a top-level glob would miss it
+    assert {"attribute/attrcloak_dd.yaml", "attribute/u2u_r.yaml", "retrain.yaml"} <= set(
+        METHOD_CONFIGS
+    )
+    assert ATTRIBUTE_EXPERIMENTS == ["attrcloak_ml100k_dd.yaml", "attrcloak_ml100k_df.yaml"]
+
+
+@pytest.mark.parametrize("name", METHOD_CONFIGS)
 def test_method_config(name: str, tmp_path: Path) -> None:
     """Every unlearning method config plugs into a trainer/data/model stack."""
     data, model = (
@@ -207,11 +228,8 @@ def test_attrcloak_experiment_configs_unlearn_a_trained_checkpoint(
     cli.trainer.fit(cli.model, cli.datamodule)
     ckpt = tmp_path / "runs" / "ml100k_ncf" / "checkpoints" / "last.ckpt"
     cli.trainer.save_checkpoint(ckpt)
-    for mode in ("dd", "df"):
-        fit(
-            ["--config", str(CONFIGS / "experiment" / f"attrcloak_ml100k_{mode}.yaml"), root],
-            tmp_path,
-        )
+    for name in ATTRIBUTE_EXPERIMENTS:
+        fit(["--config", str(CONFIGS / "experiment" / "attribute" / name), root], tmp_path)
 
 
 def test_alteraser_experiment_configs_unlearn_a_trained_checkpoint(
