@@ -43,15 +43,11 @@ bench: venv
 
 # AttrCloak comparison on ML-100K. The NCF model is always trained first (deterministic, ~40 s on
 # 2 cores): reusing whatever runs/ml100k_ncf held once made a committed table come from a model
-# the code no longer trains.
+# the code no longer trains. Rows, seeds and the output dir: the table YAML.
 attrcloak-table: venv
 	$(BIN)/lit-unlearn fit --config configs/experiment/ml100k_ncf.yaml --trainer.enable_progress_bar=false
-	$(BIN)/python -m lit_unlearn.methods.attribute.experiment --data configs/data/ml100k.yaml \
-		--model configs/model/ncf.yaml --checkpoint runs/ml100k_ncf/checkpoints/last.ckpt \
-		--df-bounds 0.1,1.0 0.95,0.97 --dd-bounds 0.0,1.0 0.0,0.1,3.0 --repeats 3 \
-		--dd-target representation --dd-negatives 8 \
-		--dd-batch-size 1000000 --dd-epochs 150 --dd-lr 0.0045 \
-		--precision float32 --lr 0.015 --df-epochs 200 --ablation --out benchmarks/results/attrcloak_ml100k
+	$(BIN)/python -m lit_unlearn.methods.attribute.experiment \
+		--config configs/experiment/attribute/attrcloak_ml100k_table.yaml
 
 # AltEraser Tables 3-5 on ML-100K, both scenarios, 5 repetitions each (~20 minutes on 2 cores);
 # every row and hyperparameter is in the experiment YAML and the method configs it names.

@@ -9,7 +9,7 @@ user-side parameters of the same NCF backbone. The ratio isolates the cost of th
 - ``--mode dd``: retention = BPR (+ the batch L2) on *every* training pair of ML-100K with eight
   sampled negatives each (a full-data step on Eq. 20), updating the user representation itself
   (``target="representation"``: a per-user offset on the tower output), as
-  `configs/experiment/attrcloak_ml100k_dd.yaml` runs it (ridge 3.0, float32, alpha_u in
+  `configs/experiment/attribute/attrcloak_ml100k_dd.yaml` runs it (ridge 3.0, float32, alpha_u in
   [0, 0.1]). Plain calls the same backbone forward (which scores a batch naming at least half of
   the [U, I] cells through the full score matrix). A third column, "naive", is the same step
   written the obvious way: each pair's user and item rows go through their towers, the scores are
@@ -106,7 +106,7 @@ def plain_steps(model: NCF, attrs: Any, steps: int, device: torch.device) -> lis
     return times
 
 
-# The DD setting of configs/experiment/attrcloak_ml100k_dd.yaml.
+# The DD setting of configs/experiment/attribute/attrcloak_ml100k_dd.yaml.
 DD_LR, DD_SHRINKAGE, DD_BOUNDS, L2_REG, DD_NEGATIVES = 4.5e-3, 3.0, (0.0, 0.1), 1e-5, 8
 
 

@@ -34,6 +34,13 @@ def is_table(path: Path) -> bool:
     return "rows" in (yaml.safe_load(path.read_text()) or {})
 
 
+# The attribute experiment configs that `lit-unlearn fit` runs; *_table.yaml are comparison
+# tables of `python -m lit_unlearn.methods.attribute.experiment` (tests/methods/attribute).
+ATTRIBUTE_EXPERIMENTS = sorted(
+    p.name
+    for p in (CONFIGS / "experiment" / "attribute").glob("*.yaml")
+    if not p.name.endswith("_table.yaml")
+)
 # Files tests can point at: the shared ML-100K, or the tiny official-layout files of conftest.
 SHARED_DATA = {"ml100k.yaml", "ml100k_fedau2.yaml", "ml100k_forgetting.yaml"}
 
@@ -178,6 +185,16 @@ def test_experiment_config(name: str, tmp_path: Path, monkeypatch: pytest.Monkey
     fit(["--config", str(CONFIGS / "experiment" / name), *extra], tmp_path)
 
 
+def test_method_configs_are_all_found() -> None:
+    # the families live in method/<family>/: a top-level glob would miss them
+    assert {
+        "attribute/attrcloak_dd.yaml",
+        "attribute/u2u_r.yaml",
+        "interaction/retrain.yaml",
+    } <= set(config_names("method"))
+    assert ATTRIBUTE_EXPERIMENTS == ["attrcloak_ml100k_dd.yaml", "attrcloak_ml100k_df.yaml"]
+
+
 @pytest.mark.parametrize("name", config_names("method"))
 def test_method_config(name: str, tmp_path: Path) -> None:
     """Every unlearning method config plugs into a trainer/data/model stack."""
@@ -223,11 +240,8 @@ def test_attrcloak_experiment_configs_unlearn_a_trained_checkpoint(
     cli.trainer.fit(cli.model, cli.datamodule)
     ckpt = tmp_path / "runs" / "ml100k_ncf" / "checkpoints" / "last.ckpt"
     cli.trainer.save_checkpoint(ckpt)
-    for mode in ("dd", "df"):
-        fit(
-            ["--config", str(CONFIGS / "experiment" / f"attrcloak_ml100k_{mode}.yaml"), root],
-            tmp_path,
-        )
+    for name in ATTRIBUTE_EXPERIMENTS:
+        fit(["--config", str(CONFIGS / "experiment" / "attribute" / name), root], tmp_path)
 
 
 def test_alteraser_experiment_configs_unlearn_a_trained_checkpoint(
@@ -249,10 +263,16 @@ def test_alteraser_experiment_configs_unlearn_a_trained_checkpoint(
 
 
 @pytest.mark.parametrize(
-    "name", [n for n in config_names("experiment") if is_table(CONFIGS / "experiment" / n)]
+    "name",
+    [
+        n
+        for n in config_names("experiment")
+        if n.startswith("interaction/") and is_table(CONFIGS / "experiment" / n)
+    ],
 )
 def test_experiment_table_config(name: str) -> None:
-    """Every experiment-table YAML loads and every row's callbacks instantiate."""
+    """Every interaction table YAML loads and every row's callbacks instantiate (the attribute
+    tables: tests/methods/attribute/test_experiment.py)."""
     from lit_unlearn.methods.interaction.experiment import instantiate_callbacks, load_experiment
 
     config = load_experiment(CONFIGS / "experiment" / name)

@@ -1,80 +1,232 @@
-"""The one-command comparison table runs end to end on the synthetic default."""
+"""The comparison table: the YAML spec, its errors, the shipped table, a run end to end."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pytest
+import yaml
 
-from lit_unlearn.methods.attribute.experiment import main, parse_args
-from tests.conftest import CONFIGS
+from lit_unlearn.methods.attribute import D2DR, U2UR, AttrCloak
+from lit_unlearn.methods.attribute.experiment import TableConfigError, load_table
+from lit_unlearn.methods.attribute.experiment.__main__ import main, parse_args, table_from_args
+from lit_unlearn.optim import MGDA, FixedWeights
+from tests.conftest import CONFIGS, REPO
+
+METHODS = CONFIGS / "method" / "attribute"
+SHIPPED = CONFIGS / "experiment" / "attribute" / "attrcloak_ml100k_table.yaml"
+
+
+def _row(name: str, method: str, mode: str, **extra: Any) -> dict[str, Any]:
+    return {"name": name, "method": str(METHODS / method), "mode": mode, **extra}
+
+
+def _table(rows: list[dict[str, Any]], **extra: Any) -> dict[str, Any]:
+    return {
+        "trainer": str(CONFIGS / "trainer" / "cpu.yaml"),
+        "data": str(CONFIGS / "data" / "synthetic.yaml"),
+        "model": str(CONFIGS / "model" / "mf.yaml"),
+        "rows": rows,
+        **extra,
+    }
+
+
+def _write(tmp_path: Path, table: dict[str, Any]) -> Path:
+    path = tmp_path / "table.yaml"
+    path.write_text(yaml.safe_dump(table))
+    return path
 
 
 def test_comparison_table_on_synthetic(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("WANDB_MODE", "offline")
     out = tmp_path / "table"
+    dd = {"lr": 0.0045, "precision": "float32", "target": "representation"}
+    capped = {
+        **dd,
+        "shrinkage": 1.0,
+        "combiner": {"class_path": "lit_unlearn.optim.MGDA", "init_args": {"bounds": [0.0, 0.1]}},
+    }
+    alphas = [
+        _row(
+            f"DF alpha_u={a:.1f}",
+            "attrcloak_alpha.yaml",
+            "data_free",
+            epochs=3,
+            init_args={
+                "combiner": {
+                    "class_path": "lit_unlearn.optim.FixedWeights",
+                    "init_args": {"weights": [a, 1 - a]},
+                }
+            },
+        )
+        for a in (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
+    ]
+    methods = [
+        "Original", "AttrCloak-DD on the representation",
+        "AttrCloak-DD a_u in [0,0.1] shrinkage 1 on the representation", "AttrCloak-DF",
+        "U2U-R", "D2D-R",
+    ]  # fmt: skip
+    table = _table(
+        [
+            _row(methods[1], "attrcloak_dd.yaml", "data_dependent", epochs=1, init_args=dd),
+            _row(methods[2], "attrcloak_dd.yaml", "data_dependent", epochs=1, init_args=capped),
+            _row(methods[3], "attrcloak_df.yaml", "data_free", epochs=3),
+            _row(methods[4], "u2u_r.yaml", "data_free", epochs=3),
+            _row(methods[5], "d2d_r.yaml", "data_free", epochs=3),
+            *alphas,
+        ],
+        checkpoint=None,
+        train_epochs=2,
+        repeats=2,
+        out=str(tmp_path / "not_used"),
+        mode_overrides={
+            "data_dependent": [
+                "--data.init_args.batch_size=100000",
+                "--model.init_args.num_negatives=2",
+            ],
+            "data_free": ["--data.init_args.batch_size=1000000"],
+        },
+        overrides=["--data.init_args.source.init_args.num_users=200"],
+    )
     main(
         [
-            "--data", str(CONFIGS / "data" / "synthetic.yaml"),
-            "--model", str(CONFIGS / "model" / "mf.yaml"),
-            "--trainer", str(CONFIGS / "trainer" / "cpu.yaml"),
-            "--override=--data.init_args.source.init_args.num_users=200",
+            "--config", str(_write(tmp_path, table)), "--out", str(out), "--wandb",
             "--override=--data.init_args.num_eval_negatives=50",
-            "--train-epochs", "2", "--df-epochs", "3", "--dd-epochs", "1",
-            "--dd-bounds", "0.0,1.0", "0.0,0.1,1.0", "--dd-batch-size", "100000", "--repeats", "2",
-            "--dd-target", "representation", "--dd-negatives", "2",
-            "--ablation", "--out", str(out), "--wandb",
         ]
     )  # fmt: skip
     privacy = pd.read_csv(out / "privacy.csv")
     utility = pd.read_csv(out / "utility.csv")
     # both overrides took effect: 200 users, of whom the attackers test on the non-shadow ones
     assert privacy["n_test"].max() < 200
-    methods = [
-        "Original", "AttrCloak-DD on the representation",
-        "AttrCloak-DD a_u in [0,0.1] shrinkage 1 on the representation", "AttrCloak-DF",
-        "U2U-R", "D2D-R",
-    ]  # fmt: skip
     assert list(dict.fromkeys(utility["method"]))[:6] == methods
     assert len(utility) == 2 * (6 + 6)  # two seeds x (rows + alpha grid)
     assert all(sorted(g) == [0, 1] for _, g in utility.groupby("method")["seed"])
     # the capped MGDA row never puts more than 0.1 on privacy; the trace mean is reported
-    capped = utility[utility.method == methods[2]]
-    assert capped["alpha_u_mean"].between(0.0, 0.1 + 1e-6).all()
+    capped_rows = utility[utility.method == methods[2]]
+    assert capped_rows["alpha_u_mean"].between(0.0, 0.1 + 1e-6).all()
+    # the fixed-alpha rows' weights are the configured ones, at every step
+    fixed = utility[utility.method.str.startswith("DF alpha_u=")]
+    expected = fixed["method"].str.removeprefix("DF alpha_u=").astype(float)
+    assert (fixed["alpha_u_mean"] - expected).abs().max() < 1e-6
     assert set(privacy["attacker"]) == {"mlp", "xgboost"}
     assert set(privacy["attribute"]) == {"gender", "age", "occupation"}
+    assert privacy["balanced_accuracy"].between(0.0, 1.0).all()
+    ranking = utility[[c for c in utility.columns if "/" in c]].to_numpy()
+    assert ((ranking >= 0.0) & (ranking <= 1.0)).all()
     assert utility.loc[utility.method != "Original", "seconds"].gt(0).all()
     assert {"sampled/hr@10", "full/ndcg@10"} <= set(utility.columns)
     text = (out / "comparison.md").read_text()
     assert "| chance |" in text and "AttrCloak-DF" in text and " ± " in text
     assert (out / "fig4_AttrCloak-DF_gender.png").stat().st_size > 1000
     assert any((out / "wandb").glob("offline-run-*"))
+    assert not (tmp_path / "not_used" / "privacy.csv").exists()  # --out wins over the YAML
+
+
+def test_shipped_table_describes_the_committed_comparison(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every row of the shipped table instantiates, with the committed table's values."""
+    monkeypatch.chdir(REPO)  # the table's paths are relative to the repository root
+    spec = load_table(SHIPPED)
+    assert spec.repeats == 3 and spec.seeds == [0, 1, 2]
+    assert spec.checkpoint == Path("runs/ml100k_ncf/checkpoints/last.ckpt")
+    assert spec.mode_overrides == {
+        "data_dependent": (
+            "--data.init_args.batch_size=1000000",
+            "--model.init_args.num_negatives=8",
+        ),
+        "data_free": ("--data.init_args.batch_size=1000000",),
+    }
+    callbacks = {row.name: (row, row.build(None, None)) for row in spec.rows}
+    for name, bounds, shrinkage in (
+        ("AttrCloak-DD on the representation", (0.0, 1.0), 1e-3),
+        ("AttrCloak-DD a_u in [0,0.1] shrinkage 3 on the representation", (0.0, 0.1), 3.0),
+    ):
+        row, cb = callbacks[name]
+        assert isinstance(cb, AttrCloak) and isinstance(cb.combiner, MGDA)
+        assert (row.mode, row.epochs, cb.requested_mode) == ("data_dependent", 150, "dd")
+        assert (cb.lr, cb.precision, cb.target, cb.shrinkage) == (
+            0.0045,
+            "float32",
+            "representation",
+            shrinkage,
+        )
+        assert tuple(cb.combiner.bounds or ()) == bounds
+    for name, bounds in (
+        ("AttrCloak-DF", (0.1, 1.0)),
+        ("AttrCloak-DF a_u in [0.95,0.97]", (0.95, 0.97)),
+    ):
+        row, cb = callbacks[name]
+        assert isinstance(cb, AttrCloak) and isinstance(cb.combiner, MGDA)
+        assert (row.mode, row.epochs, cb.requested_mode) == ("data_free", 200, "df")
+        assert (cb.lr, cb.precision, cb.target, cb.shrinkage) == (
+            0.015,
+            "float32",
+            "parameters",
+            1e-3,
+        )
+        assert tuple(cb.combiner.bounds or ()) == bounds
+    for name, cls in (("U2U-R", U2UR), ("D2D-R", D2DR)):
+        row, cb = callbacks[name]
+        assert isinstance(cb, cls) and (row.mode, row.epochs, cb.lr) == ("data_free", 200, 0.015)
+        assert isinstance(cb.combiner, FixedWeights) and cb.combiner.fixed_weights == [1.0, 1.0]
+    for alpha in (0.0, 0.2, 0.4, 0.6, 0.8, 1.0):
+        row, cb = callbacks[f"DF alpha_u={alpha:.1f}"]
+        assert isinstance(cb, AttrCloak) and isinstance(cb.combiner, FixedWeights)
+        assert (row.mode, row.epochs, cb.lr, cb.precision) == ("data_free", 200, 0.015, "float32")
+        assert cb.combiner.fixed_weights == pytest.approx([alpha, 1 - alpha], abs=1e-15)
+    assert len(callbacks) == len(spec.rows) == 12
 
 
 @pytest.mark.parametrize(
-    "argv",
+    ("change", "message"),
     [
-        ["--repeats", "0"],
-        ["--dd-batch-size", "0"],
-        ["--dd-negatives", "0"],
-        ["--dd-target", "weights"],
-        ["--dd-bounds", "0.1"],
-        ["--df-bounds", "0,1,x"],
-        ["--dd-bounds", "a,b"],
+        (
+            lambda t: t["rows"][0].update(method="configs/method/attribute/nope.yaml"),
+            "unknown method config",
+        ),
+        (lambda t: t["rows"][0].pop("name"), "needs a non-empty 'name'"),
+        (lambda t: t["rows"][0].update(name="  "), "needs a non-empty 'name'"),
+        (lambda t: t["rows"].append(dict(t["rows"][0])), "repeated row names"),
+        (lambda t: t["rows"][0].update(name="Original"), "repeated row names"),
+        (lambda t: t["rows"][0].update(mode="dd"), "mode must be one of"),
+        (lambda t: t["rows"][0].update(mode="data_dependent"), "cannot run data_dependent"),
+        (lambda t: t["rows"][0].update(init_args={"lrate": 0.1}), "cannot build callback"),
+        (lambda t: t["rows"][0].update(init_args={"precision": "half"}), "cannot build callback"),
+        (lambda t: t["rows"][0].update(epochs=0), "epochs must be an integer >= 1"),
+        (lambda t: t["rows"][0].update(flavour="x"), "unknown keys ['flavour']"),
+        (lambda t: t["rows"][0].update(overrides="--x=1"), "list of CLI overrides"),
+        (lambda t: t["rows"][0].update(method=str(CONFIGS / "model" / "mf.yaml")), "exactly one"),
+        (lambda t: t.update(rows=[]), "non-empty list"),
+        (lambda t: t.update(repeats=0), "repeats must be an integer >= 1"),
+        (lambda t: t.update(model="configs/model/nope.yaml"), "unknown model config"),
+        (lambda t: t.update(mode_overrides={"online": []}), "mode_overrides"),
+        (lambda t: t.update(epochs=3), "unknown keys ['epochs']"),
     ],
 )
-def test_bad_table_arguments_exit_with_a_message(
-    argv: list[str], capsys: pytest.CaptureFixture[str]
-) -> None:
-    with pytest.raises(SystemExit):
-        parse_args(argv)
-    assert "error:" in capsys.readouterr().err
+def test_bad_table_configs_name_the_problem(tmp_path: Path, change: Any, message: str) -> None:
+    table = _table([_row("AttrCloak-DF", "attrcloak_df.yaml", "data_free")])
+    change(table)
+    with pytest.raises(TableConfigError, match=None) as info:
+        load_table(_write(tmp_path, table))
+    assert message in str(info.value)
 
 
-def test_repeated_overrides_all_apply() -> None:
-    # Each --override=... adds one; the last must not silently replace the earlier ones.
-    args = parse_args(
-        ["--override=--data.init_args.seed=3", "--override=--data.init_args.batch_size=64"]
+def test_a_row_defaults_to_its_method_configs_epochs(tmp_path: Path) -> None:
+    spec = load_table(_write(tmp_path, _table([_row("U2U-R", "u2u_r.yaml", "data_free")])))
+    assert spec.rows[0].epochs == 200  # configs/method/attribute/u2u_r.yaml's max_epochs
+
+
+def test_run_level_flags(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = _write(tmp_path, _table([_row("D2D-R", "d2d_r.yaml", "data_free")], overrides=["--a=1"]))
+    spec = table_from_args(
+        parse_args(["--config", str(path), "--repeats", "2", "--seed", "5", "--override=--b=2"])
     )
-    assert args.override == ["--data.init_args.seed=3", "--data.init_args.batch_size=64"]
+    assert spec.seeds == [5, 6] and spec.overrides == ("--a=1", "--b=2")
+    with pytest.raises(TableConfigError, match="--rows"):
+        table_from_args(parse_args(["--config", str(path), "--rows", "U2U-R"]))
+    with pytest.raises(SystemExit):
+        parse_args(["--config", str(path), "--repeats", "0"])
+    assert "error:" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # no flag restates a method hyperparameter any more
+        parse_args(["--config", str(path), "--dd-lr", "0.1"])
