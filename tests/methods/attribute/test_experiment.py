@@ -220,9 +220,21 @@ def test_a_row_defaults_to_its_method_configs_epochs(tmp_path: Path) -> None:
 def test_run_level_flags(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     path = _write(tmp_path, _table([_row("D2D-R", "d2d_r.yaml", "data_free")], overrides=["--a=1"]))
     spec = table_from_args(
-        parse_args(["--config", str(path), "--repeats", "2", "--seed", "5", "--override=--b=2"])
+        parse_args(
+            [
+                "--config",
+                str(path),
+                "--repeats",
+                "2",
+                "--seed",
+                "5",
+                "--override=--b=2",
+                "--override=--c=3",
+            ]
+        )
     )
-    assert spec.seeds == [5, 6] and spec.overrides == ("--a=1", "--b=2")
+    # every repeated --override applies, after the YAML's (the last must not replace the rest)
+    assert spec.seeds == [5, 6] and spec.overrides == ("--a=1", "--b=2", "--c=3")
     with pytest.raises(TableConfigError, match="--rows"):
         table_from_args(parse_args(["--config", str(path), "--rows", "U2U-R"]))
     with pytest.raises(SystemExit):
