@@ -1,8 +1,14 @@
-"""Helpers shared by the one-command experiments: config objects and a bare trainer."""
+"""Helpers shared by the one-command experiments: config objects, callbacks, a bare trainer.
+
+Both families' comparison tables describe their rows as ``class_path`` + ``init_args`` specs;
+:func:`import_object` and :func:`build_callbacks` turn them into objects the way LightningCLI
+builds ``trainer.callbacks``, each raising the caller's error type with one message.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import importlib
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import lightning.pytorch as pl
@@ -10,7 +16,7 @@ import lightning.pytorch as pl
 from lit_unlearn.datamodules import RecommendationData
 from lit_unlearn.tasks import RecommenderTask
 
-__all__ = ["bare_trainer", "cli_objects"]
+__all__ = ["bare_trainer", "build_callbacks", "cli_objects", "import_object"]
 
 
 def cli_objects(
@@ -56,3 +62,45 @@ def bare_trainer(
         callbacks=callbacks,
         **kwargs,
     )
+
+
+def import_object(class_path: str, error: type[Exception] = ValueError, where: str = "") -> Any:
+    """The object a dotted ``class_path`` names (``lit_unlearn.callbacks.AttrCloak``).
+
+    Raises:
+        error: The module or the name does not exist.
+    """
+    module, _, name = class_path.rpartition(".")
+    prefix = f"{where}: " if where else ""
+    try:
+        return getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError, ValueError) as err:
+        raise error(f"{prefix}cannot import class_path {class_path!r}: {err}") from err
+
+
+def build_callbacks(
+    specs: Sequence[Mapping[str, Any]],
+    kind: type = pl.Callback,
+    error: type[Exception] = ValueError,
+    message: str = "callbacks do not instantiate",
+) -> list[Any]:
+    """Objects of type ``kind`` from ``class_path``/``init_args`` specs.
+
+    jsonargparse resolves each class, checks it is a ``kind``, type-checks and converts every
+    argument and builds nested objects (a combiner, a block solver), as LightningCLI does for
+    ``trainer.callbacks``.
+
+    Raises:
+        error: A spec names no ``kind`` class or gives it arguments its signature refuses.
+    """
+    from jsonargparse import ArgumentParser
+
+    parser = ArgumentParser(exit_on_error=False)
+    parser.add_argument("--objects", type=list[kind])  # type: ignore[valid-type]
+    try:
+        parsed = parser.parse_object({"objects": [dict(s) for s in specs]})
+        built: list[Any] = parser.instantiate_classes(parsed).objects
+    except Exception as err:  # jsonargparse raises ArgumentError or its own ParserError
+        shown = [dict(s) for s in specs]
+        raise error(f"{message} {shown!r}: {err}") from err
+    return built

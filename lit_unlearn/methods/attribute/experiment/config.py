@@ -35,7 +35,6 @@ Schema (paths relative to the working directory)::
 from __future__ import annotations
 
 import copy
-import importlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,6 +43,7 @@ from typing import Any, Literal, cast
 import yaml
 
 from lit_unlearn.methods.attribute.base import AttributeUnlearning
+from lit_unlearn.runs import build_callbacks, import_object
 
 __all__ = [
     "DATA_MODES",
@@ -165,21 +165,15 @@ def instantiate_callback(config: Mapping[str, Any]) -> AttributeUnlearning:
 
     jsonargparse resolves the class, type-checks and converts every argument and builds
     nested objects (e.g. the ``combiner``) the way ``LightningCLI`` builds
-    ``trainer.callbacks``.
+    ``trainer.callbacks`` (:func:`lit_unlearn.runs.build_callbacks`).
 
     Raises:
         TableConfigError: The class is not an :class:`AttributeUnlearning` or an argument
             does not fit its signature.
     """
-    from jsonargparse import ArgumentParser
-
-    parser = ArgumentParser(exit_on_error=False)
-    parser.add_argument("--callback", type=AttributeUnlearning)
-    try:
-        parsed = parser.parse_object({"callback": dict(config)})
-        callback = parser.instantiate_classes(parsed).callback
-    except Exception as err:  # jsonargparse raises several types; one message for the user
-        raise TableConfigError(f"cannot build callback {dict(config)!r}: {err}") from err
+    (callback,) = build_callbacks(
+        [config], AttributeUnlearning, TableConfigError, message="cannot build callback"
+    )
     return cast(AttributeUnlearning, callback)
 
 
@@ -228,11 +222,7 @@ def _existing(value: Any, where: str, what: str) -> Path:
 
 
 def _import(class_path: str, where: str) -> Any:
-    module, _, name = class_path.rpartition(".")
-    try:
-        return getattr(importlib.import_module(module), name)
-    except (ImportError, AttributeError, ValueError) as err:
-        raise TableConfigError(f"{where}: cannot import {class_path!r}: {err}") from err
+    return import_object(class_path, TableConfigError, where)
 
 
 def _method_callback(path: Path, where: str) -> tuple[dict[str, Any], int | None]:

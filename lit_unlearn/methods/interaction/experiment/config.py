@@ -16,7 +16,6 @@ with patience 10"); and a row's ``init_args`` overrides apply.
 from __future__ import annotations
 
 import copy
-import importlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +23,8 @@ from typing import Any
 
 import lightning.pytorch as pl
 import yaml
+
+from lit_unlearn.runs import build_callbacks, import_object
 
 __all__ = [
     "BACKBONE",
@@ -79,11 +80,7 @@ class ExperimentConfigError(ValueError):
 
 
 def _import(class_path: str) -> type:
-    module, _, name = class_path.rpartition(".")
-    try:
-        obj = getattr(importlib.import_module(module), name)
-    except (ImportError, AttributeError, ValueError) as err:
-        raise ExperimentConfigError(f"cannot import class_path {class_path!r}: {err}") from err
+    obj = import_object(class_path, ExperimentConfigError)
     if not isinstance(obj, type):
         raise ExperimentConfigError(f"class_path {class_path!r} is not a class")
     return obj
@@ -196,16 +193,7 @@ def instantiate_callbacks(specs: Sequence[Mapping[str, Any]]) -> list[pl.Callbac
     Raises:
         ExperimentConfigError: A spec names no callback class or gives it bad arguments.
     """
-    from jsonargparse import ArgumentParser
-
-    parser = ArgumentParser(exit_on_error=False)
-    parser.add_argument("--callbacks", type=list[pl.Callback])
-    try:
-        parsed = parser.parse_object({"callbacks": [dict(s) for s in specs]})
-    except Exception as err:  # jsonargparse raises ArgumentError or its own ParserError
-        raise ExperimentConfigError(f"callbacks do not instantiate: {err}") from err
-    callbacks: list[pl.Callback] = parser.instantiate(parsed).callbacks
-    return callbacks
+    return build_callbacks(specs, pl.Callback, ExperimentConfigError)
 
 
 def _override(node: Any, target: type, values: Mapping[str, Any]) -> int:
