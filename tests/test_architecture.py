@@ -103,7 +103,7 @@ ALLOWED: dict[str, set[str]] = {
     "metrics": set(),
     "optim": set(),
     "reporting": set(),
-    "unlearning": set(),
+    "unlearning": {"datamodules"},  # the DataModule protocols the base callback checks
     "tasks": {"datamodules", "metrics", "models", "unlearning", "_structural"},
     "attacks": {"datamodules", "reporting", "_structural"},
     "runs": {"datamodules", "tasks", "cli"},

@@ -20,6 +20,7 @@ __all__ = [
     "ForgettingRequestData",
     "InteractionData",
     "ModalData",
+    "UserIndexData",
     "conforms",
     "require_data",
 ]
@@ -33,6 +34,13 @@ class ModalData(Protocol):
     """A DataModule that says whether it serves interactions (``mode``)."""
 
     mode: DataMode
+
+
+@runtime_checkable
+class UserIndexData(Protocol):
+    """A DataModule that reads the trained model's user order from a file (data-free mode)."""
+
+    user_index: str | None
 
 
 @runtime_checkable

@@ -10,15 +10,17 @@ passes and combine their gradients). Any task implementing
 
 from __future__ import annotations
 
+import os
 from abc import ABC, abstractmethod
 from pathlib import Path
-from typing import Any, Generic, Literal, TypeVar
+from typing import Any, Generic, Literal, TypeVar, cast
 
 import lightning.pytorch as pl
 import torch
 from lightning.pytorch.callbacks import Callback
 from torch import Tensor
 
+from lit_unlearn.datamodules.protocols import UserIndexData, conforms
 from lit_unlearn.unlearning.contract import UnlearnableTask, require_task
 
 TaskT = TypeVar("TaskT", bound=UnlearnableTask)
@@ -71,6 +73,32 @@ class UnlearningCallback(Callback, ABC, Generic[TaskT]):
             # Frozen before the strategy wraps the model (DDP must not wait for these grads).
             p.requires_grad_(id(p) in trainable)
         task.unlearning = self
+
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Refuse to start when a checkpoint output would land on the model being unlearned.
+
+        Checked after every callback's setup (checkpoint directories are resolved by then) and
+        before anything is saved. Paths are compared after resolving symlinks and relative
+        parts, so ``runs/x/../x/checkpoints`` or a linked folder is the same directory.
+        """
+        protected: dict[str, str] = {}
+        if self.checkpoint is not None:
+            protected["the checkpoint it unlearns"] = self.checkpoint
+        dm = getattr(trainer, "datamodule", None)
+        if conforms(dm, UserIndexData) and cast(UserIndexData, dm).user_index is not None:
+            protected["the user index it reads"] = str(cast(UserIndexData, dm).user_index)
+        for callback in trainer.checkpoint_callbacks:
+            dirpath = getattr(callback, "dirpath", None)
+            if dirpath is None:
+                continue
+            out = Path(os.path.realpath(dirpath))
+            for what, path in protected.items():
+                if Path(os.path.realpath(path)).parent == out:
+                    raise ValueError(
+                        f"{type(self).__name__}: {type(callback).__name__} saves into {out}, the "
+                        f"folder of {what} ({path}); its files (last.ckpt, best.ckpt...) could "
+                        "overwrite or prune it. Point the checkpoint dirpath elsewhere."
+                    )
 
     #: The task class the method needs (a subclass narrows it, e.g. to a RepresentationTask).
     task_kind: type = UnlearnableTask
