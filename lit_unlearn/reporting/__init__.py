@@ -1,6 +1,6 @@
 """One reporting path for audits and experiments: tables, plots, loggers and W&B.
 
-* :mod:`.tables`: Markdown (one rounding and missing-value rule) and CSV (full precision);
+* :mod:`.tables`: Markdown, one rounding and missing-value rule (CSVs keep full precision);
 * :mod:`.keys`: the metric-key scheme every logger and table uses;
 * :mod:`.plots`: matplotlib on the Agg backend, optional (``pip install lit-unlearn[plots]``);
 * :mod:`.tracking`: Lightning loggers and Weights & Biases runs (``WANDB_MODE=offline`` works).
@@ -8,7 +8,7 @@
 Plain pandas/matplotlib/wandb: importing this package imports neither lightning nor torch.
 """
 
-from lit_unlearn.reporting.keys import audit_key, ranking_key
-from lit_unlearn.reporting.tables import MISSING, format_cell, markdown_table, write_table
+from lit_unlearn.reporting.keys import audit_key
+from lit_unlearn.reporting.tables import MISSING, format_cell, markdown_table
 
-__all__ = ["MISSING", "audit_key", "format_cell", "markdown_table", "ranking_key", "write_table"]
+__all__ = ["MISSING", "audit_key", "format_cell", "markdown_table"]

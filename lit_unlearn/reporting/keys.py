@@ -1,7 +1,8 @@
 """The metric-key scheme: one spelling for every logged or tabulated number.
 
 * ranking: ``{stage}/{protocol}/{metric}@{k}``, e.g. ``test/sampled/ndcg@10`` (the protocol is
-  part of the key, so no number is logged without it);
+  part of the key, so no number is logged without it), built by
+  :func:`lit_unlearn.metrics.protocol_prefix`;
 * attribute audit: ``audit/{stage}/{attribute}/{attacker}/{metric}``, e.g.
   ``audit/fit_end/gender/mlp/balanced_accuracy``; the ``lit-unlearn audit`` subcommand audits
   at stage ``checkpoint``.
@@ -9,12 +10,7 @@
 
 from __future__ import annotations
 
-__all__ = ["audit_key", "ranking_key"]
-
-
-def ranking_key(stage: str, protocol: str, metric: str) -> str:
-    """``test/full/hr@10`` from ``("test", "full", "hr@10")``."""
-    return f"{stage}/{protocol}/{metric}"
+__all__ = ["audit_key"]
 
 
 def audit_key(stage: str, attribute: str, attacker: str, metric: str) -> str:

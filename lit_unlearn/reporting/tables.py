@@ -1,19 +1,18 @@
-"""Tables as GitHub Markdown (for people) and CSV (for re-analysis), rendered one way.
+"""Tables as GitHub Markdown, rendered one way (CSVs are written by pandas at full precision).
 
 Every Markdown table in the package goes through :func:`markdown_table`: floats to ``digits``
-decimals, NaN and None as :data:`MISSING`, everything else as ``str``. CSVs keep full precision.
+decimals, NaN and None as :data:`MISSING`, everything else as ``str``.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-__all__ = ["MISSING", "format_cell", "markdown_table", "write_table"]
+__all__ = ["MISSING", "format_cell", "markdown_table"]
 
 #: How a missing value (NaN, None) is shown in Markdown.
 MISSING = "-"
@@ -60,29 +59,3 @@ def markdown_table(
         for row in data.itertuples(index=False)
     ]
     return "\n".join([head, rule, *body])
-
-
-def write_table(
-    frame: pd.DataFrame,
-    out_dir: str | Path,
-    stem: str,
-    title: str | None = None,
-    notes: Sequence[str] = (),
-    digits: int = 3,
-    index: bool = False,
-) -> tuple[Path, Path]:
-    """Write ``stem.csv`` (full precision) and ``stem.md`` (title, notes, the table).
-
-    Returns:
-        The paths of the Markdown and CSV files.
-    """
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    csv_path, md_path = out / f"{stem}.csv", out / f"{stem}.md"
-    frame.to_csv(csv_path, index=index)
-    parts = [f"# {title}", ""] if title else []
-    if notes:
-        parts += [*notes, ""]
-    parts.append(markdown_table(frame, digits=digits, index=index))
-    md_path.write_text("\n".join(parts) + "\n", encoding="utf-8")
-    return md_path, csv_path

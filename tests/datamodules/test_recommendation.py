@@ -137,3 +137,11 @@ def test_ratio_split_and_balance() -> None:
     codes = dm.user_attributes.codes["gender"]
     assert abs(int((codes == 0).sum()) - int((codes == 1).sum())) <= 2
     assert len(dm.split.test) >= dm.num_users
+
+
+def test_user_index_reads_the_key_lightning_stores_the_datamodule_under() -> None:
+    from lit_unlearn.datamodules import RecommendationData
+    from lit_unlearn.datamodules.index import STATE_KEY
+
+    # Lightning files a DataModule's state_dict under its class's __qualname__.
+    assert RecommendationData.__qualname__ == STATE_KEY
