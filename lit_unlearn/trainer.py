@@ -1,4 +1,4 @@
-"""A Lightning Trainer with one more entry point: ``audit`` (attribute inference on a model).
+"""A Lightning Trainer with one more entry point: ``audit`` (what a saved model still reveals).
 
 LightningCLI turns every Trainer method listed in its ``subcommands`` into a subcommand, so
 ``lit-unlearn audit --config ... --ckpt_path model.ckpt`` runs the attackers on a saved model.
@@ -23,9 +23,13 @@ class UnlearnTrainer(pl.Trainer):
         seed: int = 0,
         output_dir: str | None = None,
     ) -> list[dict[str, object]]:
-        """Attribute-inference audit of a (saved) model's user representation.
+        """Audit a (saved) model: attribute inference for recommenders, A_r/A_f/MIA for classifiers.
 
-        Runs :class:`~lit_unlearn.attacks.callback.AttributeAudit` at stage ``checkpoint``: each
+        A classifier task (one with ``predict_logits``) is audited by
+        :class:`~lit_unlearn.attacks.class_audit.ClassAudit` at stage ``checkpoint``: A_r, A_f,
+        per-class accuracy and, in data-dependent mode, the entropy MIA; the model outputs are
+        exported as ``class_outputs_checkpoint.npz`` for outside audits (``attributes`` and
+        ``attackers`` do not apply). A recommender: runs :class:`~lit_unlearn.attacks.callback.AttributeAudit` at stage ``checkpoint``: each
         attacker trains on the shadow users' representations and is measured on the rest; the
         table (accuracy, balanced accuracy, micro-F1, AUC, chance, majority baseline) is printed,
         logged as ``audit/checkpoint/{attribute}/{attacker}/{metric}`` and written as
@@ -45,6 +49,8 @@ class UnlearnTrainer(pl.Trainer):
         """
         from lit_unlearn.attacks.callback import AttributeAudit
 
+        if hasattr(model, "predict_logits"):
+            return self._audit_classifier(model, datamodule, ckpt_path, seed, output_dir)
         if ckpt_path is not None:
             ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
             model.load_state_dict(ckpt["state_dict"])
@@ -68,3 +74,29 @@ class UnlearnTrainer(pl.Trainer):
         )
         results = audit.run(self, model, stage="checkpoint")
         return [r.as_dict() for r in results]
+
+    def _audit_classifier(
+        self,
+        model: pl.LightningModule,
+        datamodule: pl.LightningDataModule,
+        ckpt_path: str | None,
+        seed: int,
+        output_dir: str | None,
+    ) -> list[dict[str, object]]:
+        from lit_unlearn.attacks.class_audit import ClassAudit
+
+        datamodule.setup("test")
+        if ckpt_path is not None:
+            ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+            dm_state = ckpt.get(type(datamodule).__qualname__)
+            if dm_state:
+                datamodule.load_state_dict(dm_state)  # refuses another label set
+            restore = getattr(model, "restore_weights", model.load_state_dict)
+            restore(ckpt["state_dict"])  # a checkpoint of another model: a clear ValueError
+        model.trainer = self
+        self.datamodule = datamodule
+        model.setup("test")
+        audit = ClassAudit(export=True, seed=seed, save_dir=output_dir or (self.log_dir or "."),
+                           verbose=True)
+        result = audit.run(self, model, stage="checkpoint")
+        return [{"metric": k, "value": v} for k, v in result.items()]

@@ -1,0 +1,14 @@
+"""Class unlearning in image classifiers: forget whole classes of a trained model.
+
+The substrate (shared layers): the task :class:`~lit_unlearn.tasks.ClassificationTask`, the
+backbones :mod:`lit_unlearn.models.classifiers`, the data
+:class:`~lit_unlearn.datamodules.ClassificationData` (forget classes, data-dependent and
+source-free modes) and the audit :class:`~lit_unlearn.attacks.class_audit.ClassAudit`
+(A_r, A_f, MIA). This family holds the methods: Retrain is plain training with
+``data.train_on: retain``; :mod:`.finetune` continues on the retain classes. The comparison
+table (Original / Retrain / Fine-tune): :mod:`.experiment`.
+"""
+
+from lit_unlearn.methods.class_unlearning.finetune import FineTune
+
+__all__ = ["FineTune"]
