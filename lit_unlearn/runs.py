@@ -16,7 +16,7 @@ import lightning.pytorch as pl
 from lit_unlearn.datamodules import RecommendationData
 from lit_unlearn.tasks import RecommenderTask
 
-__all__ = ["bare_trainer", "build_callbacks", "cli_objects", "import_object"]
+__all__ = ["bare_trainer", "build_callbacks", "cli_objects", "cli_run_objects", "import_object"]
 
 
 def cli_objects(
@@ -31,15 +31,30 @@ def cli_objects(
     Raises:
         TypeError: The configs do not describe a RecommenderTask and a RecommendationData.
     """
+    model, data, _ = cli_run_objects(configs, extra, RecommenderTask, RecommendationData)
+    return model, data
+
+
+def cli_run_objects(
+    configs: Sequence[str], extra: Sequence[str], model_kind: type, data_kind: type
+) -> tuple[Any, Any, pl.Trainer]:
+    """Model, data and trainer of ``lit-unlearn fit --config ...`` (logger off), type-checked.
+
+    The seed (``seed_everything``) is applied before the model is built, as the CLI does.
+
+    Raises:
+        TypeError: The configs do not describe a ``model_kind`` and a ``data_kind``.
+    """
     from lit_unlearn.cli import build_cli  # the CLI imports every experiment-facing module
 
     args = [a for c in configs for a in ("--config", c)] + list(extra) + ["--trainer.logger=false"]
     cli = build_cli(args, run=False)
-    if not isinstance(cli.model, RecommenderTask) or not isinstance(
-        cli.datamodule, RecommendationData
-    ):
-        raise TypeError("the configs must give a RecommenderTask and a RecommendationData")
-    return cli.model, cli.datamodule
+    if not isinstance(cli.model, model_kind) or not isinstance(cli.datamodule, data_kind):
+        raise TypeError(
+            f"the configs must give a {model_kind.__name__} and a {data_kind.__name__}, got "
+            f"{type(cli.model).__name__} and {type(cli.datamodule).__name__}"
+        )
+    return cli.model, cli.datamodule, cli.trainer
 
 
 def bare_trainer(

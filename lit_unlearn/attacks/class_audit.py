@@ -36,13 +36,14 @@ import lightning.pytorch as pl
 import numpy as np
 import pandas as pd
 import torch
+from torch import Tensor
 from lightning.pytorch.callbacks import Callback
 
 from lit_unlearn.attacks.membership import entropy_mia
 from lit_unlearn.reporting.tables import markdown_table
 from lit_unlearn.reporting.tracking import log_metrics
 
-__all__ = ["ClassAudit", "ClassAuditStage"]
+__all__ = ["ClassAudit", "ClassAuditStage", "audit_classifier"]
 
 ClassAuditStage = Literal["fit_start", "fit_end", "test_end"]
 _STAGES: tuple[str, ...] = ("fit_start", "fit_end", "test_end")
@@ -114,31 +115,7 @@ class ClassAudit(Callback):
         if not hasattr(pl_module, "predict_logits") or not hasattr(pl_module, "summarize"):
             raise TypeError(f"ClassAudit audits a ClassificationTask, got {type(pl_module).__name__}")
         assert dm is not None
-        start = time.perf_counter()
-        outputs: dict[str, Any] = {}
-
-        def predict(part: str, classes: str = "all") -> tuple[Any, Any, Any]:
-            loader = dm.loader(part, classes, device=pl_module.device, shard=False)
-            return pl_module.predict_logits(loader)
-
-        test_logits, test_labels, test_ids = predict("test")
-        outputs["test"] = (test_logits, test_labels, test_ids)
-        k = int(test_logits.shape[1])
-        pred = test_logits.argmax(dim=1)
-        correct = torch.bincount(test_labels, weights=(pred == test_labels).long(), minlength=k)
-        total = torch.bincount(test_labels, minlength=k)
-        result = dict(pl_module.summarize(correct.long(), total))
-        forget = list(dm.forget_class_indices)
-        if self.mia and dm.has_training_data and forget:
-            train_logits, train_labels, train_ids = predict("train")
-            outputs["train"] = (train_logits, train_labels, train_ids)
-            is_forget = torch.isin(train_labels, torch.tensor(forget))
-            mia = entropy_mia(
-                train_logits[~is_forget], test_logits, train_logits[is_forget], seed=self.seed
-            )
-            result["MIA"] = mia.mia
-            result["MIA_attack_bacc"] = mia.attack_train_accuracy
-        result["seconds"] = time.perf_counter() - start
+        result, outputs = audit_classifier(pl_module, dm, mia=self.mia, seed=self.seed)
         self.results[stage] = result
         if trainer.is_global_zero:
             log_metrics(
@@ -176,6 +153,50 @@ class ClassAudit(Callback):
             arrays[f"{split}_labels"] = labels.numpy()
             arrays[f"{split}_ids"] = ids.numpy()
         np.savez_compressed(Path(out_dir) / f"class_outputs_{stage}.npz", **arrays)
+
+
+def audit_classifier(
+    task: Any, dm: Any, mia: bool = True, seed: int = 0
+) -> tuple[dict[str, float], dict[str, tuple[Tensor, Tensor, Tensor]]]:
+    """A_r, A_f, per-class accuracy and (with training data and forget classes) the MIA.
+
+    Args:
+        task: A :class:`~lit_unlearn.tasks.ClassificationTask` (``predict_logits``,
+            ``summarize``).
+        dm: Its :class:`~lit_unlearn.datamodules.ClassificationData` (set up or not).
+        mia: Compute the entropy MIA when the training split is loaded.
+        seed: Seed of the MIA's logistic regression.
+
+    Returns:
+        The numbers (``seconds``: the audit's wall time) and the outputs measured, per split:
+        ``(logits, labels, ids)``.
+    """
+    start = time.perf_counter()
+    outputs: dict[str, tuple[Tensor, Tensor, Tensor]] = {}
+
+    def predict(part: str) -> tuple[Tensor, Tensor, Tensor]:
+        loader = dm.loader(part, "all", device=task.device, shard=False)
+        out: tuple[Tensor, Tensor, Tensor] = task.predict_logits(loader)
+        outputs[part] = out
+        return out
+
+    test_logits, test_labels, _ = predict("test")
+    k = int(test_logits.shape[1])
+    hit = (test_logits.argmax(dim=1) == test_labels).long()
+    correct = torch.bincount(test_labels, weights=hit, minlength=k).long()
+    total = torch.bincount(test_labels, minlength=k)
+    result = dict(task.summarize(correct, total))
+    forget = list(dm.forget_class_indices)
+    if mia and dm.has_training_data and forget:
+        train_logits, train_labels, _ = predict("train")
+        is_forget = torch.isin(train_labels, torch.tensor(forget))
+        attack = entropy_mia(
+            train_logits[~is_forget], test_logits, train_logits[is_forget], seed=seed
+        )
+        result["MIA"] = attack.mia
+        result["MIA_attack_bacc"] = attack.attack_train_accuracy
+    result["seconds"] = time.perf_counter() - start
+    return result, outputs
 
 
 def _frame(result: dict[str, float]) -> pd.DataFrame:
