@@ -29,15 +29,19 @@ class UnlearnTrainer(pl.Trainer):
         :class:`~lit_unlearn.attacks.class_audit.ClassAudit` at stage ``checkpoint``: A_r, A_f,
         per-class accuracy and, in data-dependent mode, the entropy MIA; the model outputs are
         exported as ``class_outputs_checkpoint.npz`` for outside audits (``attributes`` and
-        ``attackers`` do not apply). A recommender: runs :class:`~lit_unlearn.attacks.callback.AttributeAudit` at stage ``checkpoint``: each
-        attacker trains on the shadow users' representations and is measured on the rest; the
-        table (accuracy, balanced accuracy, micro-F1, AUC, chance, majority baseline) is printed,
+        ``attackers`` do not apply).
+
+        A recommender: :class:`~lit_unlearn.attacks.callback.AttributeAudit` runs at stage
+        ``checkpoint``: each attacker trains on the shadow users' representations and is
+        measured on the rest; the table (accuracy, balanced accuracy, micro-F1, AUC, chance,
+        majority baseline) is printed,
         logged as ``audit/checkpoint/{attribute}/{attacker}/{metric}`` and written as
         ``audit_checkpoint.md`` / ``.csv``.
 
         Args:
-            model: The task (must provide ``user_representation()``).
-            datamodule: Data providing ``user_attributes`` (data-free mode works).
+            model: The task (``user_representation()`` or, classifiers, ``predict_logits``).
+            datamodule: Data providing ``user_attributes`` (data-free mode works), or a
+                ``ClassificationData``.
             ckpt_path: Checkpoint whose weights are audited (None: the model as configured).
             attributes: Attributes to audit (default: all the data encodes).
             attackers: Attacker names, ``mlp`` and/or ``xgboost`` (default both).
@@ -96,7 +100,8 @@ class UnlearnTrainer(pl.Trainer):
         model.trainer = self
         self.datamodule = datamodule
         model.setup("test")
-        audit = ClassAudit(export=True, seed=seed, save_dir=output_dir or (self.log_dir or "."),
-                           verbose=True)
+        audit = ClassAudit(
+            export=True, seed=seed, save_dir=output_dir or (self.log_dir or "."), verbose=True
+        )
         result = audit.run(self, model, stage="checkpoint")
         return [{"metric": k, "value": v} for k, v in result.items()]

@@ -36,8 +36,8 @@ import lightning.pytorch as pl
 import numpy as np
 import pandas as pd
 import torch
-from torch import Tensor
 from lightning.pytorch.callbacks import Callback
+from torch import Tensor
 
 from lit_unlearn.attacks.membership import entropy_mia
 from lit_unlearn.reporting.tables import markdown_table
@@ -99,7 +99,9 @@ class ClassAudit(Callback):
             self.run(trainer, pl_module, "test_end")
 
     # ------------------------------------------------------------------ the audit
-    def run(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> dict[str, float]:
+    def run(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str
+    ) -> dict[str, float]:
         """Audit ``pl_module`` now; log, write and return the numbers.
 
         Raises:
@@ -113,13 +115,16 @@ class ClassAudit(Callback):
                     f"got {type(dm).__name__}"
                 )
         if not hasattr(pl_module, "predict_logits") or not hasattr(pl_module, "summarize"):
-            raise TypeError(f"ClassAudit audits a ClassificationTask, got {type(pl_module).__name__}")
+            raise TypeError(
+                f"ClassAudit audits a ClassificationTask, got {type(pl_module).__name__}"
+            )
         assert dm is not None
         result, outputs = audit_classifier(pl_module, dm, mia=self.mia, seed=self.seed)
         self.results[stage] = result
         if trainer.is_global_zero:
             log_metrics(
-                trainer.loggers, {f"audit/{stage}/{k}": v for k, v in result.items()},
+                trainer.loggers,
+                {f"audit/{stage}/{k}": v for k, v in result.items()},
                 step=trainer.global_step,
             )
             out_dir = self.save_dir or trainer.log_dir or "."
@@ -144,7 +149,7 @@ class ClassAudit(Callback):
 
     @staticmethod
     def _export(out_dir: str, stage: str, outputs: dict[str, Any], dm: Any) -> None:
-        arrays: dict[str, np.ndarray] = {
+        arrays: dict[str, Any] = {
             "class_names": np.asarray(dm.class_names),
             "forget_classes": np.asarray(dm.forget_class_indices, dtype=np.int64),
         }

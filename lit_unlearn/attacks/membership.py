@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["MIAResult", "softmax_entropy", "entropy_mia"]
+__all__ = ["MIAResult", "entropy_mia", "softmax_entropy"]
 
 
 def softmax_entropy(logits: Tensor) -> Tensor:

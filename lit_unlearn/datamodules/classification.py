@@ -30,7 +30,7 @@ from lit_unlearn.datamodules.images.base import ImageSet, ImageSource
 from lit_unlearn.datamodules.loaders import ShardedIndexSampler, TensorBatchLoader
 from lit_unlearn.datamodules.schema import DataFormatError
 
-__all__ = ["ClassMode", "ClassificationData", "ClassSubset", "EvalPart"]
+__all__ = ["ClassMode", "ClassSubset", "ClassificationData", "EvalPart"]
 
 logger = logging.getLogger(__name__)
 
@@ -105,9 +105,7 @@ class ClassificationData(pl.LightningDataModule):
         if train_on not in ("all", "retain"):
             raise ValueError(f"train_on must be 'all' or 'retain', got {train_on!r}")
         if batch_size < 1 or eval_batch_size < 1:
-            raise ValueError(
-                f"batch sizes must be >= 1, got {batch_size} and {eval_batch_size}"
-            )
+            raise ValueError(f"batch sizes must be >= 1, got {batch_size} and {eval_batch_size}")
         if not 0.0 <= val_fraction < 1.0:
             raise ValueError(f"val_fraction must lie in [0, 1), got {val_fraction}")
         self.source = source
@@ -147,9 +145,7 @@ class ClassificationData(pl.LightningDataModule):
         if self.mode == "data_dependent":
             train = self.source.load("train")
             if train.class_names != test.class_names:
-                raise DataFormatError(
-                    f"{self.source.name}: train and test name different classes"
-                )
+                raise DataFormatError(f"{self.source.name}: train and test name different classes")
             if train.image_shape != test.image_shape:
                 raise DataFormatError(
                     f"{self.source.name}: train images are {train.image_shape}, test images "
@@ -264,8 +260,10 @@ class ClassificationData(pl.LightningDataModule):
         ids = torch.arange(n, dtype=torch.int64)
         try:
             self._synthetic = ImageSet(
-                images.detach().to("cpu", torch.float32), labels.to("cpu", torch.int64),
-                self.class_names, ids,
+                images.detach().to("cpu", torch.float32),
+                labels.to("cpu", torch.int64),
+                self.class_names,
+                ids,
             )
         except DataFormatError as err:
             raise ValueError(f"synthetic samples do not fit: {err}") from err

@@ -52,6 +52,9 @@ class ClassificationTask(UnlearnableTask):
     """
 
     model: Classifier
+    input_mean: Tensor
+    input_std: Tensor
+    input_stats_set: Tensor
 
     def __init__(
         self,

@@ -42,7 +42,9 @@ class ImageSet:
 
     def __post_init__(self) -> None:
         if self.images.dim() != 4:
-            raise DataFormatError(f"images must be [N, C, H, W], got shape {tuple(self.images.shape)}")
+            raise DataFormatError(
+                f"images must be [N, C, H, W], got shape {tuple(self.images.shape)}"
+            )
         if self.images.dtype not in (torch.uint8, torch.float32):
             raise DataFormatError(f"images must be uint8 or float32, got {self.images.dtype}")
         n = int(self.images.shape[0])
@@ -62,8 +64,11 @@ class ImageSet:
         if (
             n
             and self.images.dtype == torch.float32
-            and (not bool(torch.isfinite(self.images).all()) or float(self.images.min()) < 0
-                 or float(self.images.max()) > 1)
+            and (
+                not bool(torch.isfinite(self.images).all())
+                or float(self.images.min()) < 0
+                or float(self.images.max()) > 1
+            )
         ):
             raise DataFormatError("float32 images must be finite and lie in [0, 1]")
 

@@ -25,7 +25,7 @@ from lit_unlearn.datamodules.images.base import ImageSet, ImageSource, Split
 from lit_unlearn.datamodules.schema import DataFormatError
 from lit_unlearn.datamodules.sources.base import DataNotFoundError
 
-__all__ = ["MNIST5k", "Digits", "bundled_split"]
+__all__ = ["Digits", "MNIST5k", "bundled_split"]
 
 
 def bundled_split(labels: np.ndarray, split: Split, test_fraction: float, seed: int) -> np.ndarray:

@@ -260,17 +260,14 @@ def write_report(
     """``results.csv``, ``summary.csv`` and ``report.md`` (percentages, mean +- sd)."""
     results.to_csv(out / "results.csv", index=False)
     summary.to_csv(out / "summary.csv")
-    shown = pd.DataFrame(
-        {
-            "method": summary.index,
-            "A_r (%)": [_cell(r.A_r, r.A_r_sd, 100, 2) for r in summary.itertuples()],
-            "A_f (%)": [_cell(r.A_f, r.A_f_sd, 100, 2) for r in summary.itertuples()],
-            "MIA (%)": [_cell(r.MIA, r.MIA_sd, 100, 2) for r in summary.itertuples()],
-            "time (s)": [_cell(r.unlearn_s, r.unlearn_s_sd, 1, 1) for r in summary.itertuples()],
-            "time + eval (s)": [_cell(r.total_s, r.total_s_sd, 1, 1) for r in summary.itertuples()],
-            "runs": summary["runs"].tolist(),
-        }
-    )
+    columns = {"A_r (%)": ("A_r", 100, 2), "A_f (%)": ("A_f", 100, 2), "MIA (%)": ("MIA", 100, 2),
+               "time (s)": ("unlearn_s", 1, 1), "time + eval (s)": ("total_s", 1, 1)}  # fmt: skip
+    shown = pd.DataFrame({"method": summary.index})
+    for title, (metric, scale, digits) in columns.items():
+        means = summary[metric].astype(float).tolist()
+        sds = summary[f"{metric}_sd"].astype(float).tolist()
+        shown[title] = [_cell(m, s, scale, digits) for m, s in zip(means, sds, strict=True)]
+    shown["runs"] = summary["runs"].tolist()
     requests = "; ".join(",".join(str(c) for c in r) for r in config.forget_classes)
     text = [
         f"# Class unlearning: {', '.join(NAMES[m] for m in config.methods)}",

@@ -57,7 +57,9 @@ class FineTune(UnlearningCallback[ClassificationTask]):
                 f"(the DataModule serves {getattr(dm, 'train_on', '?')!r} classes)"
             )
         if stage == "fit" and getattr(dm, "mode", "data_dependent") != "data_dependent":
-            raise ValueError("FineTune needs the retain training data: set data.mode=data_dependent")
+            raise ValueError(
+                "FineTune needs the retain training data: set data.mode=data_dependent"
+            )
         super().setup(trainer, pl_module, stage)
 
     def configure_optimizer(self, task: ClassificationTask) -> torch.optim.Optimizer:
