@@ -21,7 +21,8 @@ The table YAML::
     seeds: [0, 1, 2]
     forget_classes: [[0], [3], [7]]  # each entry one request (indices or names)
     methods: [original, retrain, finetune]
-    finetune: {epochs: 5, lr: 0.01, optimizer: sgd}
+    finetune:                      # one Fine-tune row per entry
+      - {name: Fine-tune, epochs: 5, lr: 0.01, optimizer: sgd}
     out: runs/class_unlearning_digits
     wandb_project: null
 """
@@ -64,8 +65,9 @@ class TableConfigError(ValueError):
 
 @dataclass(frozen=True)
 class FineTuneSettings:
-    """Fine-tune's schedule (the callback's arguments plus its number of epochs)."""
+    """One Fine-tune row: the callback's arguments, its number of epochs and the row's name."""
 
+    name: str = "Fine-tune"
     epochs: int = 5
     lr: float = 0.01
     optimizer: Literal["adam", "sgd"] = "sgd"
@@ -83,7 +85,7 @@ class TableConfig:
     forget_classes: list[list[int | str]] = field(default_factory=lambda: [[0]])
     methods: list[str] = field(default_factory=lambda: list(METHODS))
     overrides: list[str] = field(default_factory=list)
-    finetune: FineTuneSettings = field(default_factory=FineTuneSettings)
+    finetune: list[FineTuneSettings] = field(default_factory=lambda: [FineTuneSettings()])
     wandb_project: str | None = None
 
 
@@ -122,12 +124,17 @@ def load_table(
         raise TableConfigError(
             f"{path}: 'forget_classes' must be a non-empty list of non-empty class lists"
         )
+    specs = raw.get("finetune") or [{}]
     try:
-        finetune = FineTuneSettings(**(raw.get("finetune") or {}))
+        finetune = [
+            FineTuneSettings(**spec) for spec in (specs if isinstance(specs, list) else [specs])
+        ]
     except TypeError as err:
         raise TableConfigError(f"{path}: finetune: {err}") from err
-    if finetune.epochs < 1:
-        raise TableConfigError(f"{path}: finetune.epochs must be >= 1")
+    if any(f.epochs < 1 for f in finetune):
+        raise TableConfigError(f"{path}: finetune epochs must be >= 1")
+    if len({f.name for f in finetune}) != len(finetune):
+        raise TableConfigError(f"{path}: finetune rows need distinct names")
     chosen_seeds = list(seeds) if seeds else [int(s) for s in raw.get("seeds") or [0]]
     return TableConfig(
         configs=configs,
@@ -168,7 +175,7 @@ def _row(
     method: str, seed: int, forget: list[int | str], seconds: float, audit: dict[str, float]
 ) -> dict[str, Any]:
     return {
-        "method": NAMES[method],
+        "method": NAMES.get(method, method),
         "seed": seed,
         "forget": ",".join(str(c) for c in forget),
         "A_r": audit.get("A_r"),
@@ -206,13 +213,13 @@ def run(config: TableConfig) -> pd.DataFrame:
                 seconds = _timed_fit(task, dm_r, bare_trainer(epochs))
                 audit, _ = audit_classifier(task, dm, seed=seed)
                 rows.append(_row("retrain", seed, forget, seconds, audit))
-            if "finetune" in config.methods:
+            for settings in config.finetune if "finetune" in config.methods else []:
                 task, dm_r, _ = _objects(config, seed, forget, "retain")
-                ft = FineTune(checkpoint=str(ckpt), **_finetune_args(config.finetune))
-                trainer = bare_trainer(config.finetune.epochs, callbacks=[ft])
+                ft = FineTune(checkpoint=str(ckpt), **_finetune_args(settings))
+                trainer = bare_trainer(settings.epochs, callbacks=[ft])
                 seconds = _timed_fit(task, dm_r, trainer)
                 audit, _ = audit_classifier(task, dm, seed=seed)
-                rows.append(_row("finetune", seed, forget, seconds, audit))
+                rows.append(_row(settings.name, seed, forget, seconds, audit))
             pd.DataFrame(rows).to_csv(out / "results.csv", index=False)  # partial results survive
     results = pd.DataFrame(rows)
     summary = summarize(results)
@@ -230,12 +237,13 @@ def run(config: TableConfig) -> pd.DataFrame:
 def _finetune_args(settings: FineTuneSettings) -> dict[str, Any]:
     args = asdict(settings)
     args.pop("epochs")
+    args.pop("name")
     return args
 
 
 def summarize(results: pd.DataFrame) -> pd.DataFrame:
     """Mean and sd of every metric per method, over seeds and requests (method order kept)."""
-    order = [NAMES[m] for m in METHODS if NAMES[m] in set(results["method"])]
+    order = list(dict.fromkeys(results["method"]))  # first-seen order: Original, Retrain, ...
     grouped = results.groupby("method", sort=False)[list(METRICS)]
     mean, sd = grouped.mean(), grouped.std(ddof=1)
     table = pd.DataFrame(index=order)
@@ -270,11 +278,15 @@ def write_report(
     shown["runs"] = summary["runs"].tolist()
     requests = "; ".join(",".join(str(c) for c in r) for r in config.forget_classes)
     text = [
-        f"# Class unlearning: {', '.join(NAMES[m] for m in config.methods)}",
+        "# Class unlearning: " + ", ".join(summary.index),
         "",
         f"Configs: {', '.join(config.configs)}; overrides: {config.overrides or 'none'}.",
         f"Seeds {config.seeds} x forgetting requests [{requests}]; mean +- sd over all runs.",
-        f"Fine-tune: {config.finetune}.",
+        *(
+            f"{f.name}: {f.epochs} epochs {f.optimizer} lr {f.lr} momentum {f.momentum} "
+            f"weight decay {f.weight_decay} on the retain classes."
+            for f in config.finetune
+        ),
         "",
         "A_r / A_f: test accuracy pooled over the retain / forget classes' test images. "
         "MIA: SSD's entropy attack (logistic regression, balanced classes, retain-train "
