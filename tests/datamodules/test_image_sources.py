@@ -22,11 +22,15 @@ from lit_unlearn.datamodules.download import ArchiveSpec, DownloadError
 from lit_unlearn.datamodules.images import CIFAR10, CIFAR100, ImageFolder, ImageSet, Split
 from lit_unlearn.datamodules.schema import DataFormatError
 from lit_unlearn.datamodules.sources.base import DataNotFoundError
+from tests.datamodules.cifar_files import (
+    COARSE_OF_FINE,
+    batch,
+    dump,
+    rows,
+    write_cifar10,
+    write_cifar100,
+)
 
-CIFAR10_NAMES = [b"airplane", b"automobile", b"bird", b"cat", b"deer"]
-FINE_NAMES = [b"apple", b"aquarium_fish", b"baby", b"bear"]
-COARSE_NAMES = [b"fruit", b"fish", b"people"]
-COARSE_OF_FINE = [0, 1, 2, 2]
 CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
 CIFAR10_MD5 = "c58f30108f718f92721af3b95e74349a"
 CIFAR100_URL = "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz"
@@ -42,65 +46,8 @@ def _no_network(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 # ---------------------------------------------------------------------------------------------
-# Tiny CIFAR folders in the official format
+# Archives and downloads of the tiny CIFAR folders (written by tests/datamodules/cifar_files.py)
 # ---------------------------------------------------------------------------------------------
-
-
-def dump(path: Path, obj: object) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("wb") as f:
-        pickle.dump(obj, f)
-
-
-def rows(n: int, start: int) -> np.ndarray:
-    """``n`` rows of 3072 bytes; row ``i`` has ``start + i`` at R plane (0, 0) to tell rows apart
-    and 200 at green, row 5, column 7 (byte 1024 + 5 * 32 + 7) to check the plane layout."""
-    data = np.zeros((n, 3072), dtype=np.uint8)
-    data[:, 0] = np.arange(start, start + n)
-    data[:, 1024 + 5 * 32 + 7] = 200
-    return data
-
-
-def batch(data: np.ndarray, labels: list[int], key: bytes = b"labels") -> dict[bytes, Any]:
-    return {
-        b"batch_label": b"tiny batch",
-        key: labels,
-        b"data": data,
-        b"filenames": [f"img_{i}.png".encode() for i in range(len(labels))],
-    }
-
-
-def write_cifar10(root: Path, per_batch: int = 2, n_test: int = 3) -> Path:
-    """``root/cifar-10-batches-py`` with 5 train batches of ``per_batch`` and a test batch."""
-    folder = root / "cifar-10-batches-py"
-    k = len(CIFAR10_NAMES)
-    for b in range(5):
-        start = b * per_batch
-        labels = [(start + i) % k for i in range(per_batch)]
-        dump(folder / f"data_batch_{b + 1}", batch(rows(per_batch, start), labels))
-    dump(folder / "test_batch", batch(rows(n_test, 100), [(i + 1) % k for i in range(n_test)]))
-    dump(
-        folder / "batches.meta",
-        {b"num_cases_per_batch": per_batch, b"label_names": CIFAR10_NAMES, b"num_vis": 3072},
-    )
-    return folder
-
-
-def cifar100_batch(data: np.ndarray, fine: list[int]) -> dict[bytes, Any]:
-    out = batch(data, fine, b"fine_labels")
-    out[b"coarse_labels"] = [COARSE_OF_FINE[f] for f in fine]
-    return out
-
-
-def write_cifar100(root: Path, n_train: int = 4, n_test: int = 3) -> Path:
-    folder = root / "cifar-100-python"
-    k = len(FINE_NAMES)
-    dump(folder / "train", cifar100_batch(rows(n_train, 0), [i % k for i in range(n_train)]))
-    dump(
-        folder / "test", cifar100_batch(rows(n_test, 100), [(k - 1 - i) % k for i in range(n_test)])
-    )
-    dump(folder / "meta", {b"fine_label_names": FINE_NAMES, b"coarse_label_names": COARSE_NAMES})
-    return folder
 
 
 def make_tar_gz(path: Path, folder: Path) -> Path:
