@@ -68,6 +68,17 @@ def test_counts_accumulate_over_batches_and_reset() -> None:
     assert metric.counts()[1].tolist() == [0] * K
 
 
+def test_update_replaces_states_instead_of_writing_into_them() -> None:
+    # Under CPU ddp_spawn the initial state tensors live in memory shared by every process
+    # (Lightning un-shares only parameters and buffers): an in-place `+=` would pool all ranks'
+    # counts into one tensor. The DDP test below checks the outcome; this checks the cause fast.
+    metric = ClassAccuracy(K)
+    before_correct, before_total = metric.correct, metric.total
+    metric.update(torch.tensor(PREDS), torch.tensor(LABELS))
+    assert before_correct.tolist() == [0] * K and before_total.tolist() == [0] * K
+    assert metric.total.tolist() == TOTAL
+
+
 def test_argmax_ties_take_the_first_class() -> None:
     metric = ClassAccuracy(3)
     metric.update(torch.zeros(2, 3), torch.tensor([0, 1]))  # argmax of equal logits is 0
