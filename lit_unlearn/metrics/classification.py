@@ -50,8 +50,13 @@ class ClassAccuracy(Metric):
         """Count a batch: ``logits [B, K]`` (or predicted labels ``[B]``) against ``labels``."""
         pred = logits.argmax(dim=1) if logits.dim() == 2 else logits
         hit = (pred == labels).long()
-        self.correct += torch.bincount(labels, weights=hit, minlength=self.num_classes).long()
-        self.total += torch.bincount(labels, minlength=self.num_classes)
+        # Out of place (as RankingMetrics): CPU ddp_spawn passes the module through shared
+        # memory and Lightning un-shares only parameters and buffers, so `+=` on these states
+        # would add every rank's counts into one tensor that all processes see.
+        self.correct = (
+            self.correct + torch.bincount(labels, weights=hit, minlength=self.num_classes).long()
+        )
+        self.total = self.total + torch.bincount(labels, minlength=self.num_classes)
 
     def compute(self) -> Tensor:
         """Per-class accuracy ``[K]`` (NaN for a class without samples)."""
