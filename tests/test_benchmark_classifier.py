@@ -26,15 +26,23 @@ ROW_KEYS = {
     "lit",
     "ratio",
     "fit_ratio",
+    "ratio_min_epoch",
+    "ratio_cpu_time",
+    "ratio_median_step",
     "overhead_ms_per_step",
     "max_abs_mean_loss_diff",
 }
 SIDE_KEYS = {
     "epoch_s",
+    "epoch_cpu_s",
     "fit_s",
+    "step_s",
     "mean_loss",
     "steps",
     "median_epoch_s",
+    "min_epoch_s",
+    "median_epoch_cpu_s",
+    "median_step_s",
     "median_fit_s",
     "images_per_s",
 }
@@ -74,6 +82,7 @@ def test_main_on_tiny_sizes_writes_json_and_markdown(tmp_path: Path) -> None:
             assert set(row[side]) >= SIDE_KEYS
             assert len(row[side]["epoch_s"]) == 1 and row[side]["steps"] == [steps]
             assert row[side]["images_per_s"] > 0
+            assert [len(s) for s in row[side]["step_s"]] == [steps]  # one interval per step
         assert row["ratio"] > 0
         # Same init, data order and optimiser: the two contenders compute the same losses.
         assert row["max_abs_mean_loss_diff"] < 1e-4
