@@ -75,3 +75,10 @@ def test_tiny_table_end_to_end(tmp_path: Path) -> None:
     assert summary.loc["Retrain", "runs"] == 2
     report = (out / "report.md").read_text()
     assert "| Retrain |" in report and "entropy" in report
+    # --render rebuilds the report from results.csv alone (same summary, no training).
+    (out / "report.md").unlink()
+    main(["--config", str(path), "--render"])
+    assert "| Retrain |" in (out / "report.md").read_text()
+    pd.testing.assert_frame_equal(pd.read_csv(out / "summary.csv", index_col=0), summary)
+    with pytest.raises(TableConfigError, match="does not exist"):
+        main(["--config", str(path), "--render", "--out", str(tmp_path / "empty")])
