@@ -123,8 +123,16 @@ class ClassificationTask(UnlearnableTask):
         """Check the backbone fits ``dm`` and take its class names, C_f and input statistics.
 
         Raises:
+            TypeError: ``dm`` is no classification DataModule.
             ValueError: Class count or image shape differ from what the backbone was built for.
         """
+        needed = ("num_classes", "image_shape", "class_names", "forget_class_indices")
+        missing = [m for m in (*needed, "normalization") if not hasattr(type(dm), m)]
+        if missing:
+            raise TypeError(
+                f"ClassificationTask needs a ClassificationData-like DataModule; "
+                f"{type(dm).__name__} lacks {missing}"
+            )
         num_classes = int(dm.num_classes)
         if num_classes != self.model.num_classes:
             raise ValueError(

@@ -68,6 +68,12 @@ def test_backbone_that_does_not_fit_the_data_is_refused_at_setup() -> None:
         ClassificationTask(CifarResNet18(num_classes=4, width=8)).attach_data(dm)
     with pytest.raises(ValueError, match="image_size=8"):
         ClassificationTask(SmallCNN(num_classes=4, image_size=28)).attach_data(dm)
+    with pytest.raises(TypeError, match="lacks"):  # a recommender's DataModule
+        from lit_unlearn.datamodules import RecommendationData, Synthetic
+
+        ClassificationTask(SmallCNN(num_classes=4)).attach_data(
+            RecommendationData(Synthetic(num_users=20, num_items=10))
+        )
     with pytest.raises(ValueError, match="num_classes"):  # through a Trainer: before any step
         trainer(max_steps=1).fit(ClassificationTask(SmallCNN(num_classes=10)), dm)
 
