@@ -72,7 +72,7 @@ def test_backbone_that_does_not_fit_the_data_is_refused_at_setup() -> None:
         from lit_unlearn.datamodules import RecommendationData, Synthetic
 
         ClassificationTask(SmallCNN(num_classes=4)).attach_data(
-            RecommendationData(Synthetic(num_users=20, num_items=10))
+            RecommendationData(Synthetic(num_users=20, num_items=10, interactions_per_user=4))
         )
     with pytest.raises(ValueError, match="num_classes"):  # through a Trainer: before any step
         trainer(max_steps=1).fit(ClassificationTask(SmallCNN(num_classes=10)), dm)
