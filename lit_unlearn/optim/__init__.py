@@ -2,8 +2,10 @@
 
 * :mod:`~lit_unlearn.optim.grads`: ``.grad`` fields <-> flat vectors, the Gramian;
 * :mod:`~lit_unlearn.optim.combiner`: the :class:`GradientCombiner` interface (Gramian in,
-  weights out); :mod:`~lit_unlearn.optim.mgda` (:class:`MGDA`) and
-  :mod:`~lit_unlearn.optim.fixed` (:class:`FixedWeights`) implement it;
+  weights out); :mod:`~lit_unlearn.optim.mgda` (:class:`MGDA`),
+  :mod:`~lit_unlearn.optim.fixed` (:class:`FixedWeights`) and
+  :mod:`~lit_unlearn.optim.conflict_averse` (:class:`ConflictAverse`, DSDA's DAMO direction)
+  implement it;
 * :mod:`~lit_unlearn.optim.newton`: batched, low-rank (Woodbury) and Hessian-free Newton steps.
 
 Method-specific solvers live with their method (AltEraser's block solvers in
@@ -12,6 +14,7 @@ Method-specific solvers live with their method (AltEraser's block solvers in
 
 from lit_unlearn.optim.block_solvers import AdamWBlock, AHNewtonBlock, BlockSolver, HFNewtonBlock
 from lit_unlearn.optim.combiner import GradientCombiner
+from lit_unlearn.optim.conflict_averse import ConflictAverse
 from lit_unlearn.optim.fixed import FixedWeights
 from lit_unlearn.optim.grads import assign_flat_grad, flatten_grads, gramian
 from lit_unlearn.optim.mgda import MGDA
@@ -29,6 +32,7 @@ __all__ = [
     "AHNewtonBlock",
     "AdamWBlock",
     "BlockSolver",
+    "ConflictAverse",
     "FixedWeights",
     "GradientCombiner",
     "HFNewtonBlock",

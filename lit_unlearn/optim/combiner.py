@@ -8,8 +8,10 @@ shards can sum theirs), every rank computes the same weights, because
 :meth:`GradientCombiner.weights` is a pure, deterministic function of the Gramian (computed on
 the CPU in float64, no randomness, inputs never modified).
 
-Implementations: :class:`~lit_unlearn.optim.mgda.MGDA` (min-norm point, AttrCloak Eq. 24-26)
-and :class:`~lit_unlearn.optim.fixed.FixedWeights` (the fixed-``alpha_u`` ablation).
+Implementations: :class:`~lit_unlearn.optim.mgda.MGDA` (min-norm point, AttrCloak Eq. 24-26),
+:class:`~lit_unlearn.optim.fixed.FixedWeights` (the fixed-``alpha_u`` ablation) and
+:class:`~lit_unlearn.optim.conflict_averse.ConflictAverse` (DSDA's conflict-averse direction;
+its "weights" are the direction's coefficients on the gradients and need not sum to 1).
 """
 
 from abc import ABC, abstractmethod
