@@ -5,8 +5,9 @@ backbones :mod:`lit_unlearn.models.classifiers`, the data
 :class:`~lit_unlearn.datamodules.ClassificationData` (forget classes, data-dependent and
 source-free modes) and the audit :class:`~lit_unlearn.attacks.class_audit.ClassAudit`
 (A_r, A_f, MIA). This family holds the methods: Retrain is plain training with
-``data.train_on: retain``; :mod:`.finetune` continues on the retain classes. The comparison
-table (Original / Retrain / Fine-tune): :mod:`.experiment`.
+``data.train_on: retain``; :mod:`.finetune` continues on the retain classes. Math for the
+source-free methods: :mod:`.synthesis` (EGDS / AEGDS Langevin sampling from the classifier,
+DSDA stage 1). The comparison table (Original / Retrain / Fine-tune): :mod:`.experiment`.
 """
 
 from lit_unlearn.methods.class_unlearning.finetune import FineTune
