@@ -7,9 +7,13 @@ source-free modes) and the audit :class:`~lit_unlearn.attacks.class_audit.ClassA
 (A_r, A_f, MIA). This family holds the methods: Retrain is plain training with
 ``data.train_on: retain``; :mod:`.finetune` continues on the retain classes. Math for the
 source-free methods: :mod:`.synthesis` (EGDS / AEGDS Langevin sampling from the classifier,
-DSDA stage 1). The comparison table (Original / Retrain / Fine-tune): :mod:`.experiment`.
+DSDA stage 1) and :mod:`.damo` (L_R, L_F, L_Disc); :mod:`.dsda` is the source-free method
+(synthesis + DAMO with :class:`~lit_unlearn.optim.ConflictAverse`). The comparison table
+(Original / Retrain / Fine-tune): :mod:`.experiment`.
 """
 
+from lit_unlearn.methods.class_unlearning.dsda import DSDA
 from lit_unlearn.methods.class_unlearning.finetune import FineTune
+from lit_unlearn.methods.class_unlearning.synthesis import LangevinSampler
 
-__all__ = ["FineTune"]
+__all__ = ["DSDA", "FineTune", "LangevinSampler"]

@@ -106,6 +106,7 @@ def test_every_fragment_is_paired_and_every_experiment_found() -> None:
     assert sorted(PAIRS.values()) == sorted(set(_names("model")) - {"vit_cifar10.yaml"})
     assert {"digits_cnn.yaml", "mnist5k_cnn.yaml", "cifar10_resnet18.yaml"} <= set(EXPERIMENTS)
     assert {"digits_table.yaml", "mnist5k_table.yaml"} == set(TABLES)
+    assert _names("method") == ["dsda.yaml", "finetune.yaml"]
 
 
 @pytest.mark.parametrize("name", EXPERIMENTS)
@@ -113,7 +114,7 @@ def test_experiment_config(name: str, tmp_path: Path, monkeypatch: pytest.Monkey
     monkeypatch.chdir(tmp_path)  # checkpoint and audit dirs in the configs are relative
     path = CONFIGS / "experiment" / FAMILY / name
     extra = data_overrides(path.read_text(), tmp_path)
-    if "finetune" in name:
+    if "finetune" in name or "dsda" in name:
         # Unlearns the digits Original: train that (2 steps) where the config expects it.
         fit(["--config", str(CONFIGS / "experiment" / FAMILY / "digits_cnn.yaml")], tmp_path)
         cli = build_cli(
@@ -150,10 +151,11 @@ def test_vit_cifar10_model_fragment(tmp_path: Path) -> None:
     )  # fmt: skip
 
 
-def test_method_config_on_the_digits_stack(tmp_path: Path) -> None:
+@pytest.mark.parametrize("method", _names("method"))
+def test_method_config_on_the_digits_stack(method: str, tmp_path: Path) -> None:
     fit(
         ["--config", str(CONFIGS / "experiment" / FAMILY / "digits_cnn.yaml"),
-         "--config", str(CONFIGS / "method" / FAMILY / "finetune.yaml"),
+         "--config", str(CONFIGS / "method" / FAMILY / method),
          "--data.init_args.forget_classes=[3]", "--trainer.logger=false",
          f"--trainer.callbacks.save_dir={tmp_path}"],
         tmp_path,
