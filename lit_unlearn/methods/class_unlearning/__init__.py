@@ -8,12 +8,14 @@ source-free modes) and the audit :class:`~lit_unlearn.attacks.class_audit.ClassA
 ``data.train_on: retain``; :mod:`.finetune` continues on the retain classes. Math for the
 source-free methods: :mod:`.synthesis` (EGDS / AEGDS Langevin sampling from the classifier,
 DSDA stage 1) and :mod:`.damo` (L_R, L_F, L_Disc); :mod:`.dsda` is the source-free method
-(synthesis + DAMO with :class:`~lit_unlearn.optim.ConflictAverse`). The comparison table
+(synthesis + DAMO with :class:`~lit_unlearn.optim.ConflictAverse`); :mod:`.ssd` is the SSD
+baseline (needs D and D_f). The comparison table
 (Original / Retrain / Fine-tune): :mod:`.experiment`.
 """
 
 from lit_unlearn.methods.class_unlearning.dsda import DSDA
 from lit_unlearn.methods.class_unlearning.finetune import FineTune
+from lit_unlearn.methods.class_unlearning.ssd import SSD
 from lit_unlearn.methods.class_unlearning.synthesis import LangevinSampler
 
-__all__ = ["DSDA", "FineTune", "LangevinSampler"]
+__all__ = ["DSDA", "SSD", "FineTune", "LangevinSampler"]
