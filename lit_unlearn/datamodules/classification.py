@@ -27,7 +27,7 @@ import torch
 from torch import Tensor
 
 from lit_unlearn.datamodules.images.base import ImageSet, ImageSource
-from lit_unlearn.datamodules.loaders import ShardedIndexSampler, TensorBatchLoader
+from lit_unlearn.datamodules.loaders import ShardedIndexSampler, TensorBatchLoader, on_device
 from lit_unlearn.datamodules.schema import DataFormatError
 
 __all__ = ["ClassMode", "ClassSubset", "ClassificationData", "EvalPart"]
@@ -359,10 +359,7 @@ class ClassificationData(pl.LightningDataModule):
     def transfer_batch_to_device(
         self, batch: Any, device: torch.device, dataloader_idx: int
     ) -> Any:
-        # The loaders gather on the training device already: skip Lightning's collection walk.
-        if isinstance(batch, dict) and all(
-            isinstance(v, Tensor) and v.device == device for v in batch.values()
-        ):
+        if on_device(batch, device):  # gathered on the training device by our loaders
             return batch
         return super().transfer_batch_to_device(batch, device, dataloader_idx)
 

@@ -24,6 +24,7 @@ from torch import Tensor
 
 from lit_unlearn.metrics.classification import ClassAccuracy, subset_accuracy
 from lit_unlearn.models.classifiers.base import Classifier
+from lit_unlearn.tasks.loss_tracking import EpochLossTracking
 from lit_unlearn.unlearning.contract import UnlearnableTask, UnlearningStep
 
 __all__ = ["ClassificationTask", "EvalResult"]
@@ -35,7 +36,7 @@ class EvalResult(dict[str, float]):
     """``{"acc", "A_r", "A_f", "acc_class/<name>"...}`` of one evaluation."""
 
 
-class ClassificationTask(UnlearnableTask):
+class ClassificationTask(EpochLossTracking, UnlearnableTask):
     """Train an image classifier with cross-entropy; report per-class accuracy, A_r and A_f.
 
     Args:
@@ -205,20 +206,8 @@ class ClassificationTask(UnlearnableTask):
         self.track_loss("train/loss", loss)
         return loss.detach()
 
-    def track_loss(self, name: str, loss: Tensor) -> None:
-        """Accumulate the epoch mean; log the step value at the logger's cadence only."""
-        self._epoch_loss[0] = self._epoch_loss[0] + loss.detach()
-        self._epoch_loss[1] += 1
-        if self.global_step % max(getattr(self.trainer, "log_every_n_steps", 50), 1) == 0:
-            self.log(name, loss.detach(), prog_bar=True, on_step=True, on_epoch=False)
-
-    def on_train_epoch_start(self) -> None:
-        self._epoch_loss = [torch.zeros((), device=self.device), 0]
-
     def on_train_epoch_end(self) -> None:
-        total, count = self._epoch_loss
-        if count:
-            self.log("train/loss_epoch", total / count, sync_dist=True)
+        self.log_epoch_loss()
         if self.unlearning is None:
             # Manual optimisation: Lightning does not step schedulers itself.
             schedulers = self.lr_schedulers()

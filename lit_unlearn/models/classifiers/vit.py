@@ -14,18 +14,9 @@ import torch
 from torch import Tensor, nn
 
 from lit_unlearn.models.base import check_positive_int
-from lit_unlearn.models.classifiers.base import Classifier
+from lit_unlearn.models.classifiers.base import Classifier, check_dropout
 
 __all__ = ["Attention", "TransformerBlock", "VisionTransformer"]
-
-
-def _check_dropout(dropout: object) -> float:
-    """Return ``dropout`` as a float if it is a number in [0, 1), else raise ``ValueError``."""
-    if isinstance(dropout, bool) or not isinstance(dropout, (int, float)):
-        raise ValueError(f"dropout must be a float in [0, 1), got {dropout!r}")
-    if not (math.isfinite(dropout) and 0 <= dropout < 1):
-        raise ValueError(f"dropout must be a float in [0, 1) (0 disables it), got {dropout!r}")
-    return float(dropout)
 
 
 class Attention(nn.Module):
@@ -141,7 +132,7 @@ class VisionTransformer(Classifier):
         self.dim = check_positive_int("dim", dim)
         self.depth = check_positive_int("depth", depth)
         self.heads = check_positive_int("heads", heads)
-        self.dropout = _check_dropout(dropout)
+        self.dropout = check_dropout(dropout)
         if image_size % patch_size:
             divisors = [p for p in range(1, image_size + 1) if image_size % p == 0]
             raise ValueError(
