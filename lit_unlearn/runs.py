@@ -7,6 +7,7 @@ builds ``trainer.callbacks``, each raising the caller's error type with one mess
 
 from __future__ import annotations
 
+import copy
 import importlib
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -16,7 +17,14 @@ import lightning.pytorch as pl
 from lit_unlearn.datamodules import RecommendationData
 from lit_unlearn.tasks import RecommenderTask
 
-__all__ = ["bare_trainer", "build_callbacks", "cli_objects", "cli_run_objects", "import_object"]
+__all__ = [
+    "bare_trainer",
+    "build_callbacks",
+    "cli_objects",
+    "cli_run_objects",
+    "import_object",
+    "merge_init_args",
+]
 
 
 def cli_objects(
@@ -119,3 +127,19 @@ def build_callbacks(
         shown = [dict(s) for s in specs]
         raise error(f"{message} {shown!r}: {err}") from err
     return built
+
+
+def merge_init_args(base: Any, update: Any) -> Any:
+    """``update`` merged into ``base``: mappings recursively, anything else replaced.
+
+    A mapping giving another ``class_path`` than ``base``'s replaces it whole, so a row can
+    swap MGDA for ``FixedWeights`` without inheriting MGDA's ``bounds``.
+    """
+    if not isinstance(base, Mapping) or not isinstance(update, Mapping):
+        return copy.deepcopy(update)
+    if "class_path" in update and update["class_path"] != base.get("class_path"):
+        return copy.deepcopy(dict(update))
+    merged = dict(copy.deepcopy(base))
+    for key, value in update.items():
+        merged[key] = merge_init_args(merged[key], value) if key in merged else value
+    return merged

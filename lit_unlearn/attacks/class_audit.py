@@ -43,7 +43,7 @@ from lit_unlearn.attacks.membership import entropy_mia
 from lit_unlearn.reporting.tables import markdown_table
 from lit_unlearn.reporting.tracking import log_metrics
 
-__all__ = ["ClassAudit", "ClassAuditStage", "audit_classifier"]
+__all__ = ["ClassAudit", "ClassAuditStage", "audit_classifier", "save_outputs"]
 
 ClassAuditStage = Literal["fit_start", "fit_end", "test_end"]
 _STAGES: tuple[str, ...] = ("fit_start", "fit_end", "test_end")
@@ -149,15 +149,29 @@ class ClassAudit(Callback):
 
     @staticmethod
     def _export(out_dir: str, stage: str, outputs: dict[str, Any], dm: Any) -> None:
-        arrays: dict[str, Any] = {
-            "class_names": np.asarray(dm.class_names),
-            "forget_classes": np.asarray(dm.forget_class_indices, dtype=np.int64),
-        }
-        for split, (logits, labels, ids) in outputs.items():
-            arrays[f"{split}_logits"] = logits.numpy()
-            arrays[f"{split}_labels"] = labels.numpy()
-            arrays[f"{split}_ids"] = ids.numpy()
-        np.savez_compressed(Path(out_dir) / f"class_outputs_{stage}.npz", **arrays)
+        save_outputs(Path(out_dir) / f"class_outputs_{stage}.npz", outputs, dm)
+
+
+def save_outputs(
+    path: str | Path, outputs: dict[str, tuple[Tensor, Tensor, Tensor]], dm: Any
+) -> Path:
+    """Write what an audit measured as ``.npz`` for outside re-checks.
+
+    Per split: ``{split}_logits``, ``{split}_labels`` and ``{split}_ids`` (the source's image
+    ids), plus ``class_names`` and ``forget_classes``.
+    """
+    arrays: dict[str, Any] = {
+        "class_names": np.asarray(dm.class_names),
+        "forget_classes": np.asarray(dm.forget_class_indices, dtype=np.int64),
+    }
+    for split, (logits, labels, ids) in outputs.items():
+        arrays[f"{split}_logits"] = logits.numpy()
+        arrays[f"{split}_labels"] = labels.numpy()
+        arrays[f"{split}_ids"] = ids.numpy()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(path, **arrays)
+    return path
 
 
 def audit_classifier(

@@ -8,15 +8,17 @@ so configs say ``class_path: lit_unlearn.callbacks.AttrCloak`` whatever the file
 from lit_unlearn.attacks.callback import AttributeAudit
 from lit_unlearn.attacks.class_audit import ClassAudit
 from lit_unlearn.methods.attribute import D2DR, U2UR, AttrCloak, AttributeUnlearning
-from lit_unlearn.methods.class_unlearning import DSDA, SSD, FineTune
+from lit_unlearn.methods.class_unlearning import DSDA, GKT, SSD, UNSIR, FineTune
 from lit_unlearn.methods.interaction import AltEraser, RelativeEarlyStopping, WarmStart
 from lit_unlearn.unlearning import UnlearningCallback
 
 __all__ = [
     "D2DR",
     "DSDA",
+    "GKT",
     "SSD",
     "U2UR",
+    "UNSIR",
     "AltEraser",
     "AttrCloak",
     "AttributeAudit",

@@ -46,7 +46,7 @@ def project_simplex(v: np.ndarray) -> np.ndarray:
 
 
 def conflict_averse_weights(
-    G: np.ndarray, lam: np.ndarray, c: float, max_iter: int = 2000, tol: float = 1e-10
+    G: np.ndarray, lam: np.ndarray, c: float, max_iter: int = 2000, tol: float = 1e-8
 ) -> tuple[np.ndarray, np.ndarray]:
     """Solve the dual of Eq. 8 on a Gramian: ``(coefficients of d*, w*)``.
 
@@ -95,6 +95,8 @@ def conflict_averse_weights(
             step *= 0.5
         t_next = (1 + math.sqrt(1 + 4 * t * t)) / 2
         if value(nxt) > value(w):  # monotone restart keeps FISTA from oscillating
+            if t == 1.0:  # no progress from w itself: w is optimal to round-off
+                break
             y, t = w.copy(), 1.0
             continue
         y = nxt + ((t - 1) / t_next) * (nxt - w)
@@ -131,7 +133,7 @@ class ConflictAverse(GradientCombiner):
         target_weights: Sequence[float] | None = None,
         rescale: bool = False,
         max_iter: int = 2000,
-        tol: float = 1e-10,
+        tol: float = 1e-8,
     ) -> None:
         if not (isinstance(c, int | float) and 0.0 <= float(c) < 1.0):
             raise ValueError(f"c must lie in [0, 1) (the ball radius relative to ||g_T||), got {c}")

@@ -8,7 +8,7 @@ instead; it comes with that method.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import lightning.pytorch as pl
 import torch
@@ -32,6 +32,8 @@ class FineTune(UnlearningCallback[ClassificationTask]):
     """
 
     task_kind = ClassificationTask
+    #: Training data the method reads (DSDA's Table 1 column).
+    data_needed: ClassVar[tuple[str, ...]] = ("D_r",)
 
     def __init__(
         self,

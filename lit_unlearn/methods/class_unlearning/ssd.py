@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, ClassVar
 
 import lightning.pytorch as pl
 import torch
@@ -98,6 +98,8 @@ class SSD(UnlearningCallback[ClassificationTask]):
     """
 
     task_kind = ClassificationTask
+    #: Training data the method reads (DSDA's Table 1 column).
+    data_needed: ClassVar[tuple[str, ...]] = ("D_r", "D_f")
 
     def __init__(
         self,

@@ -34,9 +34,7 @@ def _names(kind: str) -> list[str]:
 
 
 def _is_table(name: str) -> bool:
-    return "rows" in name or "methods" in (
-        yaml.safe_load((CONFIGS / "experiment" / FAMILY / name).read_text()) or {}
-    )
+    return "rows" in (yaml.safe_load((CONFIGS / "experiment" / FAMILY / name).read_text()) or {})
 
 
 EXPERIMENTS = [n for n in _names("experiment") if not _is_table(n)]
@@ -106,7 +104,7 @@ def test_every_fragment_is_paired_and_every_experiment_found() -> None:
     assert sorted(PAIRS.values()) == sorted(set(_names("model")) - {"vit_cifar10.yaml"})
     assert {"digits_cnn.yaml", "mnist5k_cnn.yaml", "cifar10_resnet18.yaml"} <= set(EXPERIMENTS)
     assert {"digits_table.yaml", "mnist5k_table.yaml"} == set(TABLES)
-    assert _names("method") == ["dsda.yaml", "finetune.yaml", "ssd.yaml"]
+    assert _names("method") == ["dsda.yaml", "finetune.yaml", "gkt.yaml", "ssd.yaml", "unsir.yaml"]
 
 
 @pytest.mark.parametrize("name", EXPERIMENTS)
@@ -151,12 +149,41 @@ def test_vit_cifar10_model_fragment(tmp_path: Path) -> None:
     )  # fmt: skip
 
 
+def _original_checkpoint(tmp_path: Path) -> Path:
+    """A digits Original trained for 2 steps, saved where a method config can name it."""
+    cli = build_cli(
+        ["--config", str(CONFIGS / "experiment" / FAMILY / "digits_cnn.yaml"),
+         "--trainer.max_steps=2", "--trainer.logger=false", "--trainer.callbacks=[]",
+         "--trainer.enable_progress_bar=false", f"--trainer.default_root_dir={tmp_path}"],
+        run=False,
+    )  # fmt: skip
+    cli.trainer.fit(cli.model, cli.datamodule)
+    path = tmp_path / "original" / "last.ckpt"
+    cli.trainer.save_checkpoint(path)
+    return path
+
+
+# GKT's gate keeps generated samples the teacher gives every forget class <= 1%: a 2-step
+# teacher is near uniform, so the gate is opened and the budget cut for a config check.
+METHOD_EXTRA = {
+    "gkt.yaml": ["--trainer.callbacks.threshold=1.0", "--trainer.callbacks.pseudo_batches=2",
+                 "--trainer.callbacks.generator_width=16"],
+}  # fmt: skip
+
+
 @pytest.mark.parametrize("method", _names("method"))
 def test_method_config_on_the_digits_stack(method: str, tmp_path: Path) -> None:
+    # The command of every method config's header: the override names the checkpoint of the
+    # method callback (the last entry; the audit is first so it sees the Original).
+    text = (CONFIGS / "method" / FAMILY / method).read_text()
+    callbacks = yaml.safe_load(text)["trainer"]["callbacks"]
+    assert callbacks[0]["class_path"] == "lit_unlearn.callbacks.ClassAudit"
+    assert "--trainer.callbacks.checkpoint=" in text
     fit(
         ["--config", str(CONFIGS / "experiment" / FAMILY / "digits_cnn.yaml"),
          "--config", str(CONFIGS / "method" / FAMILY / method),
          "--data.init_args.forget_classes=[3]", "--trainer.logger=false",
-         f"--trainer.callbacks.save_dir={tmp_path}"],
+         f"--trainer.callbacks.checkpoint={_original_checkpoint(tmp_path)}",
+         *METHOD_EXTRA.get(method, [])],
         tmp_path,
     )  # fmt: skip

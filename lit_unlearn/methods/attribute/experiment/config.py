@@ -43,7 +43,7 @@ from typing import Any, Literal, cast
 import yaml
 
 from lit_unlearn.methods.attribute.base import AttributeUnlearning
-from lit_unlearn.runs import build_callbacks, import_object
+from lit_unlearn.runs import build_callbacks, import_object, merge_init_args
 
 __all__ = [
     "DATA_MODES",
@@ -175,22 +175,6 @@ def instantiate_callback(config: Mapping[str, Any]) -> AttributeUnlearning:
         [config], AttributeUnlearning, TableConfigError, message="cannot build callback"
     )
     return cast(AttributeUnlearning, callback)
-
-
-def merge_init_args(base: Any, update: Any) -> Any:
-    """``update`` merged into ``base``: mappings recursively, anything else replaced.
-
-    A mapping giving another ``class_path`` than ``base``'s replaces it whole, so a row can
-    swap MGDA for ``FixedWeights`` without inheriting MGDA's ``bounds``.
-    """
-    if not isinstance(base, Mapping) or not isinstance(update, Mapping):
-        return copy.deepcopy(update)
-    if "class_path" in update and update["class_path"] != base.get("class_path"):
-        return copy.deepcopy(dict(update))
-    merged = dict(copy.deepcopy(base))
-    for key, value in update.items():
-        merged[key] = merge_init_args(merged[key], value) if key in merged else value
-    return merged
 
 
 def _strings(value: Any, where: str) -> tuple[str, ...]:
