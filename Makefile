@@ -77,5 +77,6 @@ class-unlearning-tables: venv
 			--config configs/experiment/class_unlearning/$${set}_table.yaml || exit 1; \
 		mkdir -p benchmarks/results/class_unlearning_$$set; \
 		cp runs/class_unlearning_$$set/report.md runs/class_unlearning_$$set/results.csv \
-			runs/class_unlearning_$$set/summary.csv benchmarks/results/class_unlearning_$$set/; \
+			runs/class_unlearning_$$set/summary.csv runs/class_unlearning_$$set/*.png \
+			benchmarks/results/class_unlearning_$$set/; \
 	done

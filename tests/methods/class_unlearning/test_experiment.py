@@ -91,7 +91,8 @@ def test_bad_tables_are_refused(table: dict, match: str, tmp_path: Path) -> None
         load_table(tmp_path / "nope.yaml")
 
 
-def test_tiny_table_end_to_end(tmp_path: Path) -> None:
+def test_tiny_table_end_to_end(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("WANDB_MODE", "offline")
     rows = [
         {"name": "FT", "method": str(METHOD / "finetune.yaml"), "epochs": 1,
          "init_args": {"lr": 0.1}},
@@ -106,6 +107,7 @@ def test_tiny_table_end_to_end(tmp_path: Path) -> None:
         overrides=["--trainer.max_epochs=2"],
         export=True,
         rows=rows,
+        wandb_project="lit-unlearn-test",
     )
     main(["--config", str(path)])
     out = tmp_path / "out"
@@ -131,6 +133,8 @@ def test_tiny_table_end_to_end(tmp_path: Path) -> None:
     # Outputs for outside audits: logits with the source's image ids, per run.
     npz = np.load(out / "outputs" / "DSDA_seed0_forget7_8.npz")
     assert list(npz["forget_classes"]) == [7, 8] and len(npz["test_ids"]) == 360
+    # One offline W&B run holding the tables and the figures.
+    assert list((out / "wandb").glob("offline-run-*")), "no W&B run was logged"
     # --render rebuilds the report from results.csv alone (same summary, no training).
     (out / "report.md").unlink()
     main(["--config", str(path), "--render"])
