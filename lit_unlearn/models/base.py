@@ -20,7 +20,7 @@ carry data. Backbones that do not need it ignore it.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import ClassVar
+from typing import ClassVar, cast
 
 import torch
 from torch import Tensor, nn
@@ -240,6 +240,23 @@ class Recommender(nn.Module, ABC):
         """
         user_ids = {id(p) for p in self.user_parameters()}
         return [p for p in self.parameters() if id(p) not in user_ids]
+
+    def per_user_parameters(self) -> list[nn.Parameter]:
+        """Parameters with one row per user, row ``u`` read only for user ``u``.
+
+        What a client of a user-level federated recommender keeps private (its row never
+        leaves the device); everything else is shared. The default: the user embedding tables
+        among :meth:`user_parameters` (``nn.Embedding`` with ``num_users`` rows). Backbones with
+        other per-user tensors (FedRAP's residual item table) extend it.
+        """
+        user_ids = {id(p) for p in self.user_parameters()}
+        return [
+            cast(nn.Parameter, m.weight)
+            for m in self.modules()
+            if isinstance(m, nn.Embedding)
+            and m.num_embeddings == self.num_users
+            and id(m.weight) in user_ids
+        ]
 
     @abstractmethod
     def l2_batch(self, users: Tensor, items: Tensor) -> Tensor:

@@ -1,0 +1,180 @@
+"""The LightningModule of user-level federated recommendation: one training step = one round.
+
+Thin glue over :class:`~.engine.InProcessEngine`: ``setup`` groups the DataModule's training
+split by user into the clients' data and builds the engine; each training step runs one round
+(sampling, local training, upload, aggregation); evaluation, audits and the unlearning contract
+are :class:`~lit_unlearn.tasks.RecommenderTask`'s, on the global model plus every client's
+private rows (the view of an evaluator that can query each client's model).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import torch
+from lightning.pytorch.core.mixins.hparams_mixin import _given_hyperparameters
+from torch import Tensor
+
+from lit_unlearn.datamodules.federated import FederatedData
+from lit_unlearn.methods.federated.clients import ClientData
+from lit_unlearn.methods.federated.engine import InProcessEngine, UploadHook
+from lit_unlearn.methods.federated.objectives import ClientTerm, LocalLoss, PointwiseBCE
+from lit_unlearn.methods.federated.strategy import Aggregator
+from lit_unlearn.models.base import Recommender
+from lit_unlearn.tasks.recommendation import RecommenderTask
+
+__all__ = ["FederatedTask"]
+
+_STATE_KEY = "lit_unlearn_federated"
+
+
+class FederatedTask(RecommenderTask):
+    """Train a backbone by user-level federated learning, in process, a round per step.
+
+    Args:
+        model: The backbone (``NCF`` with ``scorer: neumf`` = FedNCF, ``MultVAE`` = FedVAE,
+            ``FedRAP``); its per-user tables stay on the clients.
+        local_loss: The clients' objective (``PointwiseBCE`` for FedNCF/FedRAP,
+            ``MultinomialELBO`` for FedVAE).
+        terms: Extra local terms with shared parameters (FedAU2's adversary head).
+        attribute: Attribute whose labels the clients hold (passed to ``terms``; the name of
+            one of the DataModule's attributes; None: no labels).
+        fraction: Share of users sampled per round (FedAU2: 0.1).
+        local_epochs: Local passes per sampled client (FedAU2: 1).
+        local_batch_size: Examples per local minibatch (None: whole client data, one step).
+        lr: Client learning rate (FedAU2: 0.1 FedNCF, 0.01 FedVAE / FedRAP).
+        optimizer: Client optimiser, ``sgd`` or ``adam`` (moments per client and round).
+        aggregator: Server strategy (default FedAvg weighted by interactions).
+        seed: Seed of the rounds (sampling, negatives, shuffles, noise).
+        ks: Cut-offs of HR / NDCG / Recall (FedAU2 reports 5, 10, 15, 20).
+    """
+
+    def __init__(
+        self,
+        model: Recommender,
+        local_loss: LocalLoss | None = None,
+        terms: list[ClientTerm] | None = None,
+        attribute: str | None = None,
+        fraction: float = 0.1,
+        local_epochs: int = 1,
+        local_batch_size: int | None = None,
+        lr: float = 0.1,
+        optimizer: Literal["sgd", "adam"] = "sgd",
+        aggregator: Aggregator | None = None,
+        seed: int = 0,
+        ks: list[int] | None = None,
+    ) -> None:
+        super().__init__(
+            model=model, loss="bce", lr=lr, ks=ks if ks is not None else [5, 10, 15, 20]
+        )
+        self.save_hyperparameters(
+            ignore=None
+            if _given_hyperparameters.get() is not None
+            else ["model", "local_loss", "terms", "aggregator"]
+        )
+        self.local_loss = local_loss if local_loss is not None else PointwiseBCE()
+        self.local_loss.check_model(model)
+        self.terms = torch.nn.ModuleList(terms or [])
+        self.attribute = attribute
+        self.fraction = fraction
+        self.local_epochs = local_epochs
+        self.local_batch_size = local_batch_size
+        self.client_lr = lr
+        self.client_optimizer = optimizer
+        self.aggregator = aggregator
+        self.seed = seed
+        self.engine: InProcessEngine | None = None
+        self._pending_engine_state: dict[str, Any] | None = None
+        self._upload_hooks: list[UploadHook] = []
+
+    # ------------------------------------------------------------------ set-up
+    def setup(self, stage: str) -> None:
+        super().setup(stage)
+        if stage != "fit":
+            return
+        dm = self._trainer.datamodule if self._trainer is not None else None  # type: ignore[attr-defined]
+        if not isinstance(dm, FederatedData):
+            raise TypeError(
+                f"FederatedTask trains on a FederatedData DataModule, got {type(dm).__name__}"
+            )
+        if self.trainer.world_size > 1:
+            raise ValueError(
+                "FederatedTask runs its clients in one process (the in-process engine batches "
+                "them); for several machines use the Flower engine (lit_unlearn.methods."
+                "federated.flower), not DDP"
+            )
+        self.build_engine(dm)
+
+    def build_engine(self, dm: FederatedData) -> InProcessEngine:
+        """Group the DataModule's training split by client and build the engine."""
+        data = ClientData.from_pairs(dm.client_pairs(), self.model.num_users, self.model.num_items)
+        labels = None
+        if self.attribute is not None:
+            attrs = dm.user_attributes
+            if self.attribute not in attrs.names:
+                raise ValueError(
+                    f"attribute {self.attribute!r} is not among the DataModule's attributes "
+                    f"{list(attrs.names)}"
+                )
+            labels = attrs.codes[self.attribute]
+        self.engine = InProcessEngine(
+            self.model,
+            self.local_loss,
+            data,
+            labels=labels,
+            terms=list(self.terms),  # type: ignore[arg-type]
+            fraction=self.fraction,
+            local_epochs=self.local_epochs,
+            local_batch_size=self.local_batch_size,
+            lr=self.client_lr,
+            optimizer=self.client_optimizer,
+            aggregator=self.aggregator,
+            seed=self.seed,
+        )
+        self.engine.upload_hooks.extend(self._upload_hooks)
+        if self._pending_engine_state is not None:
+            self.engine.load_state_dict(self._pending_engine_state)
+            self._pending_engine_state = None
+        return self.engine
+
+    def add_upload_hook(self, hook: UploadHook) -> None:
+        """Record the clients' uploads (an honest-but-curious server's view) every round."""
+        self._upload_hooks.append(hook)
+        if self.engine is not None:
+            self.engine.upload_hooks.append(hook)
+
+    # ------------------------------------------------------------------ training
+    def configure_optimizers(self) -> Any:
+        if self.unlearning is not None:
+            return self.unlearning.configure_optimizer(self)
+        return None  # the engine steps the clients and the server itself
+
+    def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
+        if self.unlearning is not None:
+            return self.unlearning.training_step(self, batch, batch_idx)
+        if self.engine is None:
+            raise RuntimeError("FederatedTask: no engine; fit with a FederatedData DataModule")
+        result = self.engine.run_round()
+        loss = torch.tensor(result.loss)
+        self.track_loss("train/loss", loss, batch_size=1)
+        self.log("train/round", float(result.round_index + 1), on_step=True, on_epoch=False)
+        return loss
+
+    @property
+    def rounds_done(self) -> int:
+        """Rounds run so far (restored on resume)."""
+        return self.engine.round_index if self.engine is not None else 0
+
+    # ------------------------------------------------------------------ checkpoints
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_save_checkpoint(checkpoint)
+        if self.engine is not None:
+            checkpoint[_STATE_KEY] = self.engine.state_dict()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        state = checkpoint.get(_STATE_KEY)
+        if state is not None:
+            if self.engine is not None:
+                self.engine.load_state_dict(state)
+            else:
+                self._pending_engine_state = state
