@@ -3,7 +3,7 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-EXTRAS ?= xgboost-cpu,wandb,parquet,plots,mnist,images,dev
+EXTRAS ?= xgboost-cpu,wandb,parquet,plots,mnist,images,flower,dev
 PYTEST_ARGS ?=
 
 export WANDB_MODE ?= offline

@@ -143,10 +143,23 @@ ALLOWED: dict[str, set[str]] = {
         "runs",
         "_structural",
     },
+    "methods.federated": {
+        "datamodules",
+        "models",
+        "metrics",
+        "optim",
+        "reporting",
+        "unlearning",
+        "tasks",
+        "attacks",
+        "runs",
+        "_structural",
+    },
     "callbacks": {
         "attacks",
         "methods.attribute",
         "methods.class_unlearning",
+        "methods.federated",
         "methods.interaction",
         "unlearning",
     },
@@ -179,6 +192,8 @@ def test_layers_import_only_downwards() -> None:
         ("methods.interaction", "methods.attribute"),
         ("methods.class_unlearning", "methods.attribute"),
         ("methods.class_unlearning", "methods.interaction"),
+        ("methods.federated", "methods.attribute"),
+        ("methods.federated", "methods.class_unlearning"),
     ],
 )
 def test_named_rules_hold(module: str, forbidden: str) -> None:

@@ -5,6 +5,10 @@ users whose attributes it knows and predicts everyone else's; :func:`audit_embed
 attacker on every attribute and returns :class:`AttackResult` rows (balanced accuracy, AUC,
 flip-aware leakage, majority and chance baselines).
 
+Gradient inversion on an uploaded adversary head (federated attribute unlearning, FedAU2):
+:func:`dlg_attack` and :func:`idlg_labels` recover each user's label from its gradient, and
+:func:`evaluate_label_recovery` scores them against chance and the majority class.
+
 ``xgboost`` is imported only when an :class:`XGBoostAttacker` is built.
 """
 
@@ -19,18 +23,34 @@ from lit_unlearn.attacks.audit import (
     shadow_split,
 )
 from lit_unlearn.attacks.base import Attacker, AttackResult
+from lit_unlearn.attacks.gradient_inversion import (
+    UNDETERMINED,
+    DLGResult,
+    LabelRecoveryResult,
+    dlg_attack,
+    evaluate_label_recovery,
+    gradient_from_update,
+    idlg_labels,
+)
 from lit_unlearn.attacks.mlp import MLPAttacker
 from lit_unlearn.attacks.xgboost import XGBoostAttacker
 
 __all__ = [
     "ATTACKERS",
+    "UNDETERMINED",
     "AttackResult",
     "Attacker",
+    "DLGResult",
+    "LabelRecoveryResult",
     "MLPAttacker",
     "XGBoostAttacker",
     "attack_attribute",
     "audit_embeddings",
     "default_attackers",
+    "dlg_attack",
+    "evaluate_label_recovery",
+    "gradient_from_update",
+    "idlg_labels",
     "make_attacker",
     "results_to_frame",
     "results_to_markdown",

@@ -9,6 +9,7 @@ from lit_unlearn.attacks.callback import AttributeAudit
 from lit_unlearn.attacks.class_audit import ClassAudit
 from lit_unlearn.methods.attribute import D2DR, U2UR, AttrCloak, AttributeUnlearning
 from lit_unlearn.methods.class_unlearning import DSDA, GKT, SSD, UNSIR, FineTune
+from lit_unlearn.methods.federated.audit import EmbeddingAttack, GradientInversionAudit
 from lit_unlearn.methods.interaction import AltEraser, RelativeEarlyStopping, WarmStart
 from lit_unlearn.unlearning import UnlearningCallback
 
@@ -24,7 +25,9 @@ __all__ = [
     "AttributeAudit",
     "AttributeUnlearning",
     "ClassAudit",
+    "EmbeddingAttack",
     "FineTune",
+    "GradientInversionAudit",
     "RelativeEarlyStopping",
     "UnlearningCallback",
     "WarmStart",

@@ -52,11 +52,11 @@ class FederatedData(RecommendationData):
             raise ValueError(f"rounds_per_epoch must be an int >= 1, got {rounds_per_epoch!r}")
         if rounds_per_epoch < 1:
             raise ValueError(f"rounds_per_epoch must be >= 1, got {rounds_per_epoch}")
-        super().__init__(**kwargs)
-        if self.mode != "data_dependent":
+        if kwargs.get("mode", "data_dependent") != "data_dependent":
             raise ValueError(
                 "FederatedData trains clients on their data: mode must be data_dependent"
             )
+        super().__init__(**kwargs)
         self.rounds_per_epoch = rounds_per_epoch
 
     def train_dataloader(self) -> RoundLoader:  # type: ignore[override]

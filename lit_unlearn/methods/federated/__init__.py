@@ -5,6 +5,14 @@ loss and extra terms), :mod:`.strategy` (aggregation), :mod:`.engine` (the in-pr
 research engine, plain PyTorch); :mod:`.task` is the Lightning glue.
 """
 
+from typing import TYPE_CHECKING
+
+from lit_unlearn.methods.federated.adversary import (
+    AdversaryTerm,
+    AttributeHead,
+    UploadRecorder,
+    gradient_reversal,
+)
 from lit_unlearn.methods.federated.clients import ClientData, PaddedExamples
 from lit_unlearn.methods.federated.engine import ClientUpdate, InProcessEngine, RoundResult
 from lit_unlearn.methods.federated.objectives import (
@@ -14,10 +22,14 @@ from lit_unlearn.methods.federated.objectives import (
     PointwiseBCE,
 )
 from lit_unlearn.methods.federated.strategy import Aggregator, FedAvg
-from lit_unlearn.methods.federated.task import FederatedTask
+
+if TYPE_CHECKING:
+    from lit_unlearn.methods.federated.task import FederatedTask
 
 __all__ = [
+    "AdversaryTerm",
     "Aggregator",
+    "AttributeHead",
     "ClientData",
     "ClientTerm",
     "ClientUpdate",
@@ -29,4 +41,16 @@ __all__ = [
     "PaddedExamples",
     "PointwiseBCE",
     "RoundResult",
+    "UploadRecorder",
+    "gradient_reversal",
 ]
+
+
+def __getattr__(name: str) -> object:
+    # The Lightning glue is imported on first use: a Flower node process loads the engine
+    # without paying for lightning's import (seconds per message).
+    if name == "FederatedTask":
+        from lit_unlearn.methods.federated.task import FederatedTask
+
+        return FederatedTask
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -16,7 +16,7 @@ of the head, with the global head it was computed from (FedAU2 App. A.2).
 from __future__ import annotations
 
 import math
-from typing import Any, cast
+from typing import Any, Literal, cast
 
 import torch
 import torch.nn.functional as F
@@ -92,6 +92,10 @@ class AdversaryTerm(ClientTerm):
         num_classes: Attribute classes (used when ``head`` is None).
         weight: lambda of Eq. 5 (unstated in the paper; spec decision 2: 1).
         grl_scale: epsilon of the gradient reversal (0: observer, FedAU2: 400).
+        lr: The head's own client learning rate (FedAU2: 0.1 FedNCF / 0.001 FedVAE / 0.1
+            FedRAP); None: the clients' optimiser and lr.
+        optimizer: The head's own optimiser when ``lr`` is set (``sgd``: its uploads are the
+            summed local gradients, FedAU2's threat model).
     """
 
     def __init__(
@@ -101,8 +105,16 @@ class AdversaryTerm(ClientTerm):
         num_classes: int = 2,
         weight: float = 1.0,
         grl_scale: float = 0.0,
+        lr: float | None = None,
+        optimizer: Literal["sgd", "adam"] = "sgd",
     ) -> None:
         super().__init__()
+        if lr is not None and not (math.isfinite(lr) and lr > 0):
+            raise ValueError(f"lr must be a finite float > 0 or None, got {lr!r}")
+        if optimizer not in ("sgd", "adam"):
+            raise ValueError(f"optimizer must be 'sgd' or 'adam', got {optimizer!r}")
+        self.lr = None if lr is None else float(lr)
+        self.optimizer = optimizer
         for name, value in (("weight", weight), ("grl_scale", grl_scale)):
             if isinstance(value, bool) or not isinstance(value, (int, float)):
                 raise ValueError(f"{name} must be a finite float >= 0, got {value!r}")
@@ -151,7 +163,8 @@ class UploadRecorder:
         for c, user in enumerate(update.clients.tolist()):
             self.latest[user] = {
                 "round": update.round_index,
-                "lr": update.lr,
+                "lr": {n[len(self.prefix) :]: update.lr[n] for n in names},
+                "optimizer": {n[len(self.prefix) :]: update.optimizer[n] for n in names},
                 "start": {n[len(self.prefix) :]: update.start[n].detach().cpu() for n in names},
                 "delta": {n[len(self.prefix) :]: update.deltas[n][c].detach().cpu() for n in names},
             }

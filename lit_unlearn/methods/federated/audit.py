@@ -14,14 +14,26 @@ from typing import Any
 
 import lightning.pytorch as pl
 import numpy as np
+import pandas as pd
+import torch
 from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.utilities import rank_zero_warn
+from torch import nn
 
 from lit_unlearn.attacks.audit import audit_embeddings, results_to_frame, results_to_markdown
 from lit_unlearn.attacks.base import AttackResult
+from lit_unlearn.attacks.gradient_inversion import (
+    LabelRecoveryResult,
+    dlg_attack,
+    evaluate_label_recovery,
+    idlg_labels,
+)
 from lit_unlearn.attacks.mlp import MLPAttacker
+from lit_unlearn.methods.federated.adversary import UploadRecorder
+from lit_unlearn.reporting.tables import markdown_table
 from lit_unlearn.reporting.tracking import log_metrics
 
-__all__ = ["EmbeddingAttack", "export_representations"]
+__all__ = ["EmbeddingAttack", "GradientInversionAudit", "export_representations"]
 
 
 def export_representations(path: str | Path, pl_module: Any, datamodule: Any) -> Path:
@@ -137,3 +149,146 @@ class EmbeddingAttack(Callback):
             int(r): [AttackResult.from_dict(x) for x in res]
             for r, res in state_dict.get("history", {}).items()
         }
+
+
+class GradientInversionAudit(Callback):
+    """The honest-but-curious server's gradient attack on the adversary head's uploads.
+
+    Records each client's latest upload of the head of ``pl_module.terms[term]`` (an
+    :class:`~.adversary.AdversaryTerm`) and, once ``at_round`` rounds are done (FedAU2 App.
+    A.2: 100), runs DLG (Zhu et al. 2019; LBFGS on a dummy embedding and label matching the
+    upload) and iDLG (Zhao et al. 2020; the sign of the last layer's gradient) on every
+    recorded user, scored against the true attribute with chance and majority baselines.
+    The upload is turned into a gradient as ``-delta / lr`` (the local steps' summed gradient).
+
+    Args:
+        at_round: Attack after this many rounds (or at the end of a shorter fit).
+        term: Index of the adversary term in ``pl_module.terms``.
+        restarts: Extra DLG starts for users whose matching did not converge (0 = the
+            reference DLG; the server needs no label to decide, see ``dlg_attack``).
+        steps: DLG ``LBFGS.step`` calls per user.
+        seed: Seed of the dummy initialisations.
+        save_dir: Where ``gradient_attack.md/.csv`` go (None: the trainer's log dir).
+
+    Attributes:
+        results: The :class:`~lit_unlearn.attacks.LabelRecoveryResult` s once run.
+    """
+
+    def __init__(
+        self,
+        at_round: int = 100,
+        term: int = 0,
+        restarts: int = 2,
+        steps: int = 15,
+        seed: int = 0,
+        save_dir: str | None = None,
+    ) -> None:
+        super().__init__()
+        for name, value, low in (("at_round", at_round, 1), ("term", term, 0),
+                                 ("restarts", restarts, 0), ("steps", steps, 1)):  # fmt: skip
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
+        self.at_round = at_round
+        self.term = term
+        self.restarts = restarts
+        self.steps = steps
+        self.seed = seed
+        self.save_dir = save_dir
+        self.recorder: UploadRecorder | None = None
+        self.results: list[Any] = []
+        self.done = False
+
+    def setup(self, trainer: pl.Trainer, pl_module: Any, stage: str) -> None:
+        if stage != "fit" or self.recorder is not None:
+            return
+        terms = getattr(pl_module, "terms", None)
+        if terms is None or self.term >= len(terms):
+            raise ValueError(
+                f"GradientInversionAudit attacks the adversary head of terms[{self.term}]; the "
+                "task has no such term (add an AdversaryTerm to model.init_args.terms)"
+            )
+        if getattr(pl_module, "attribute", None) is None:
+            raise ValueError("GradientInversionAudit needs the task's attribute (the labels)")
+        self.recorder = UploadRecorder(prefix=f"terms.{self.term}.head.")
+        pl_module.add_upload_hook(self.recorder)
+
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, pl_module: Any, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        if not self.done and pl_module.rounds_done >= self.at_round:
+            self.attack(trainer, pl_module)
+
+    def on_fit_end(self, trainer: pl.Trainer, pl_module: Any) -> None:
+        if not self.done and not getattr(trainer, "fast_dev_run", False):
+            self.attack(trainer, pl_module)
+
+    def attack(self, trainer: pl.Trainer, pl_module: Any) -> list[Any]:
+        """Run DLG and iDLG on the recorded uploads now; log and write the results."""
+        assert self.recorder is not None
+        users = self.recorder.users()
+        dm = trainer.datamodule  # type: ignore[attr-defined]
+        codes = dm.user_attributes.codes[pl_module.attribute]
+        known = [u for u in users if int(codes[u]) >= 0]
+        if not known:
+            raise ValueError("GradientInversionAudit: no recorded client has a known label")
+        term = pl_module.terms[self.term]
+        head_optimizer = term.optimizer if term.lr is not None else pl_module.client_optimizer
+        if head_optimizer != "sgd":
+            rank_zero_warn(
+                "GradientInversionAudit: the head is not trained with SGD, so -delta / lr is "
+                "not the summed gradient DLG matches (iDLG's sign rule still applies)"
+            )
+        head = term.head
+        logs = [self.recorder.latest[u] for u in known]
+        names = list(logs[0]["start"])
+        params = {n: torch.stack([log["start"][n] for log in logs]) for n in names}
+        # SGD: -delta / lr is the sum of the local steps' gradients.
+        grads = {n: torch.stack([-log["delta"][n] / log["lr"][n] for log in logs]) for n in names}
+        labels = codes[torch.tensor(known)].cpu()
+        num_classes = len(dm.user_attributes.classes[pl_module.attribute])
+        dlg = dlg_attack(
+            head, params, grads, steps=self.steps, restarts=self.restarts, seed=self.seed
+        )
+        last = _last_linear_name(head)
+        idlg = idlg_labels(grads[f"{last}.weight"], grads.get(f"{last}.bias"))
+        self.results = [
+            evaluate_label_recovery(dlg.labels, labels, num_classes, attack="dlg"),
+            evaluate_label_recovery(idlg, labels, num_classes, attack="idlg"),
+        ]
+        self.done = True
+        rounds = sorted({int(self.recorder.latest[u]["round"]) for u in known})
+        if trainer.is_global_zero:
+            metrics = {
+                f"gradient_attack/{r.attack}/{k}": float(getattr(r, k))
+                for r in self.results
+                for k in ("accuracy", "balanced_accuracy", "chance", "majority_accuracy")
+            }
+            log_metrics(trainer.loggers, metrics, step=pl_module.rounds_done)
+            out = Path(self.save_dir if self.save_dir is not None else (trainer.log_dir or "."))
+            out.mkdir(parents=True, exist_ok=True)
+            frame = pd.DataFrame([r.as_dict() for r in self.results])
+            frame.insert(0, "attribute", pl_module.attribute)
+            frame.insert(1, "after_round", pl_module.rounds_done)
+            frame.to_csv(out / "gradient_attack.csv", index=False)
+            (out / "gradient_attack.md").write_text(
+                f"Gradient attack on the stored uploads of {len(known)} clients (latest upload "
+                f"rounds {rounds[0]}-{rounds[-1]}), attribute {pl_module.attribute!r}:\n\n"
+                + markdown_table(frame)
+                + "\n"
+            )
+        return self.results
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"done": self.done, "results": [r.as_dict() for r in self.results]}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.done = bool(state_dict.get("done", False))
+        self.results = [LabelRecoveryResult(**r) for r in state_dict.get("results", [])]
+
+
+def _last_linear_name(head: nn.Module) -> str:
+    """Name of the head's last ``nn.Linear`` (the layer iDLG reads)."""
+    names = [n for n, m in head.named_modules() if isinstance(m, nn.Linear)]
+    if not names:
+        raise ValueError(f"{type(head).__name__} has no nn.Linear layer for iDLG to read")
+    return names[-1]

@@ -60,7 +60,9 @@ class ClientUpdate:
         clients: User ids ``[C]``.
         start: The global shared parameters the clients started from (name -> tensor).
         deltas: Each client's upload ``theta_c - theta`` (name -> ``[C, *shape]``).
-        lr: The clients' learning rate (``-delta / lr`` is the summed local gradient).
+        lr: Each shared parameter's client learning rate.
+        optimizer: Each shared parameter's client optimiser; for ``sgd``, ``-delta / lr`` is
+            the sum of the local steps' gradients (what a gradient attack reads).
         private: The clients' new private rows (name -> ``[C, 1, *row]``); these stay on the
             clients, the server never sees them.
     """
@@ -69,7 +71,8 @@ class ClientUpdate:
     clients: Tensor
     start: dict[str, Tensor]
     deltas: dict[str, Tensor]
-    lr: float
+    lr: dict[str, float]
+    optimizer: dict[str, str]
     private: dict[str, Tensor]
 
 
@@ -183,6 +186,17 @@ class InProcessEngine:
         self.private_names = [n for n, p in named if id(p) in private]
         self.shared_names = [n for n, p in named if id(p) not in private]
         self._params = dict(named)
+        # Each parameter's (optimiser, lr): the clients' by default; a term may train its own
+        # parameters with its own (FedAU2: the adversary has its own learning rate).
+        self.param_optim: dict[str, tuple[str, float]] = {}
+        for n in self._params:
+            opt: str = self.optimizer
+            rate = self.lr
+            for k, term in enumerate(self.objective.terms):
+                assert isinstance(term, ClientTerm)
+                if n.startswith(f"terms.{k}.") and term.lr is not None:
+                    opt, rate = term.optimizer, float(term.lr)
+            self.param_optim[n] = (opt, rate)
         self._grad = vmap(
             grad_and_value(self._client_loss), in_dims=(0, 0, 0, 0), randomness="different"
         )
@@ -269,11 +283,11 @@ class InProcessEngine:
         }
         for n in self.private_names:
             params[n] = self._params[n].detach()[cl_dev].unsqueeze(1).clone()
-        moments = (
-            {n: (torch.zeros_like(p), torch.zeros_like(p)) for n, p in params.items()}
-            if self.optimizer == "adam"
-            else {}
-        )
+        moments = {
+            n: (torch.zeros_like(p), torch.zeros_like(p))
+            for n, p in params.items()
+            if self.param_optim[n][0] == "adam"
+        }
         adam_t = torch.zeros(num, dtype=torch.long, device=device)
         labels = self.labels[clients].to(device)
         columns = {k: v.to(device) for k, v in columns.items()}
@@ -305,24 +319,29 @@ class InProcessEngine:
                     )
                 total_loss += float(losses.sum())
                 total_steps += int(losses.numel())
-                if self.optimizer == "adam":
+                if moments:
                     adam_t[active] += 1
-                    new = self._adam(sub, grads, moments, active, every, adam_t[active])
+                    adam_grads = {n: g for n, g in grads.items() if n in moments}
+                    new = self._adam(sub, adam_grads, moments, active, every, adam_t[active])
                     for n, value in new.items():
                         if every:
                             params[n] = value
                         else:
                             params[n][active] = value
-                else:
-                    # In place: the per-client tables are the round's largest tensors.
-                    for n, g in grads.items():
-                        if every:
-                            params[n].add_(g, alpha=-self.lr)
-                        else:
-                            params[n].index_add_(0, active, g, alpha=-self.lr)
+                for n, g in grads.items():
+                    if n in moments:
+                        continue
+                    # SGD in place: the per-client tables are the round's largest tensors.
+                    rate = self.param_optim[n][1]
+                    if every:
+                        params[n].add_(g, alpha=-rate)
+                    else:
+                        params[n].index_add_(0, active, g, alpha=-rate)
         deltas = {n: params[n] - start[n].unsqueeze(0) for n in self.shared_names}
         private = {n: params[n] for n in self.private_names}
-        update = ClientUpdate(self.round_index, clients, start, deltas, self.lr, private)
+        lrs = {n: self.param_optim[n][1] for n in self.shared_names}
+        optims = {n: self.param_optim[n][0] for n in self.shared_names}
+        update = ClientUpdate(self.round_index, clients, start, deltas, lrs, optims, private)
         return update, RoundResult(
             round_index=self.round_index,
             clients=clients,
@@ -354,7 +373,8 @@ class InProcessEngine:
             shape = (-1,) + (1,) * (g.ndim - 1)
             c1 = (1 - b1 ** t.to(g.dtype)).view(shape)
             c2 = (1 - b2 ** t.to(g.dtype)).view(shape)
-            out[n] = sub[n] - self.lr * (m / c1) / ((v / c2).sqrt() + eps)
+            rate = self.param_optim[n][1]
+            out[n] = sub[n] - rate * (m / c1) / ((v / c2).sqrt() + eps)
         return out
 
     # ------------------------------------------------------------------ resume

@@ -17,13 +17,13 @@ Who holds what:
   same :class:`~.strategy.FedAvg`, weighted by the interaction counts the nodes report. It
   never sees interactions or private rows.
 * **ClientApp** (:data:`client_app`): its user is ``node_config["partition-id"]``; its data is
-  ``node_config["data-path"]``, an ``.npz`` with ``pairs`` (int ``[2, E]``: user, item; only
-  the node's own user's rows are read, the file may hold nothing else); its private rows live
-  in ``context.state`` (an ``ArrayRecord``), initialised from the same seeded model as the
-  in-process engine's. A ``train`` message carries the global shared arrays, the round index
-  and the round seed; the node runs the in-process engine's :meth:`InProcessEngine.
-  local_updates` for its one client and replies with its shared-parameter deltas and its
-  interaction count.
+  ``node_config["data-path"]``, an ``.npz`` whose ``pairs`` is an int ``[2, E]`` array of
+  (user, item) pairs (the node reads only its user's, so the file may hold just those); its
+  private rows live in ``context.state`` (an ``ArrayRecord``), initialised from the same seeded
+  model as the in-process engine's. A ``train`` message carries the global shared arrays, the
+  round index and the round seed; the node runs :meth:`InProcessEngine.local_updates` for its
+  one client (an engine over a one-user model and its own data) and replies with its
+  shared-parameter deltas and its interaction count.
 
 Before the first round the server sends a ``query`` to every node to map partition ids to
 node ids; it waits (``node-timeout``) until every user has a node. A node whose partition id
@@ -36,16 +36,23 @@ hyperparameters (:class:`FlowerRunConfig`, keys as in ``[tool.flwr.app.config]``
 config the user and its data. :func:`write_app` writes an app directory (``pyproject.toml``
 plus a three-line components module) for ``flwr run``.
 
-Launch (``FLWR_TELEMETRY_ENABLED=0``; every node needs ``lit_unlearn[flower]`` installed)::
+Launch (environment ``FLWR_TELEMETRY_ENABLED=0 FLWR_DISABLE_UPDATE_CHECK=1``; the SuperLink's
+and every node's machine need ``lit_unlearn[flower]`` installed, the app ships no code)::
 
-    flower-superlink --insecure --disable-runtime-dependency-installation --port 9091
-    flower-supernode --insecure --superlink 127.0.0.1:9091 --port 9094 \\
-        --node-config 'partition-id=0 data-path="/data/user0.npz"'   # one per user
+    flower-superlink --insecure --disable-runtime-dependency-installation \
+        --host 127.0.0.1 --port 9091
+    flower-supernode --insecure --superlink 127.0.0.1:9091 --host 127.0.0.1 --port 9094 \
+        --node-config 'partition-id=0 data-path="/data/user0.npz"'  # one per user, own --port
     python -c "from lit_unlearn.methods.federated.flower import write_app; write_app('app')"
-    flwr run app <connection> --run-config 'num-users=4 num-items=12 num-rounds=3'
+    flwr run app <connection> --format json \
+        --run-config 'num-users=4 num-items=12 num-rounds=3 output-path="/abs/result.pt"'
 
-where ``<connection>`` is a ``[superlink.<connection>]`` entry (``address =
+where ``<connection>`` is a ``[superlink.<connection>]`` table (``address =
 "127.0.0.1:9091"``, ``insecure = true``) in ``$FLWR_HOME/config.toml``.
+
+Cost: Flower 1.42 starts a fresh ``flwr-clientapp`` process per message (importing torch and
+lit_unlearn) and an idle SuperNode polls every 3 s, so a round costs seconds whatever its size;
+use the in-process engine for research runs.
 
 Exactness: a client's draws (negatives, shuffles) come from its own generator
 (:meth:`InProcessEngine.client_generator` of its user id), so a node draws what the in-process
@@ -126,7 +133,8 @@ class FlowerRunConfig:
         server_lr: FedAvg server step.
         rowwise: FedAvg row-wise averaging.
         seed: Seed of the model init, the sampling and the clients' draws.
-        output_path: Where the ServerApp writes the final global parameters (``torch.save``;
+        output_path: Where the ServerApp writes the final global parameters, or the error that
+            stopped the run (``torch.save``, an absolute path on the SuperLink's machine;
             empty: nowhere). See :func:`load_result`.
         node_timeout: Seconds the ServerApp waits for a node of every user.
         round_timeout: Seconds it waits for a round's replies.
@@ -177,20 +185,23 @@ class FlowerRunConfig:
             if key not in config:
                 continue
             value = config[key]
-            kind = type(getattr(cls(), f.name))
+            kind = type(f.default)
             if kind is float and isinstance(value, int) and not isinstance(value, bool):
                 value = float(value)
             if type(value) is not kind:
                 raise ValueError(
-                    f"run config {key!r} must be a {kind.__name__}, got {value!r} "
+                    f"run config {key!r} must be of type {kind.__name__}, got {value!r} "
                     f"({type(value).__name__})"
                 )
             values[f.name] = value
         return cls(**values)
 
     def to_user_config(self) -> dict[str, Any]:
-        """The run config dict (hyphenated keys)."""
-        return {_key(k): v for k, v in asdict(self).items()}
+        """The run config dict (hyphenated keys; float fields as floats)."""
+        return {
+            _key(f.name): float(v) if isinstance(f.default, float) else v
+            for f, v in zip(fields(self), asdict(self).values(), strict=True)
+        }
 
     def build_model(self, num_users: int | None = None) -> NCF:
         """The seeded backbone: the same init as ``torch.manual_seed(seed); NCF(...)``.
@@ -256,10 +267,6 @@ def write_app(directory: str | os.PathLike[str], config: FlowerRunConfig | None 
     root.mkdir(parents=True, exist_ok=True)
     run_config = (config or FlowerRunConfig()).to_user_config()
     lines = [
-        "[build-system]",
-        'requires = ["setuptools>=64"]',
-        'build-backend = "setuptools.build_meta"',
-        "",
         "[project]",
         'name = "lit-unlearn-fedrec"',
         'version = "1.0.0"',
@@ -300,8 +307,9 @@ def _toml_value(value: Any) -> str:
 
 
 def load_result(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """The ServerApp's output: ``shared`` (name -> tensor), ``clients`` (per round),
-    ``round_seconds``, ``loss`` (per round) and ``setup_seconds``; or ``error`` (a message)."""
+    """The ServerApp's output (``output-path``): ``shared`` (the final global shared parameters,
+    name -> tensor), ``clients`` / ``round_seconds`` / ``loss`` (per round), ``setup_seconds``
+    (node discovery) and ``nodes`` (user -> node id); or ``error`` (what stopped the run)."""
     return cast(dict[str, Any], torch.load(Path(path), weights_only=True))
 
 
@@ -517,15 +525,16 @@ def _discover(grid: Grid, config: FlowerRunConfig) -> dict[int, int]:
                 node = reply.metadata.src_node_id
                 if user in nodes:
                     raise RuntimeError(
-                        f"nodes {nodes[user]} and {node} both have partition-id {user}: "
-                        "one SuperNode per user"
+                        f"node discovery: nodes {nodes[user]} and {node} both have "
+                        f"partition-id {user}: start one SuperNode per user"
                     )
                 nodes[user] = node
             continue
         if time.monotonic() > deadline:
             missing = sorted(set(range(config.num_users)) - set(nodes))
             raise TimeoutError(
-                f"no SuperNode for user(s) {missing[:10]} after {config.node_timeout:g} s "
+                f"node discovery: no SuperNode for user(s) {missing[:10]} after "
+                f"{config.node_timeout:g} s "
                 f"({len(nodes)} of {config.num_users} users have one): start one per user "
                 "with --node-config 'partition-id=<user id> data-path=\"<file>.npz\"'"
             )

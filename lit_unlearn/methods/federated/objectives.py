@@ -199,7 +199,14 @@ class ClientTerm(nn.Module, ABC):
 
     Its parameters are uploaded and aggregated like the item side (FedAU2's adversary head is
     one). It sees the client's backbone (local copy), its minibatch and its attribute label.
+    A term may train its own parameters with its own optimiser and learning rate (``lr`` not
+    None); otherwise the clients' apply.
     """
+
+    #: Learning rate of the term's own parameters (None: the clients' optimiser and lr).
+    lr: float | None = None
+    #: Optimiser of the term's own parameters when ``lr`` is set.
+    optimizer: str = "sgd"
 
     @abstractmethod
     def forward(

@@ -1,0 +1,456 @@
+"""The Flower deployment engine: its final global parameters equal the in-process engine's.
+
+Fast tests drive the real ``ServerApp`` and ``ClientApp`` objects through an in-memory grid (one
+``Context`` per node, error replies as Flower builds them). The slow tests run a real
+``flower-superlink`` and one ``flower-supernode`` per user, each a separate process on
+127.0.0.1 with its own ports and ``partition-id``, and submit the app with ``flwr run``; every
+process (and every process it spawned) is killed afterwards, pass or fail. There, every Flower
+message starts a fresh ``flwr-clientapp`` process that imports torch and lit_unlearn, and an
+idle SuperNode polls every 3 s, so a round takes seconds.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from torch import Tensor
+
+try:
+    import flwr  # noqa: F401
+except ImportError:  # flwr needs Python >= 3.11
+    pytest.skip(
+        "flwr is not installed: pip install -c constraints.txt -e '.[flower]' (Python >= 3.11)",
+        allow_module_level=True,
+    )
+
+from flwr.app import Context, Error, Message, RecordDict
+from flwr.serverapp import Grid
+from flwr.supercore.task_identity import TaskIdentity
+
+from lit_unlearn.methods.federated import ClientData, FedAvg, InProcessEngine, PointwiseBCE
+from lit_unlearn.methods.federated.flower import (
+    FlowerRunConfig,
+    client_app,
+    load_result,
+    server_app,
+    write_app,
+)
+from lit_unlearn.models import NCF
+
+BIN = Path(sys.executable).parent
+NUM_USERS, NUM_ITEMS, ROUNDS = 4, 12, 2
+
+
+def _pairs() -> Tensor:
+    """4 users x 12 items, 3-5 positives each (different lengths: padded local batches)."""
+    g = torch.Generator().manual_seed(0)
+    rows = []
+    for u in range(NUM_USERS):
+        n = 3 + u % 3
+        rows.append(torch.stack([torch.full((n,), u), torch.randperm(NUM_ITEMS, generator=g)[:n]]))
+    return torch.cat(rows, dim=1)
+
+
+def _config(output: Path) -> FlowerRunConfig:
+    return FlowerRunConfig(
+        num_users=NUM_USERS,
+        num_items=NUM_ITEMS,
+        embedding_dim=8,
+        hidden_layers=1,
+        scorer="neumf",
+        num_negatives=4,
+        fraction=0.5,
+        num_rounds=ROUNDS,
+        local_epochs=2,
+        local_batch_size=4,
+        lr=0.1,
+        seed=3,
+        output_path=str(output),
+        node_timeout=90.0,
+        round_timeout=90.0,
+    )
+
+
+def _in_process(config: FlowerRunConfig) -> tuple[InProcessEngine, list[list[int]]]:
+    """The reference: the in-process engine with the same seed and hyperparameters, after
+    ``ROUNDS`` rounds, and its clients per round."""
+    torch.manual_seed(config.seed)
+    engine = InProcessEngine(
+        NCF(NUM_USERS, NUM_ITEMS, 8, hidden_layers=1, scorer="neumf"),
+        PointwiseBCE(4),
+        ClientData.from_pairs(_pairs(), NUM_USERS, NUM_ITEMS),
+        fraction=0.5,
+        local_epochs=2,
+        local_batch_size=4,
+        lr=0.1,
+        aggregator=FedAvg(),
+        seed=config.seed,
+    )
+    clients = [engine.run_round().clients.tolist() for _ in range(ROUNDS)]
+    return engine, clients
+
+
+def _assert_shared_equal(result: dict[str, Any], engine: InProcessEngine) -> None:
+    params = dict(engine.objective.named_parameters())
+    assert set(result["shared"]) == set(engine.shared_names)
+    for name in engine.shared_names:
+        torch.testing.assert_close(
+            result["shared"][name], params[name].detach(), atol=1e-5, rtol=0, msg=name
+        )
+
+
+# ---------------------------------------------------------------------------------- in memory
+class MemoryGrid(Grid):
+    """Delivers each message to its node's ``client_app`` at once (one ``Context`` per node);
+    a handler's exception becomes an error reply, as ``flwr-clientapp`` builds it."""
+
+    def __init__(
+        self, node_configs: list[dict[str, Any]], run_config: dict[str, Any], forget: bool
+    ) -> None:
+        self.forget = forget  # a node loses its state after each round it trains
+        self.contexts = {
+            100 + k: Context(
+                run_id=1, node_id=100 + k, node_config=nc, state=RecordDict(), run_config=run_config
+            )
+            for k, nc in enumerate(node_configs)
+        }
+        self.replies: dict[str, Message] = {}
+        self.delivered: list[tuple[str, int]] = []
+
+    def set_run(self, run: Any) -> None:
+        raise NotImplementedError
+
+    @property
+    def run(self) -> Any:
+        raise NotImplementedError
+
+    def create_message(self, *args: Any, **kwargs: Any) -> Message:
+        raise NotImplementedError
+
+    def get_node_ids(self) -> list[int]:
+        return list(self.contexts)
+
+    def push_messages(self, messages: Any) -> list[str]:
+        ids = []
+        for msg in messages:
+            msg_id = f"m{len(self.delivered)}"
+            msg.metadata.__dict__["_message_id"] = msg_id
+            node = msg.metadata.dst_node_id
+            self.delivered.append((msg.metadata.message_type, node))
+            try:
+                reply = client_app(msg, self.contexts[node])
+            except Exception as ex:
+                reply = Message(Error(0, f"{type(ex)}:<'{ex}'>"), reply_to=msg)
+            if self.forget and msg.metadata.message_type == "train":
+                self.contexts[node].state = RecordDict()
+            self.replies[msg_id] = reply
+            ids.append(msg_id)
+        return ids
+
+    def pull_messages(self, message_ids: Any) -> list[Message]:
+        return [self.replies.pop(i) for i in list(message_ids) if i in self.replies]
+
+    def send_and_receive(self, messages: Any, *, timeout: float | None = None) -> list[Message]:
+        raise NotImplementedError
+
+
+@pytest.fixture
+def task_identity(monkeypatch: pytest.MonkeyPatch) -> None:
+    """What a ServerApp process sets before creating messages."""
+    for attr, value in (("_run_id", 1), ("_node_id", 0), ("_task_id", 1)):
+        monkeypatch.setattr(TaskIdentity, attr, value)
+
+
+def _serve_in_memory(
+    tmp_path: Path, partition_ids: list[int], config: FlowerRunConfig, forget: bool = False
+) -> tuple[dict[str, Any], MemoryGrid]:
+    data = tmp_path / "pairs.npz"
+    np.savez(data, pairs=_pairs().numpy())
+    grid = MemoryGrid(
+        [{"partition-id": p, "data-path": str(data)} for p in partition_ids],
+        config.to_user_config(),
+        forget,
+    )
+    context = Context(
+        run_id=1, node_id=0, node_config={}, state=RecordDict(), run_config=config.to_user_config()
+    )
+    with contextlib.suppress(Exception):  # the result file holds the error
+        server_app(grid, context)
+    return load_result(config.output_path), grid
+
+
+@pytest.mark.usefixtures("task_identity")
+def test_server_and_client_apps_equal_the_in_process_engine(tmp_path: Path) -> None:
+    config = _config(tmp_path / "result.pt")
+    result, grid = _serve_in_memory(tmp_path, [3, 1, 0, 2], config)
+    assert "error" not in result, result.get("error")
+    engine, clients = _in_process(config)
+    assert result["clients"] == clients
+    _assert_shared_equal(result, engine)
+    # one query per node, then train messages to the sampled users' nodes only
+    assert sorted(n for kind, n in grid.delivered if kind == "query") == sorted(grid.contexts)
+    trained = [n for kind, n in grid.delivered if kind == "train"]
+    assert trained == [result["nodes"][u] for round_users in clients for u in round_users]
+    assert result["nodes"] == {3: 100, 1: 101, 0: 102, 2: 103}
+
+
+@pytest.mark.usefixtures("task_identity")
+def test_private_rows_stay_on_the_nodes_and_match_the_in_process_engine(tmp_path: Path) -> None:
+    config = _config(tmp_path / "result.pt")
+    _, grid = _serve_in_memory(tmp_path, list(range(NUM_USERS)), config)
+    engine, _ = _in_process(config)
+    params = dict(engine.objective.named_parameters())
+    for node, context in grid.contexts.items():
+        user = node - 100
+        if "lit-unlearn.private" not in context.state:  # never sampled
+            continue
+        rows = context.state.array_records["lit-unlearn.private"].to_torch_state_dict()
+        assert set(rows) == set(engine.private_names)
+        for name, row in rows.items():
+            torch.testing.assert_close(row, params[name].detach()[user], atol=1e-6, rtol=0)
+
+
+@pytest.mark.usefixtures("task_identity")
+@pytest.mark.parametrize(
+    ("partition_ids", "message"),
+    [
+        ([0, 1, 9, 3], "partition-id 9 names no user: the run has num-users=4"),
+        ([0, 1, 1, 3], "both have partition-id 1"),
+        ([0, 1, -1, 3], "partition-id -1 names no user"),
+    ],
+)
+def test_bad_partition_ids_stop_the_run_before_training(
+    tmp_path: Path, partition_ids: list[int], message: str
+) -> None:
+    result, grid = _serve_in_memory(tmp_path, partition_ids, _config(tmp_path / "result.pt"))
+    assert "shared" not in result
+    assert "node discovery" in result["error"] and message in result["error"]
+    assert all(kind == "query" for kind, _ in grid.delivered)
+
+
+@pytest.mark.usefixtures("task_identity")
+def test_a_user_without_a_node_times_out_with_its_id(tmp_path: Path) -> None:
+    config = dataclasses.replace(_config(tmp_path / "result.pt"), node_timeout=0.3)
+    result, grid = _serve_in_memory(tmp_path, [0, 1, 3], config)
+    assert "no SuperNode for user(s) [2]" in result["error"]
+    assert all(kind == "query" for kind, _ in grid.delivered)
+
+
+@pytest.mark.usefixtures("task_identity")
+def test_a_node_that_lost_its_private_rows_refuses_to_train(tmp_path: Path) -> None:
+    config = dataclasses.replace(_config(tmp_path / "result.pt"), num_rounds=3)
+    result, _ = _serve_in_memory(tmp_path, list(range(NUM_USERS)), config, forget=True)
+    assert "round 2" in result["error"], result["error"]  # users 1 and 2 train again in round 2
+    assert "stale or lost node state" in result["error"]
+
+
+# ---------------------------------------------------------------------------------- processes
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _children() -> dict[int, list[int]]:
+    """Parent pid -> child pids, from /proc."""
+    tree: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:
+            continue
+        ppid = int(text.rsplit(")", 1)[1].split()[1])
+        tree.setdefault(ppid, []).append(int(stat.parent.name))
+    return tree
+
+
+def _descendants(pid: int) -> list[int]:
+    tree, out, todo = _children(), [], [pid]
+    while todo:
+        for child in tree.get(todo.pop(), []):
+            out.append(child)
+            todo.append(child)
+    return out
+
+
+class Cluster:
+    """A SuperLink and SuperNodes on 127.0.0.1, logs and Flower home under ``root``."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.port = _free_port()
+        self.procs: list[subprocess.Popen[bytes]] = []
+        self.logs: list[Path] = []
+        self.env = {
+            **os.environ,
+            "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+            "FLWR_HOME": str(root / "home"),
+            "FLWR_TELEMETRY_ENABLED": "0",
+            "FLWR_DISABLE_UPDATE_CHECK": "1",
+            "RAY_USAGE_STATS_ENABLED": "0",
+            "FLWR_SUPEREXEC_TASK_POLL_INTERVAL": "0.1",
+            "OMP_NUM_THREADS": "1",
+            "MKL_NUM_THREADS": "1",
+        }
+        (root / "home").mkdir(parents=True)
+        (root / "home" / "config.toml").write_text(
+            '[superlink]\ndefault = "test"\n\n'
+            f'[superlink.test]\naddress = "127.0.0.1:{self.port}"\ninsecure = true\n'
+        )
+
+    def _start(self, name: str, args: list[str], env: dict[str, str] | None = None) -> None:
+        log = self.root / f"{name}.log"
+        self.logs.append(log)
+        with log.open("wb") as out:
+            self.procs.append(
+                subprocess.Popen(
+                    [str(BIN / args[0]), *args[1:]],
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    env=env or self.env,
+                    cwd=self.root,
+                    start_new_session=True,
+                )
+            )
+
+    def start(self, partition_ids: list[int], data: Path) -> None:
+        self._start(
+            "superlink",
+            ["flower-superlink", "--insecure", "--disable-runtime-dependency-installation",
+             "--host", "127.0.0.1", "--port", str(self.port)],
+        )  # fmt: skip
+        for k, pid in enumerate(partition_ids):
+            home = self.root / f"home-node{k}"  # each node installs the FAB in its own home
+            home.mkdir()
+            self._start(
+                f"supernode{k}",
+                ["flower-supernode", "--insecure", "--superlink", f"127.0.0.1:{self.port}",
+                 "--host", "127.0.0.1", "--port", str(_free_port()),
+                 "--node-config", f'partition-id={pid} data-path="{data}"'],
+                env={**self.env, "FLWR_HOME": str(home)},
+            )  # fmt: skip
+        deadline = time.monotonic() + 30
+        while True:  # the SuperLink's HTTP API is up once it accepts connections
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline or self.procs[0].poll() is not None:
+                    pytest.fail(f"flower-superlink did not start\n{self.tail()}")
+                time.sleep(0.2)
+
+    def run(self, app: Path, output: Path, timeout: float) -> dict[str, Any]:
+        """``flwr run`` the app and wait for the ServerApp's output file."""
+        done = subprocess.run(
+            [str(BIN / "flwr"), "run", str(app), "test", "--format", "json"],
+            env=self.env,
+            cwd=self.root,
+            capture_output=True,
+            timeout=60,
+            check=False,
+        )
+        if done.returncode != 0:
+            pytest.fail(f"flwr run failed:\n{done.stdout.decode()}\n{done.stderr.decode()}")
+        assert json.loads(done.stdout)["success"]
+        deadline = time.monotonic() + timeout
+        while not output.exists():
+            if time.monotonic() > deadline:
+                pytest.fail(f"no result after {timeout:g} s\n{self.tail()}")
+            if any(p.poll() is not None for p in self.procs):
+                pytest.fail(f"a Flower process exited early\n{self.tail()}")
+            time.sleep(0.5)
+        return load_result(output)
+
+    def tail(self, chars: int = 3000) -> str:
+        return "\n".join(f"--- {log.name}\n{log.read_text()[-chars:]}" for log in self.logs)
+
+    def stop(self) -> None:
+        """SIGTERM every process and its descendants, SIGKILL what is left after 5 s."""
+        pids = [p.pid for p in self.procs]
+        for p in self.procs:
+            pids += _descendants(p.pid)
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + 5
+        for p in self.procs:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                p.wait(timeout=max(deadline - time.monotonic(), 0.1))
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        for p in self.procs:
+            p.wait(timeout=5)
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[Cluster]:
+    missing = [
+        b for b in ("flower-superlink", "flower-supernode", "flwr") if not (BIN / b).exists()
+    ]
+    if missing:
+        pytest.skip(f"Flower's commands {missing} are not beside {sys.executable}")
+    c = Cluster(tmp_path)
+    try:
+        yield c
+    finally:
+        c.stop()
+
+
+@pytest.fixture
+def data(tmp_path: Path) -> Path:
+    path = tmp_path / "pairs.npz"
+    np.savez(path, pairs=_pairs().numpy())
+    return path
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(180)  # backstop: every wait below has its own deadline
+def test_flower_rounds_equal_the_in_process_engine(
+    cluster: Cluster, data: Path, tmp_path: Path
+) -> None:
+    output = tmp_path / "result.pt"
+    config = _config(output)
+    cluster.start(list(range(NUM_USERS)), data)
+    result = cluster.run(write_app(tmp_path / "app", config), output, timeout=100)
+    assert "error" not in result, result.get("error")
+
+    engine, clients = _in_process(config)
+    assert result["clients"] == clients
+    assert sorted(result["nodes"]) == list(range(NUM_USERS))
+    assert len(set(result["nodes"].values())) == NUM_USERS
+    _assert_shared_equal(result, engine)
+    start = dict(config.build_model().named_parameters())
+    assert any(  # the rounds did train
+        not torch.equal(result["shared"][n], start[n.removeprefix("model.")].detach())
+        for n in engine.shared_names
+    )
+    assert len(result["round_seconds"]) == ROUNDS and all(np.isfinite(result["loss"]))
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+def test_partition_id_naming_no_user_stops_the_run(
+    cluster: Cluster, data: Path, tmp_path: Path
+) -> None:
+    output = tmp_path / "result.pt"
+    cluster.start([NUM_USERS + 5], data)
+    result = cluster.run(write_app(tmp_path / "app", _config(output)), output, timeout=60)
+    assert "shared" not in result
+    assert "node discovery" in result["error"]
+    assert f"partition-id {NUM_USERS + 5} names no user" in result["error"]
+    assert f"num-users={NUM_USERS}" in result["error"]
