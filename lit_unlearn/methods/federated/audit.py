@@ -20,7 +20,12 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import rank_zero_warn
 from torch import nn
 
-from lit_unlearn.attacks.audit import audit_embeddings, results_to_frame, results_to_markdown
+from lit_unlearn.attacks.audit import (
+    audit_embeddings,
+    results_to_frame,
+    results_to_markdown,
+    shadow_split,
+)
 from lit_unlearn.attacks.base import AttackResult
 from lit_unlearn.attacks.gradient_inversion import (
     LabelRecoveryResult,
@@ -29,11 +34,18 @@ from lit_unlearn.attacks.gradient_inversion import (
     idlg_labels,
 )
 from lit_unlearn.attacks.mlp import MLPAttacker
+from lit_unlearn.attacks.scores import attack_scores, majority_class
 from lit_unlearn.methods.federated.adversary import UploadRecorder
+from lit_unlearn.models.fedrap import FedRAP
 from lit_unlearn.reporting.tables import markdown_table
 from lit_unlearn.reporting.tracking import log_metrics
 
-__all__ = ["EmbeddingAttack", "GradientInversionAudit", "export_representations"]
+__all__ = [
+    "EmbeddingAttack",
+    "GradientInversionAudit",
+    "column_ensemble_attack",
+    "export_representations",
+]
 
 
 def export_representations(path: str | Path, pl_module: Any, datamodule: Any) -> Path:
@@ -55,6 +67,54 @@ def export_representations(path: str | Path, pl_module: Any, datamodule: Any) ->
     extra["representation"] = rep
     np.savez(out, **extra)  # type: ignore[arg-type]
     return out
+
+
+def column_ensemble_attack(
+    matrices: torch.Tensor,
+    codes: torch.Tensor,
+    shadow: torch.Tensor,
+    num_classes: int,
+    attribute: str,
+    hidden: int = 100,
+    seed: int = 0,
+) -> AttackResult:
+    """FedAU2's attack on FedRAP's residuals (App. A.2): one MLP per column, averaged.
+
+    Each user holds a matrix ``[M, N]`` (FedRAP's ``D_u``: items x dimensions). Column ``j``
+    (an ``M``-vector per user) trains its own MLP (one hidden layer of ``hidden``) on the
+    shadow users; the ``N`` predicted distributions are averaged per test user.
+
+    Args:
+        matrices: ``[U, M, N]`` per-user matrices.
+        codes: Attribute codes ``[U]`` (``-1`` unknown).
+        shadow: Bool ``[U]``, the users whose attribute the attacker knows.
+        num_classes: Classes of the attribute.
+        attribute: Its name (for the result).
+        hidden: Hidden width of every column's MLP.
+        seed: Seed of the validation split and the MLPs.
+    """
+    feats = matrices.detach().float().cpu()
+    y = codes.detach().cpu().numpy().astype(np.int64)
+    train, val, test = shadow_split(codes, shadow, seed=seed)
+    if test.size == 0 or np.unique(y[train]).size < 2:
+        raise ValueError(f"attribute {attribute!r}: too few labelled users to attack")
+    proba = np.zeros((test.size, num_classes))
+    for j in range(feats.shape[2]):
+        col = feats[:, :, j].numpy()
+        attacker = MLPAttacker(hidden=hidden, layers=2, seed=seed + j)
+        attacker.fit(col[train], y[train], col[val], y[val], num_classes)
+        proba += attacker.predict_proba(col[test])
+    proba /= feats.shape[2]
+    scores = attack_scores(y[test], proba, majority_class(y[np.concatenate([train, val])]))
+    return AttackResult(
+        attribute=attribute,
+        attacker="mlp-columns",
+        num_classes=num_classes,
+        n_train=int(train.size),
+        n_val=int(val.size),
+        n_test=int(test.size),
+        **scores,
+    )
 
 
 class EmbeddingAttack(Callback):
@@ -102,9 +162,23 @@ class EmbeddingAttack(Callback):
         dm = trainer.datamodule  # type: ignore[attr-defined]
         rep = pl_module.user_representation()
         attacker = MLPAttacker(hidden=self.hidden, layers=2, seed=self.seed)
-        results = audit_embeddings(
-            rep, dm.user_attributes, [attacker], names=self.attributes, seed=self.seed
-        )
+        attrs = dm.user_attributes
+        results = audit_embeddings(rep, attrs, [attacker], names=self.attributes, seed=self.seed)
+        model = getattr(pl_module, "model", None)
+        if isinstance(model, FedRAP):
+            # FedRAP's own attack: the per-column ensemble over the residual tables D_u.
+            for name in self.attributes or attrs.names:
+                results.append(
+                    column_ensemble_attack(
+                        model.residual_matrix(),
+                        attrs.codes[name],
+                        attrs.shadow,
+                        len(attrs.classes[name]),
+                        name,
+                        self.hidden,
+                        self.seed,
+                    )
+                )
         self.history[round_index] = results
         if trainer.is_global_zero:
             metrics = {
