@@ -21,7 +21,7 @@ from lit_unlearn.datamodules import FederatedData
 from lit_unlearn.datamodules.sources.movielens import MovieLens100K
 from lit_unlearn.methods.federated import ClientData, FedAvg, InProcessEngine, PointwiseBCE
 from lit_unlearn.metrics.ranking import metrics_from_ranks, sampled_ranks
-from lit_unlearn.models import NCF
+from lit_unlearn.models import NCF, FedRAP, Recommender
 
 
 def main() -> None:
@@ -34,6 +34,8 @@ def main() -> None:
     parser.add_argument("--server-lr", type=float, default=1.0)
     parser.add_argument("--rowwise", action="store_true")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--backbone", choices=["fedncf", "fedrap"], default="fedncf")
+    parser.add_argument("--residual-l2", type=float, default=0.0)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     dm = FederatedData(
@@ -52,7 +54,11 @@ def main() -> None:
     users, pos, negatives = val["pairs"][:, 0], val["pairs"][:, 1], val["negatives"]
     data = ClientData.from_pairs(dm.client_pairs(), dm.num_users, dm.num_items)
     torch.manual_seed(0)
-    model = NCF(dm.num_users, dm.num_items, 32, hidden_layers=2, scorer="neumf")
+    model: Recommender = (
+        NCF(dm.num_users, dm.num_items, 32, hidden_layers=2, scorer="neumf")
+        if args.backbone == "fedncf"
+        else FedRAP(dm.num_users, dm.num_items, 32, residual_l2=args.residual_l2)
+    )
     engine = InProcessEngine(
         model,
         PointwiseBCE(4),

@@ -36,6 +36,10 @@ class FedRAP(Recommender):
             FedRAP starts ``D_u`` at zero so every user starts from the global model).
         l1_global: ``nu``, weight of ``||C||_1`` (per element, averaged).
         difference: ``lam``, weight of the residual-vs-global similarity penalty.
+        residual_l2: Weight of the mean squared norm of the residual cells a batch touches
+            (not in FedRAP; an optional brake on ``D_u``, a whole item table per client that
+            can memorise the client's positives; 0.1 did not make FedRAP learn on ML-100K in
+            ``benchmarks/federated_sweep.py``, see docs/federated.md).
 
     Raises:
         ValueError: A size is not a positive int, or a weight / std is negative or not finite.
@@ -49,12 +53,14 @@ class FedRAP(Recommender):
         residual_init_std: float = 0.0,
         l1_global: float = 1e-4,
         difference: float = 1e-3,
+        residual_l2: float = 0.0,
     ) -> None:
         super().__init__(num_users, num_items, embedding_dim)
         for name, value in (
             ("residual_init_std", residual_init_std),
             ("l1_global", l1_global),
             ("difference", difference),
+            ("residual_l2", residual_l2),
         ):
             if isinstance(value, bool) or not isinstance(value, (int, float)):
                 raise ValueError(f"{name} must be a float >= 0, got {value!r}")
@@ -63,6 +69,7 @@ class FedRAP(Recommender):
         self.residual_init_std = float(residual_init_std)
         self.l1_global = float(l1_global)
         self.difference = float(difference)
+        self.residual_l2 = float(residual_l2)
         self.user_embedding = nn.Embedding(num_users, embedding_dim)
         self.item_embedding = nn.Embedding(num_items, embedding_dim)
         self.residual = nn.Parameter(torch.zeros(num_users, num_items, embedding_dim))
@@ -169,8 +176,11 @@ class FedRAP(Recommender):
             weight = torch.ones_like(cos_sq)
         weight = weight.to(cos_sq.dtype)
         mean_cos_sq = (cos_sq * weight).sum() / weight.sum().clamp_min(1.0)
-        return self.l1_global * self.item_embedding.weight.abs().mean() + (
-            self.difference * mean_cos_sq
+        sq = (residual.square().sum(dim=-1) * weight).sum() / weight.sum().clamp_min(1.0)
+        return (
+            self.l1_global * self.item_embedding.weight.abs().mean()
+            + self.difference * mean_cos_sq
+            + self.residual_l2 * sq
         )
 
     def l2_batch(self, users: Tensor, items: Tensor) -> Tensor:

@@ -103,7 +103,7 @@ def test_every_fragment_is_paired_and_every_experiment_found() -> None:
     assert sorted(PAIRS) == _names("data")
     assert sorted(PAIRS.values()) == sorted(set(_names("model")) - {"vit_cifar10.yaml"})
     assert {"digits_cnn.yaml", "mnist5k_cnn.yaml", "cifar10_resnet18.yaml"} <= set(EXPERIMENTS)
-    assert {"digits_table.yaml", "mnist5k_table.yaml"} == set(TABLES)
+    assert {"digits_table.yaml", "digits_table_k1.yaml", "mnist5k_table.yaml"} == set(TABLES)
     assert _names("method") == ["dsda.yaml", "finetune.yaml", "gkt.yaml", "ssd.yaml", "unsir.yaml"]
 
 

@@ -36,7 +36,9 @@ def _write(tmp_path: Path, **table: object) -> Path:
     return path
 
 
-@pytest.mark.parametrize("name", ["digits_table.yaml", "mnist5k_table.yaml"])
+@pytest.mark.parametrize(
+    "name", ["digits_table.yaml", "digits_table_k1.yaml", "mnist5k_table.yaml"]
+)
 def test_shipped_tables_load(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(REPO)  # their configs are repository-relative
     spec = load_table(FAMILY / name)
