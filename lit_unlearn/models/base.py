@@ -19,6 +19,7 @@ carry data. Backbones that do not need it ignore it.
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 from typing import ClassVar, cast
 
@@ -31,6 +32,15 @@ def check_positive_int(name: str, value: object) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
         raise ValueError(f"{name} must be a positive int, got {value!r}")
     return value
+
+
+def check_dropout(dropout: object) -> float:
+    """Return ``dropout`` as a float if it is a number in [0, 1), else raise ``ValueError``."""
+    if isinstance(dropout, bool) or not isinstance(dropout, (int, float)):
+        raise ValueError(f"dropout must be a float in [0, 1), got {dropout!r}")
+    if not (math.isfinite(dropout) and 0 <= dropout < 1):
+        raise ValueError(f"dropout must be a float in [0, 1) (0 disables it), got {dropout!r}")
+    return float(dropout)
 
 
 def check_non_negative_int(name: str, value: object) -> int:

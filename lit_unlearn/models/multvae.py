@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import math
 from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lit_unlearn.models.base import Recommender, check_positive_int
+from lit_unlearn.models.base import Recommender, check_dropout, check_positive_int
 
 
 def history_rows(graph: Tensor, users: Tensor | None, num_users: int, num_items: int) -> Tensor:
@@ -70,11 +69,7 @@ class MultVAE(Recommender):
     ) -> None:
         super().__init__(num_users, num_items, embedding_dim)
         self.hidden = check_positive_int("hidden", hidden)
-        if isinstance(dropout, bool) or not isinstance(dropout, (int, float)):
-            raise ValueError(f"dropout must be a float in [0, 1), got {dropout!r}")
-        if not (math.isfinite(dropout) and 0.0 <= dropout < 1.0):
-            raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
-        self.dropout = float(dropout)
+        self.dropout = check_dropout(dropout)
         self.encoder = nn.Linear(num_items, hidden)
         self.encoder_out = nn.Linear(hidden, 2 * embedding_dim)
         self.decoder = nn.Linear(embedding_dim, hidden)

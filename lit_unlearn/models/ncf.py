@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lit_unlearn.models.base import Recommender, check_non_negative_int
+from lit_unlearn.models.base import Recommender, check_dropout, check_non_negative_int
 
 #: Rough bound on the elements of the ``[B, chunk, width]`` activations that
 #: :meth:`NCF.full_scores` materialises per item chunk under NeuMF (2^24 floats = 64 MiB).
@@ -64,13 +64,9 @@ class NCF(Recommender):
     ) -> None:
         super().__init__(num_users, num_items, embedding_dim)
         self.hidden_layers = check_non_negative_int("hidden_layers", hidden_layers)
-        if isinstance(dropout, bool) or not isinstance(dropout, (int, float)):
-            raise ValueError(f"dropout must be a float in [0, 1), got {dropout!r}")
-        if not 0.0 <= dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
         if scorer not in ("dot", "neumf"):
             raise ValueError(f"scorer must be 'dot' or 'neumf', got {scorer!r}")
-        self.dropout = float(dropout)
+        self.dropout = check_dropout(dropout)
         self.scorer = scorer
         d = embedding_dim
         self.user_embedding = nn.Embedding(num_users, d)

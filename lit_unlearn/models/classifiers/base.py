@@ -8,21 +8,13 @@ works on h = M^f(x); SSD dampens any parameter; GKT distils logits), so a backbo
 
 from __future__ import annotations
 
-import math
 from abc import ABC, abstractmethod
 
 from torch import Tensor, nn
 
+from lit_unlearn.models.base import check_dropout
+
 __all__ = ["Classifier", "check_dropout"]
-
-
-def check_dropout(dropout: object) -> float:
-    """Return ``dropout`` as a float if it is a number in [0, 1), else raise ``ValueError``."""
-    if isinstance(dropout, bool) or not isinstance(dropout, (int, float)):
-        raise ValueError(f"dropout must be a float in [0, 1), got {dropout!r}")
-    if not (math.isfinite(dropout) and 0 <= dropout < 1):
-        raise ValueError(f"dropout must be a float in [0, 1) (0 disables it), got {dropout!r}")
-    return float(dropout)
 
 
 class Classifier(nn.Module, ABC):
