@@ -13,6 +13,7 @@ from typing import Any, Literal
 
 import torch
 from lightning.pytorch.core.mixins.hparams_mixin import _given_hyperparameters
+from lightning.pytorch.core.optimizer import LightningOptimizer
 from torch import Tensor
 
 from lit_unlearn.datamodules.federated import FederatedData
@@ -147,7 +148,11 @@ class FederatedTask(RecommenderTask):
     def configure_optimizers(self) -> Any:
         if self.unlearning is not None:
             return self.unlearning.configure_optimizer(self)
-        return None  # the engine steps the clients and the server itself
+        # The engine steps the clients and the server itself. This optimiser never changes a
+        # weight (no parameter has a gradient, lr 0); stepping it once per round makes
+        # trainer.global_step count rounds, which ModelCheckpoint and the loggers key on
+        # (without it every periodic checkpoint after the first was skipped as a duplicate).
+        return torch.optim.SGD(self.parameters(), lr=0.0)
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
         if self.unlearning is not None:
@@ -155,6 +160,9 @@ class FederatedTask(RecommenderTask):
         if self.engine is None:
             raise RuntimeError("FederatedTask: no engine; fit with a FederatedData DataModule")
         result = self.engine.run_round()
+        clock = self.optimizers()
+        assert isinstance(clock, LightningOptimizer)
+        clock.step()  # advances trainer.global_step: one step per round
         loss = torch.tensor(result.loss)
         self.track_loss("train/loss", loss, batch_size=1)
         self.log("train/round", float(result.round_index + 1), on_step=True, on_epoch=False)

@@ -80,6 +80,9 @@ def test_resume_equals_an_uninterrupted_fit(
     b = torch.load(parts / "ckpt" / "last.ckpt", weights_only=False)
     assert a["lit_unlearn_federated"]["round_index"] == 20
     assert b["lit_unlearn_federated"]["round_index"] == 20
+    assert a["global_step"] == 20  # global_step counts rounds
+    # the monitored checkpoint is written too (global_step must advance for that)
+    assert (straight / "ckpt" / "best.ckpt").exists()
     for k, v in a["state_dict"].items():
         assert torch.equal(v, b["state_dict"][k]), k
 
