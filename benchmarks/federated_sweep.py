@@ -36,6 +36,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--backbone", choices=["fedncf", "fedrap"], default="fedncf")
     parser.add_argument("--residual-l2", type=float, default=0.0)
+    parser.add_argument("--l1-global", type=float, default=1e-4)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     dm = FederatedData(
@@ -57,7 +58,13 @@ def main() -> None:
     model: Recommender = (
         NCF(dm.num_users, dm.num_items, 32, hidden_layers=2, scorer="neumf")
         if args.backbone == "fedncf"
-        else FedRAP(dm.num_users, dm.num_items, 32, residual_l2=args.residual_l2)
+        else FedRAP(
+            dm.num_users,
+            dm.num_items,
+            32,
+            residual_l2=args.residual_l2,
+            l1_global=args.l1_global,
+        )
     )
     engine = InProcessEngine(
         model,

@@ -19,7 +19,8 @@ class FedRAP(Recommender):
     client, like its embedding ``e_u``.
 
     FedRAP's objective adds two regularisers to the pointwise loss: ``nu * ||C||_1`` (a sparse
-    global table) and ``-lam * ||D_u - C||_F^2`` (residuals that differ from the global part).
+    global table; here over the rows a batch touches, see :meth:`regularizer`) and
+    ``-lam * ||D_u - C||_F^2`` (residuals that differ from the global part).
     The second is unbounded below, so here it is a bounded *difference* term: the squared
     cosine similarity between ``D_u`` and ``C`` rows the batch touches (:meth:`regularizer`);
     both weights are arguments (defaults as small as the paper's schedules start).
@@ -156,7 +157,14 @@ class FedRAP(Recommender):
         return [cast(nn.Parameter, self.user_embedding.weight), self.residual]
 
     def regularizer(self, users: Tensor, items: Tensor, weight: Tensor | None = None) -> Tensor:
-        """``nu * mean|C| + lam * mean cos^2(D_u[i], C_i)`` over the batch's (user, item) cells.
+        """``nu * mean|C_i| + lam * mean cos^2(D_u[i], C_i) (+ l2 * mean ||D_u[i]||^2)`` over the
+        batch's (user, item) cells.
+
+        The L1 term covers the rows of ``C`` the batch touches, not the whole table: with a
+        per-client Adam (moments fresh every round) a whole-table L1 gradient, tiny as it is,
+        is normalised into a full-size step on every row the client never saw, and the global
+        table collapsed to zero (FedRAP stayed at chance on ML-100K; with the L1 off it
+        learned).
 
         Args:
             users: User ids ``[B]``.
@@ -175,12 +183,15 @@ class FedRAP(Recommender):
         if weight is None:
             weight = torch.ones_like(cos_sq)
         weight = weight.to(cos_sq.dtype)
-        mean_cos_sq = (cos_sq * weight).sum() / weight.sum().clamp_min(1.0)
-        sq = (residual.square().sum(dim=-1) * weight).sum() / weight.sum().clamp_min(1.0)
+        total = weight.sum().clamp_min(1.0)
+
+        def mean(cells: Tensor) -> Tensor:
+            return (cells * weight).sum() / total
+
         return (
-            self.l1_global * self.item_embedding.weight.abs().mean()
-            + self.difference * mean_cos_sq
-            + self.residual_l2 * sq
+            self.l1_global * mean(global_part.abs().mean(dim=-1))
+            + self.difference * mean(cos_sq)
+            + self.residual_l2 * mean(residual.square().sum(dim=-1))
         )
 
     def l2_batch(self, users: Tensor, items: Tensor) -> Tensor:

@@ -233,3 +233,22 @@ def test_non_finite_local_loss_stops_the_round_before_aggregation() -> None:
     with pytest.raises(FloatingPointError, match="round 0"):
         engine.run_round()
     assert torch.equal(model.user_embedding.weight.detach(), before)
+
+
+def test_fedrap_client_leaves_the_global_rows_it_never_touched() -> None:
+    # A whole-table L1 on C under a per-client Adam moved every row of C by a full step and
+    # collapsed the global table (FedRAP stayed at chance on ML-100K): a client's upload must
+    # be zero on the item rows its examples never name.
+    data = ClientData.from_pairs(_pairs(), 12, 15)
+    model = _model("fedrap")
+    engine = InProcessEngine(
+        model, PointwiseBCE(1), data, fraction=0.5, local_batch_size=4, lr=0.01, optimizer="adam"
+    )
+    update, _ = engine.local_updates(torch.tensor([2]), round_seed=5)
+    ex = PointwiseBCE(1).examples(data, torch.tensor([2]), [engine.client_generator(5, 2)])
+    touched = torch.zeros(15, dtype=torch.bool)
+    touched[ex.columns["item"][ex.mask]] = True
+    delta = update.deltas["model.item_embedding.weight"][0]
+    assert (~touched).any()
+    assert torch.equal(delta[~touched], torch.zeros_like(delta[~touched]))
+    assert delta[touched].abs().sum() > 0
