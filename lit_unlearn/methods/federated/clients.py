@@ -27,11 +27,6 @@ class PaddedExamples:
     columns: dict[str, Tensor]
     mask: Tensor
 
-    @property
-    def lengths(self) -> Tensor:
-        """Real examples per client, ``[C]``."""
-        return self.mask.sum(dim=1)
-
 
 @dataclass(frozen=True)
 class ClientData:
