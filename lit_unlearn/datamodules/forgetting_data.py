@@ -37,7 +37,8 @@ class ForgettingData(RecommendationData):
         train_on: ``all`` or ``remaining``.
         shuffle_seed: Seed of the training order only (default ``seed``): Retrain* of the paper
             is a retrain with the same initialisation and another training seed.
-        attributes: User attributes to encode (none are needed here; an empty list is fine).
+        attributes: User attributes to encode; default ``["gender"]``. None are needed here:
+            ``[]`` works with sources that have no users file.
         rating_threshold: Keep ratings >= this as positives (None keeps all).
         user_k: k-core minimum per user.
         item_k: k-core minimum per item.

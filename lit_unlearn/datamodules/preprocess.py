@@ -455,14 +455,22 @@ def preprocess(
         raw ids when ``users`` is ``None``).
 
     Raises:
-        ValueError: A stage removes everything or the inputs are inconsistent; the message names
-            the stage.
+        ValueError: A stage removes everything or the inputs are inconsistent (e.g. an empty
+            users table); the message names the stage.
     """
     frame = to_implicit(interactions, rating_threshold)
     if dedup:
         frame = deduplicate(frame)
     profiles: pd.DataFrame | None = None
     if users is not None:
+        if len(users) == 0:
+            raise ValueError(
+                "preprocess: the users table is empty (a source without a users file has no "
+                "profiles), so every interaction would be dropped; pass users=None to keep all "
+                "interacting users"
+            )
+        if len(frame) == 0:
+            raise ValueError("preprocess: no interaction is left before the users filter")
         profiles = users.copy()
         profiles.index = pd.Index(profiles.index.astype(str), name="user")
         if profiles.index.has_duplicates:

@@ -49,7 +49,10 @@ class RecommendationData(pl.LightningDataModule):
         source: Where data comes from; default the deterministic :class:`Synthetic` set.
         mode: ``data_dependent`` or ``data_free`` (see module docstring).
         attributes: Sensitive attributes to encode (e.g. gender, age, occupation, continent,
-            body_shape); unknown names fail with the list of available ones.
+            body_shape); unknown names fail with the list of available ones. An empty list
+            encodes none (data-dependent mode only): then a source without a users file works
+            and every interacting user is kept; with a users file, users without a profile row
+            are still dropped.
         age_scheme: ``ml1m7`` (7 MovieLens-1M groups, AttrCloak) or ``fedau2`` (3 groups).
         age_bins: Cut points for ``fedau2`` (default the paper's ML-100K bins 27/38).
         rating_threshold: Keep ratings >= this as implicit positives; None keeps every event.
@@ -139,8 +142,10 @@ class RecommendationData(pl.LightningDataModule):
                 "data_free mode needs user_index: the trained model's checkpoint (or a JSON index "
                 "from RecommendationData.save_index) that fixes which row is which user"
             )
-        if not self.attribute_names:
-            raise ValueError("attributes must name at least one user attribute")
+        if not self.attribute_names and self.mode == "data_free":
+            raise ValueError(
+                "data_free mode works on user attributes alone: attributes must name at least one"
+            )
         if len(set(self.attribute_names)) != len(self.attribute_names):
             raise ValueError(f"attributes repeat a name: {self.attribute_names}")
         if self.shadow_stratify is not None and self.shadow_stratify not in self.attribute_names:
@@ -178,10 +183,10 @@ class RecommendationData(pl.LightningDataModule):
     def _load_data_dependent(self) -> None:
         self.source.prepare(download=self.download, need_interactions=True)
         interactions = self.source.load_interactions()
-        users = self.source.load_users()
+        profiles = self._profiles(self.source.load_users())
         data, users = preprocess(
             interactions,
-            users,
+            profiles,
             rating_threshold=self.rating_threshold,
             user_k=self.user_k,
             item_k=self.item_k,
@@ -206,6 +211,11 @@ class RecommendationData(pl.LightningDataModule):
         index = UserIndex.load(self.user_index)
         self.source.prepare(download=self.download, need_interactions=False)
         users = self.source.load_users()
+        if len(users) == 0:
+            raise ValueError(
+                f"data_free mode needs user attributes, but {self.source.name} has no users table "
+                "(no users file)"
+            )
         missing = [u for u in index.user_ids if u not in users.index]
         if missing:
             raise ValueError(
@@ -215,6 +225,26 @@ class RecommendationData(pl.LightningDataModule):
             )
         self._index = index
         self._attributes = self._encode_all(users.loc[index.user_ids])
+
+    def _profiles(self, users: pd.DataFrame) -> pd.DataFrame | None:
+        """The users table for preprocessing; None (keep every user) when the source has none.
+
+        Raises:
+            ValueError: No users table although attributes (or balancing) need one.
+        """
+        if len(users) > 0:
+            return users
+        needed = [*self.attribute_names, *([self.balance] if self.balance is not None else [])]
+        if needed:
+            what = f"attributes {self.attribute_names}" if self.attribute_names else ""
+            if self.balance is not None:
+                what += f"{' and ' if what else ''}balance={self.balance!r}"
+            raise ValueError(
+                f"{what} need a users table, but {self.source.name} has none (no users file); "
+                "give the source a users file, or set attributes: [] (and no balance) for "
+                "interaction-only data"
+            )
+        return None
 
     def _encode(self, users: pd.DataFrame, name: str) -> tuple[np.ndarray, list[str]]:
         return encode_attribute(users, name, age_scheme=self.age_scheme, age_bins=self.age_bins)
@@ -226,9 +256,9 @@ class RecommendationData(pl.LightningDataModule):
             c, names = self._encode(users, name)
             codes[name] = torch.as_tensor(c, dtype=torch.long)
             classes[name] = list(names)
-        stratify = self.shadow_stratify or self.attribute_names[0]
+        stratify = self.shadow_stratify or next(iter(self.attribute_names), None)
         shadow = shadow_mask(
-            codes[stratify].numpy(),
+            codes[stratify].numpy() if stratify is not None else None,
             num_users=len(users),
             fraction=self.shadow_fraction,
             seed=self.seed,

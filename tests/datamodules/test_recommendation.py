@@ -110,7 +110,7 @@ def test_load_state_dict_refuses_other_user_order() -> None:
     ("kwargs", "match"),
     [
         ({"mode": "data_free"}, "needs user_index"),
-        ({"attributes": []}, "at least one"),
+        ({"mode": "data_free", "user_index": "index.json", "attributes": []}, "at least one"),
         ({"attributes": ["gender", "gender"]}, "repeat"),
         ({"protocols": ["fancy"]}, "protocols"),
         ({"batch_size": 0}, "batch_size"),

@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 
 from lit_unlearn.datamodules.download import ArchiveSpec, DownloadError, download_archive
+from lit_unlearn.datamodules.paths import PathKind, ResolvedPath, resolve_path
 from lit_unlearn.datamodules.schema import DataFormatError
 
 
@@ -37,6 +38,11 @@ class DataSource(ABC):
     verifies and extracts it into ``root`` when files are missing. Sources without one set
     :attr:`homepage` so the error says where to get the files.
 
+    A relative ``root`` (and the file paths of sources that take them) is looked up with
+    :func:`~lit_unlearn.datamodules.paths.resolve_path`: relative to the working directory, then
+    ``$LIT_UNLEARN_DATA``, then the repository root, so configs written from the repository root
+    work from anywhere; errors about missing files name every location tried.
+
     Args:
         root: Directory that holds the dataset's folder (e.g. ``../shared/datasets`` holding
             ``ml-100k/``). Sources that take explicit file paths ignore it.
@@ -50,7 +56,15 @@ class DataSource(ABC):
     homepage: ClassVar[str | None] = None
 
     def __init__(self, root: str | Path = "data") -> None:
-        self.root = Path(root)
+        self._lookups: list[ResolvedPath] = []
+        self.root = self.resolve(root, "root")
+
+    def resolve(self, path: str | Path, kind: PathKind = "file") -> Path:
+        """Where a configured relative path lives (see the class docstring); remembered so
+        :meth:`missing_message` can list the locations tried."""
+        found = resolve_path(path, kind)
+        self._lookups.append(found)
+        return found.path
 
     @abstractmethod
     def user_files(self) -> list[Path]:
@@ -123,6 +137,11 @@ class DataSource(ABC):
             lines.append(f"Get the files from {self.homepage} and put them at the paths above.")
         else:
             lines.append("This source cannot be downloaded: put the files at the paths above.")
+        for lookup in getattr(self, "_lookups", []):
+            if not lookup.found and any(
+                p == lookup.path or lookup.path in p.parents for p in missing
+            ):
+                lines.append(lookup.describe())
         if reason:
             lines.append(f"({reason})")
         return "\n".join(lines)

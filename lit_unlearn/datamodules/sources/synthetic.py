@@ -12,6 +12,7 @@ attribute-inference attacks and attribute unlearning need to have something to s
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import pandas as pd
@@ -44,6 +45,14 @@ class Synthetic(DataSource):
         attribute_signal: Norm of each attribute-class offset relative to the individual noise
             (1.0 = as strong as the noise). Larger means more leakage.
         temperature: Softmax temperature of item choice; lower is more taste-driven.
+        popularity_exponent: None: item popularity logits are N(0, 0.5^2) (a mild spread, the
+            default). A number ``a``: Zipf-like long tail, the item of popularity rank ``r``
+            (ranks drawn at random) gets logit ``-a log r``, so with ``a ~ 1`` and many items
+            most items are chosen by a handful of users, like real implicit-feedback data
+            (music listening, product reviews).
+        activity: How many interactions each user gets: ``uniform`` between half and 1.5x of
+            ``interactions_per_user``; ``lognormal`` a long tail of heavy users (log-normal with
+            sigma 1 and that mean), at least 2.
         seed: Generator seed; the same seed gives identical tables.
         root: Unused (no files); kept for the common source signature.
     """
@@ -58,6 +67,8 @@ class Synthetic(DataSource):
         latent_dim: int = 16,
         attribute_signal: float = 1.0,
         temperature: float = 0.5,
+        popularity_exponent: float | None = None,
+        activity: Literal["uniform", "lognormal"] = "uniform",
         seed: int = 0,
         root: str = "data",
     ) -> None:
@@ -77,6 +88,17 @@ class Synthetic(DataSource):
         self.latent_dim = latent_dim
         self.attribute_signal = attribute_signal
         self.temperature = temperature
+        if popularity_exponent is not None and not (
+            np.isfinite(popularity_exponent) and popularity_exponent >= 0
+        ):
+            raise ValueError(
+                f"popularity_exponent must be None or a finite float >= 0, "
+                f"got {popularity_exponent}"
+            )
+        if activity not in ("uniform", "lognormal"):
+            raise ValueError(f"activity must be 'uniform' or 'lognormal', got {activity!r}")
+        self.popularity_exponent = popularity_exponent
+        self.activity = activity
         self.seed = seed
         self._cache: tuple[pd.DataFrame, pd.DataFrame] | None = None
 
@@ -115,14 +137,40 @@ class Synthetic(DataSource):
         taste /= np.sqrt(d)
         items = rng.normal(size=(m, d))
         popularity = rng.normal(scale=0.5, size=m)
+        if self.popularity_exponent is not None:
+            # Drawn after the default popularity so the earlier draws stay those of the default.
+            rank = rng.permutation(m) + 1
+            popularity = -self.popularity_exponent * np.log(rank)
 
-        logits = (taste @ items.T) / self.temperature + popularity
-        # Gumbel top-k draws k items without replacement from softmax(logits) for all users at once.
-        gumbel = -np.log(-np.log(rng.uniform(1e-12, 1.0, size=(n, m))))
-        order = np.argsort(-(logits + gumbel), axis=1)
         mean = self.interactions_per_user
-        counts = rng.integers(max(2, mean // 2), min(m // 2, mean + mean // 2) + 1, size=n)
-        mask = np.arange(m)[None, :] < counts[:, None]
+        cap = m // 2
+        counts: np.ndarray | None = None
+        if self.activity == "lognormal":
+            # Drawn before the choices (a new mode: no earlier tables to keep), so that only as
+            # many choices per user are ranked as the heaviest user needs.
+            sigma = 1.0
+            raw = rng.lognormal(np.log(mean) - sigma**2 / 2, sigma, size=n)
+            counts = np.clip(np.round(raw), 2, cap).astype(np.int64)
+            width = int(counts.max())
+        else:
+            width = min(cap, mean + mean // 2)
+        # Gumbel top-k draws k items without replacement from softmax(logits), a block of users
+        # at a time, ranking only the first ``width`` choices of each user: memory and time stay
+        # O(block x items). The uniforms come in the same order as one [n, m] draw, so the
+        # tables do not depend on the block size (nor differ from the earlier one-shot draw).
+        block = max(1, 2_000_000 // m)
+        order = np.empty((n, width), dtype=np.int64)
+        for lo in range(0, n, block):
+            hi = min(lo + block, n)
+            logits = (taste[lo:hi] @ items.T) / self.temperature + popularity
+            gumbel = -np.log(-np.log(rng.uniform(1e-12, 1.0, size=(hi - lo, m))))
+            keys = -(logits + gumbel)
+            top = np.argpartition(keys, width - 1, axis=1)[:, :width]
+            ranked = np.take_along_axis(keys, top, axis=1).argsort(axis=1)
+            order[lo:hi] = np.take_along_axis(top, ranked, axis=1)
+        if counts is None:
+            counts = rng.integers(max(2, mean // 2), width + 1, size=n)
+        mask = np.arange(width)[None, :] < counts[:, None]
         users = np.repeat(np.arange(n), counts)
         chosen = order[mask]
         # Ratings: items the user likes most (earlier in the draw) get higher stars.
@@ -142,9 +190,9 @@ class Synthetic(DataSource):
             ),
             origin="synthetic",
         )
-        lo = np.array([b[0] for b in _AGE_GROUP_BOUNDS])[age_group]
-        hi = np.array([b[1] for b in _AGE_GROUP_BOUNDS])[age_group]
-        age = rng.integers(lo, hi + 1)
+        low = np.array([b[0] for b in _AGE_GROUP_BOUNDS])[age_group]
+        high = np.array([b[1] for b in _AGE_GROUP_BOUNDS])[age_group]
+        age = rng.integers(low, high + 1)
         users_frame = validate_users(
             pd.DataFrame(
                 {
