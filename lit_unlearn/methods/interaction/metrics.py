@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
@@ -20,7 +21,13 @@ from lit_unlearn.metrics.ranking import metrics_from_hits, topk_hits
 from lit_unlearn.metrics.rbo import rbo_at_k
 from lit_unlearn.models.base import Recommender
 
-__all__ = ["forgetting_metrics", "repredict_score", "top_k_lists"]
+__all__ = [
+    "ForgettingEvaluation",
+    "evaluate_forgetting",
+    "forgetting_metrics",
+    "repredict_score",
+    "top_k_lists",
+]
 
 
 @torch.no_grad()
@@ -59,6 +66,74 @@ def top_k_lists(model: Recommender, users: Tensor, exclude_pairs: Tensor, k: int
     return scores.topk(k, dim=1).indices
 
 
+@dataclass(frozen=True)
+class ForgettingEvaluation:
+    """One model's Table 3/4 quantities, with what an audit or a confidence interval needs.
+
+    Attributes:
+        values: ``repredict``, ``recall@k``, ``ndcg@k`` (means over the evaluated users) and,
+            with reference lists, ``rbo@k`` (mean over the forgetting users).
+        lists: Top-``max(ks)`` item ids of every forgetting user ``[U, max(ks)]`` (items of
+            ``D_r`` excluded), the lists RBO compares.
+        scores: The scores of ``lists`` ``[U, max(ks)]``.
+        users: The evaluated users ``[B]``: the forgetting users with test items, sorted.
+        per_user: ``recall@k`` / ``ndcg@k`` of each evaluated user, ``{name: Tensor[B]}``.
+    """
+
+    values: dict[str, float]
+    lists: Tensor
+    scores: Tensor
+    users: Tensor
+    per_user: dict[str, Tensor]
+
+
+@torch.no_grad()
+def evaluate_forgetting(
+    model: Recommender,
+    forget_users: Tensor,
+    forget_pairs: Tensor,
+    remaining_pairs: Tensor,
+    test_pairs: Tensor,
+    ks: Sequence[int] = (10, 20, 50),
+    reference_lists: Tensor | None = None,
+    rbo_p: float = 0.9,
+) -> ForgettingEvaluation:
+    """The Table 3/4 quantities of one model, its lists and the per-user accuracy.
+
+    Args: as :func:`forgetting_metrics`.
+    """
+    ks = sorted(ks)
+    k_max = ks[-1]
+    device = forget_users.device
+    n_items = model.num_items
+    keys = torch.unique(interaction_keys(remaining_pairs[:, 0], remaining_pairs[:, 1], n_items))
+    scores = _eval_scores(model, forget_users)
+    mask = build_exclusion_mask(forget_users.cpu(), keys.cpu(), n_items).to(scores.device)
+    top = scores.masked_fill(mask, float("-inf")).topk(k_max, dim=1)
+    lists = top.indices
+    out: dict[str, float] = {"repredict": repredict_score(model, forget_pairs)}
+    if reference_lists is not None:
+        for k in ks:
+            out[f"rbo@{k}"] = float(rbo_at_k(lists[:, :k], reference_lists[:, :k], p=rbo_p).mean())
+    # Test ranking of the forgetting users that have test items.
+    test = test_pairs[torch.isin(test_pairs[:, 0], forget_users.to(test_pairs.device))]
+    users = torch.unique(test[:, 0]).to(device)
+    per_user: dict[str, Tensor] = {}
+    if users.numel():
+        exclude_keys = keys.cpu()
+        target_keys = torch.unique(interaction_keys(test[:, 0], test[:, 1], n_items)).cpu()
+        scores = _eval_scores(model, users)
+        exclude = build_exclusion_mask(users.cpu(), exclude_keys, n_items).to(scores.device)
+        targets = build_exclusion_mask(users.cpu(), target_keys, n_items).to(scores.device)
+        hits = topk_hits(scores, targets, exclude, k=k_max)
+        values = metrics_from_hits(hits, targets.sum(dim=1), ks)
+        for k in ks:
+            for name in (f"recall@{k}", f"ndcg@{k}"):
+                per_user[name] = values[name]
+                out[name] = float(values[name].mean())
+    return ForgettingEvaluation(out, lists, top.values, users, per_user)
+
+
 @torch.no_grad()
 def forgetting_metrics(
     model: Recommender,
@@ -85,29 +160,7 @@ def forgetting_metrics(
     Returns:
         ``({"repredict", "recall@k", "ndcg@k", "rbo@k"}, lists [U, max(ks)])``.
     """
-    ks = sorted(ks)
-    k_max = ks[-1]
-    device = forget_users.device
-    lists = top_k_lists(model, forget_users, remaining_pairs, k_max)
-    out: dict[str, float] = {"repredict": repredict_score(model, forget_pairs)}
-    if reference_lists is not None:
-        for k in ks:
-            out[f"rbo@{k}"] = float(rbo_at_k(lists[:, :k], reference_lists[:, :k], p=rbo_p).mean())
-    # Test ranking of the forgetting users that have test items.
-    n_items = model.num_items
-    test = test_pairs[torch.isin(test_pairs[:, 0], forget_users.to(test_pairs.device))]
-    users = torch.unique(test[:, 0]).to(device)
-    if users.numel():
-        exclude_keys = torch.unique(
-            interaction_keys(remaining_pairs[:, 0], remaining_pairs[:, 1], n_items)
-        ).cpu()
-        target_keys = torch.unique(interaction_keys(test[:, 0], test[:, 1], n_items)).cpu()
-        scores = _eval_scores(model, users)
-        exclude = build_exclusion_mask(users.cpu(), exclude_keys, n_items).to(scores.device)
-        targets = build_exclusion_mask(users.cpu(), target_keys, n_items).to(scores.device)
-        hits = topk_hits(scores, targets, exclude, k=k_max)
-        values = metrics_from_hits(hits, targets.sum(dim=1), ks)
-        for k in ks:
-            out[f"recall@{k}"] = float(values[f"recall@{k}"].mean())
-            out[f"ndcg@{k}"] = float(values[f"ndcg@{k}"].mean())
-    return out, lists
+    result = evaluate_forgetting(
+        model, forget_users, forget_pairs, remaining_pairs, test_pairs, ks, reference_lists, rbo_p
+    )
+    return result.values, result.lists

@@ -194,6 +194,12 @@ def test_report_command_writes_every_row(tmp_path: Path) -> None:
         "AltEraser stops when a pass lowers L_Dr by < 0.001 (relative), at most 2 passes" in report
     )
     assert "| Retrain | 0." in report and "| - |" in report  # one rounding and missing rule
+    # Every row is in rows.jsonl, with its own export folder (file-safe names, none shared).
+    exports = sorted(p.name for p in (out / "exports" / "seed0").iterdir() if p.is_dir())
+    assert len(exports) == len(METHODS) and "Retrain_star" in exports
+    assert "AltEraser_AH-Newton_plus_ELS" in exports
+    assert (out / "rows.jsonl").read_text().count("\n") == len(METHODS)
+    assert "| AltEraser[AH-Newton] | 0." in report.split("## Table 4b")[1]
 
 
 def _rows(seeds: Sequence[int]) -> pd.DataFrame:

@@ -22,12 +22,21 @@ Repetitions can be spread over invocations (``--seed 3 --repeats 2``) and report
 ``--merge a/results.csv b/results.csv --config <the same YAML> --out merged`` rebuilds the
 tables without training.
 
+Every finished (seed, method) row is appended to ``<out>/rows.jsonl`` at once, with its model,
+top-k lists and the request exported under ``<out>/exports/`` (raw dataset ids); a killed run
+resumes where it stopped when started again with the same config and ``--out`` (``--fresh``
+starts over). Recall/NDCG@10 come with 95% bootstrap intervals over users, and so does each
+method's paired difference from Retrain. docs/alteraser.md, "Output directory", lists the files.
+
 Modules: :mod:`.config` (the experiment YAML and its rows), :mod:`.runner` (training and
-evaluation, the command), :mod:`.aggregate` (means, medians, speed-ups, ``--merge``),
-:mod:`.render` (report.md through :mod:`lit_unlearn.reporting`).
+evaluation, the command), :mod:`.store` (rows.jsonl, resume, exports), :mod:`.aggregate`
+(means, medians, speed-ups, ``--merge``), :mod:`.bootstrap` (confidence intervals),
+:mod:`.provenance` (torch, threads, device, machine, command), :mod:`.render` (report.md
+through :mod:`lit_unlearn.reporting`).
 """
 
 from lit_unlearn.methods.interaction.experiment.aggregate import aggregate, merge
+from lit_unlearn.methods.interaction.experiment.bootstrap import bootstrap_ci, confidence_table
 from lit_unlearn.methods.interaction.experiment.config import (
     BACKBONE,
     KS,
@@ -41,6 +50,7 @@ from lit_unlearn.methods.interaction.experiment.config import (
 )
 from lit_unlearn.methods.interaction.experiment.render import write_report
 from lit_unlearn.methods.interaction.experiment.runner import main, parse_args, run, run_once
+from lit_unlearn.methods.interaction.experiment.store import ResumeError, RunStore
 
 __all__ = [
     "BACKBONE",
@@ -49,8 +59,12 @@ __all__ = [
     "REFERENCE",
     "ExperimentConfig",
     "ExperimentConfigError",
+    "ResumeError",
     "Row",
+    "RunStore",
     "aggregate",
+    "bootstrap_ci",
+    "confidence_table",
     "instantiate_callbacks",
     "load_experiment",
     "main",

@@ -24,6 +24,7 @@ from typing import Any
 import lightning.pytorch as pl
 import yaml
 
+from lit_unlearn.datamodules.paths import require_path
 from lit_unlearn.runs import build_callbacks, import_object
 
 __all__ = [
@@ -212,8 +213,6 @@ def _override(node: Any, target: type, values: Mapping[str, Any]) -> int:
 
 
 def _read_yaml(path: Path, what: str) -> dict[str, Any]:
-    if not path.is_file():
-        raise FileNotFoundError(f"{what}: no file at {path}")
     try:
         content = yaml.safe_load(path.read_text())
     except yaml.YAMLError as err:
@@ -241,8 +240,10 @@ def _row(entry: Any, index: int, path: Path, stop: type) -> Row:
     for key in ("name", "method"):
         if not isinstance(entry.get(key), str) or not entry[key]:
             raise ExperimentConfigError(f"{path}: rows[{index}] needs a {key} (a string)")
-    name, method = entry["name"], Path(entry["method"])
-    spec = _read_yaml(method, f"row {name!r}: method config")
+    name = entry["name"]
+    what = f"row {name!r}: method config"
+    method = require_path(entry["method"], what, anchor=path)
+    spec = _read_yaml(method, what)
     trainer = spec.get("trainer")
     if not isinstance(trainer, dict):
         raise ExperimentConfigError(f"row {name!r}: {method} has no trainer section")
@@ -292,8 +293,11 @@ def load_experiment(
 ) -> ExperimentConfig:
     """Parse and check an experiment YAML; the keyword arguments override it (run-level flags).
 
-    Relative file names (data, model, method configs) are read from the working directory,
-    as ``lit-unlearn --config`` reads them.
+    Relative file names (the YAML itself, data, model, method configs) are read from the
+    working directory, as ``lit-unlearn --config`` reads them; one that does not exist there is
+    looked up in the repository root of the experiment YAML (the folder holding its
+    ``configs/``), then in the checkout the package runs from
+    (:func:`lit_unlearn.datamodules.paths.resolve_path`), so a run works from any directory.
 
     Args:
         path: The experiment YAML.
@@ -305,12 +309,13 @@ def load_experiment(
         overrides: Appended to the YAML's ``overrides``.
 
     Raises:
-        FileNotFoundError: The YAML, or a method config it names, does not exist.
+        FileNotFoundError: The YAML, or a config it names, does not exist (every location tried
+            is listed).
         ExperimentConfigError: A missing, unknown or ill-typed field, duplicate row names, no
             Retrain row, a method config without callbacks, an override of a class the
             method does not use, or an unknown ``methods`` name.
     """
-    file = Path(path)
+    file = require_path(path, "experiment config")
     spec = _read_yaml(file, "experiment config")
     unknown = set(spec) - _TOP_KEYS
     if unknown:
@@ -349,10 +354,12 @@ def load_experiment(
     listed = spec.get("overrides", [])
     if not isinstance(listed, list) or not all(isinstance(o, str) for o in listed):
         raise ExperimentConfigError(f"{file}: overrides must be a list of strings")
+    data = _typed(spec["data"], str, "data", file)
+    model = _typed(spec["model"], str, "model", file)
     config = ExperimentConfig(
         path=file,
-        data=_typed(spec["data"], str, "data", file),
-        model=_typed(spec["model"], str, "model", file),
+        data=str(require_path(data, f"{file}: data config", anchor=file)),
+        model=str(require_path(model, f"{file}: model config", anchor=file)),
         overrides=(*listed, *overrides),
         scenario=scenario,
         num_forget_users=_typed(spec.get("num_forget_users", 64), int, "num_forget_users", file),
@@ -367,9 +374,6 @@ def load_experiment(
         rows=rows,
         methods=tuple(methods) if methods is not None else None,
     )
-    for key in ("data", "model"):
-        if not Path(getattr(config, key)).is_file():
-            raise FileNotFoundError(f"{file}: {key} config {getattr(config, key)} does not exist")
     if config.repeats < 1 or config.max_epochs < 1 or config.num_forget_users < 1:
         raise ExperimentConfigError(f"{file}: repeats, max_epochs, num_forget_users must be >= 1")
     if not 0.0 < config.rbo_p < 1.0:

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import warnings
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,8 +28,10 @@ from lit_unlearn.methods.interaction.experiment.config import (
     instantiate_callbacks,
     load_experiment,
 )
+from lit_unlearn.methods.interaction.experiment.provenance import command_line, environment
 from lit_unlearn.methods.interaction.experiment.render import write_report
-from lit_unlearn.methods.interaction.metrics import forgetting_metrics
+from lit_unlearn.methods.interaction.experiment.store import ResumeError, RunStore
+from lit_unlearn.methods.interaction.metrics import ForgettingEvaluation, evaluate_forgetting
 from lit_unlearn.runs import bare_trainer, cli_objects
 from lit_unlearn.tasks import RecommenderTask
 
@@ -52,26 +56,37 @@ def _objects(
     return task, data
 
 
+@dataclass
+class _Trained:
+    """A trained (or loaded) model of one row and how it was trained."""
+
+    task: RecommenderTask
+    seconds: float
+    epochs: int
+    env: dict[str, Any]
+    solver: float | None = None
+
+
 def _fit(
     task: RecommenderTask,
     data: ForgettingData,
     callbacks: list[pl.Callback],
     max_epochs: int,
     **kwargs: Any,
-) -> tuple[float, int]:
-    """Train; the Lightning ``Timer``'s training-loop seconds and the epochs run."""
+) -> tuple[float, int, torch.device]:
+    """Train; the Lightning ``Timer``'s training-loop seconds, the epochs run, the device."""
     timer = Timer()
     trainer = bare_trainer(max_epochs, [timer, *callbacks], **kwargs)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*configure_optimizers.*")
         warnings.filterwarnings("ignore", message=".*does not have many workers.*")
         trainer.fit(task, datamodule=data)
-    return timer.time_elapsed("train"), int(trainer.current_epoch)
+    return timer.time_elapsed("train"), int(trainer.current_epoch), trainer.strategy.root_device
 
 
 def _fit_row(
-    config: ExperimentConfig, row: Row, seed: int, original: Path
-) -> tuple[RecommenderTask, float, int, float | None]:
+    config: ExperimentConfig, row: Row, seed: int, original: Path, command: str
+) -> _Trained:
     """One method row from the original checkpoint (or from scratch: Retrain)."""
     extra = []
     if row.shuffle_seed_offset is not None:
@@ -79,12 +94,39 @@ def _fit_row(
     task, data = _objects(config, seed, [str(row.method)], extra)
     callbacks = instantiate_callbacks(config.callback_specs(row, str(original)))
     kwargs = config.trainer_kwargs(row)
-    seconds, epochs = _fit(task, data, callbacks, kwargs.pop("max_epochs"), **kwargs)
+    seconds, epochs, device = _fit(task, data, callbacks, kwargs.pop("max_epochs"), **kwargs)
     erasers = [c for c in callbacks if isinstance(c, AltEraser)]
     # AltEraser's own time in its passes (block solves + objective), inside the Timer's: the
     # difference is Lightning's loop around them, which tells a slow solve from a slow loop.
     solver = float(sum(sum(e.pass_seconds) for e in erasers)) if erasers else None
-    return task, seconds, epochs, solver
+    return _Trained(task, seconds, epochs, environment(device, command), solver)
+
+
+def _original(
+    config: ExperimentConfig,
+    seed: int,
+    workdir: Path,
+    store: RunStore | None,
+    command: str,
+) -> tuple[_Trained, Path]:
+    """The Original model: loaded from the repetition's checkpoint when resuming, else trained
+    on ``D_a`` with the experiment's stop rule and saved there (with its time and epochs)."""
+    if store is not None and store.original(seed).is_file():
+        state = store.load_original(seed)
+        task, _ = _objects(config, seed, [], ["--data.init_args.train_on=all"])
+        task.restore_weights(state["state_dict"])
+        trained = _Trained(task, state["seconds"], state["epochs"], state["environment"])
+        return trained, store.original(seed)
+    task, data = _objects(config, seed, [], ["--data.init_args.train_on=all"])
+    stop = instantiate_callbacks([config.stop])
+    seconds, epochs, device = _fit(task, data, stop, config.max_epochs)
+    trained = _Trained(task, seconds, epochs, environment(device, command))
+    if store is not None:
+        return trained, store.save_original(seed, task, seconds, epochs, trained.env)
+    path = workdir / f"original_seed{seed}.ckpt"
+    # The weights are all the unlearners need (UnlearningCallback reads "state_dict").
+    torch.save({"state_dict": task.state_dict()}, path)
+    return trained, path
 
 
 def _backbone(task: RecommenderTask) -> dict[str, float]:
@@ -97,84 +139,144 @@ def _backbone(task: RecommenderTask) -> dict[str, float]:
     }
 
 
-def run_once(config: ExperimentConfig, seed: int, workdir: Path) -> list[dict[str, Any]]:
+def _evaluate(
+    config: ExperimentConfig,
+    name: str,
+    trained: _Trained,
+    data: ForgettingData,
+    reference: torch.Tensor | None,
+) -> tuple[dict[str, Any], ForgettingEvaluation]:
+    """The quality columns of one row, and the evaluation (lists, per-user values)."""
+    model = trained.task.model.cpu().eval()
+    evaluation = evaluate_forgetting(
+        model,
+        data.forget_users,
+        data.forget_pairs,
+        data.remaining_pairs,
+        torch.as_tensor(data.split.test),
+        ks=KS,
+        reference_lists=reference,
+        rbo_p=config.rbo_p,
+    )
+    values: dict[str, Any] = dict(evaluation.values)
+    if name == REFERENCE:
+        values.update({f"rbo@{k}": 1.0 for k in KS})
+    objective = getattr(model, "objective", None)
+    if callable(objective):
+        # L_Dr where each model stopped (the expected loss with dropout): shows how far each
+        # stopping rule is from the optimum, the same quantity for trained and unlearned rows.
+        with torch.no_grad():
+            values["objective"] = float(objective(data.remaining_pairs))
+    values.update({"seconds": trained.seconds, "epochs": float(trained.epochs)})
+    if trained.solver is not None:
+        values["solver_seconds"] = trained.solver
+    return values, evaluation
+
+
+def run_once(
+    config: ExperimentConfig,
+    seed: int,
+    workdir: Path,
+    store: RunStore | None = None,
+    command: str | None = None,
+) -> list[dict[str, Any]]:
     """All rows of one repetition (one split, request and initialisation).
 
-    The original model trains on ``D_a`` with the experiment's stop rule and is saved to
-    ``workdir``; every selected row then runs from its method config; all are evaluated on the
-    forgetting users of this seed against Retrain's lists.
+    The original model trains on ``D_a`` with the experiment's stop rule and is saved (to
+    ``workdir``, or the store's checkpoint folder); every selected row then runs from its method
+    config; each is evaluated on the forgetting users of this seed against Retrain's lists as
+    soon as it is trained (Retrain first: every other row's RBO needs its lists).
+
+    Args:
+        config: The experiment.
+        seed: The repetition's seed.
+        workdir: Folder of the original checkpoint when there is no ``store``.
+        store: Write each row to ``rows.jsonl`` and its exports as it completes, and skip the
+            rows it already holds (resume); None keeps everything in memory.
+        command: The command line recorded in the rows (default: this process's).
 
     Returns:
         One dict per row (Original first, then the rows in table order): ``seed``, ``method``,
         the backbone hyperparameters, the quality metrics, ``objective`` (``L_Dr`` where the
-        model stopped), ``seconds``, ``epochs`` and, for AltEraser rows, ``solver_seconds``.
+        model stopped), ``seconds``, ``epochs``, for AltEraser rows ``solver_seconds``, the
+        environment (:data:`PROVENANCE`), ``per_user`` (the evaluated users' raw ids and their
+        Recall/NDCG@k) and, with a store, ``export`` (the row's export folder).
     """
-    task, data = _objects(config, seed, [], ["--data.init_args.train_on=all"])
-    stop = instantiate_callbacks([config.stop])
-    seconds, epochs = _fit(task, data, stop, config.max_epochs)
-    original = workdir / f"original_seed{seed}.ckpt"
-    # The weights are all the unlearners need (UnlearningCallback reads "state_dict").
-    torch.save({"state_dict": task.state_dict()}, original)
-    backbone = _backbone(task)
-    models: dict[str, tuple[RecommenderTask, float, int]] = {ORIGINAL: (task, seconds, epochs)}
-    solver_seconds: dict[str, float] = {}
-    for row in config.selected():
-        task, seconds, epochs, solver = _fit_row(config, row, seed, original)
-        models[row.name] = (task, seconds, epochs)
-        if solver is not None:
-            solver_seconds[row.name] = solver
+    command = command if command is not None else command_line()
+    done = store.done(seed) if store is not None else {}
+    names = [ORIGINAL, *(r.name for r in config.selected())]
+    if all(n in done for n in names):
+        return [done[n] for n in names]
+    if store is not None and ORIGINAL in done and not store.original(seed).is_file():
+        raise ResumeError(
+            f"the Original row of seed {seed} is in {store.rows_path} but its checkpoint "
+            f"{store.original(seed)} is gone: the other rows would start from another model. "
+            "Pass --fresh to start over."
+        )
+    original, checkpoint = _original(config, seed, workdir, store, command)
+    backbone = _backbone(original.task)
     # Evaluation: everything on the remaining-data module of this seed (same split, same D_f).
     _, data = _objects(config, seed, [], ["--data.init_args.train_on=remaining"])
     data.setup("test")
-    users = data.forget_users
-    test = torch.as_tensor(data.split.test)
+    users, index = data.forget_users, data.index
     reference = None
-    results: dict[str, dict[str, float]] = {}
-    for name in [REFERENCE, *(m for m in models if m != REFERENCE)]:
-        task, seconds, epochs = models[name]
-        model = task.model.cpu().eval()
-        values, lists = forgetting_metrics(
-            model,
-            users,
-            data.forget_pairs,
-            data.remaining_pairs,
-            test,
-            ks=KS,
-            reference_lists=reference,
-            rbo_p=config.rbo_p,
-        )
+    if store is not None and REFERENCE in done:
+        reference = store.read_lists(seed, REFERENCE, index, users)
+    # Retrain first (every other row's RBO needs its lists), then the table order.
+    order = [REFERENCE, *(n for n in names if n != REFERENCE)]
+    exported = False
+    for name in order:
+        if name in done:
+            continue
+        if name == ORIGINAL:
+            trained = original
+        else:
+            row = next(r for r in config.rows if r.name == name)
+            trained = _fit_row(config, row, seed, checkpoint, command)
+        values, evaluation = _evaluate(config, name, trained, data, reference)
         if name == REFERENCE:
-            reference = lists
-            values.update({f"rbo@{k}": 1.0 for k in KS})
-        objective = getattr(model, "objective", None)
-        if callable(objective):
-            # L_Dr where each model stopped (the expected loss with dropout): shows how far each
-            # stopping rule is from the optimum, the same quantity for trained and unlearned rows.
-            with torch.no_grad():
-                values["objective"] = float(objective(data.remaining_pairs))
-        results[name] = {**values, "seconds": seconds, "epochs": float(epochs)}
-        if name in solver_seconds:
-            results[name]["solver_seconds"] = solver_seconds[name]
-    return [
-        {"seed": seed, "method": name, **backbone, **results[name]}
-        for name in config.names
-        if name in results
-    ]
+            reference = evaluation.lists
+        per_user = {"user": _raw(index.user_ids, evaluation.users)}
+        per_user.update({m: v.tolist() for m, v in evaluation.per_user.items()})
+        result = {"seed": seed, "method": name, **backbone, **values, **trained.env}
+        if store is not None:
+            if not exported:
+                store.export_request(seed, data, evaluation.users)
+                exported = True
+            result["export"] = store.export_row(seed, name, trained.task, users, evaluation, index)
+        result["per_user"] = per_user
+        if store is not None:
+            store.append(result)  # after its exports: a row in rows.jsonl is complete
+        done[name] = result
+    return [done[n] for n in names]
 
 
-def run(config: ExperimentConfig) -> pd.DataFrame:
+def _raw(ids: Sequence[Any], rows: torch.Tensor) -> list[str]:
+    return [str(ids[int(r)]) for r in rows.tolist()]
+
+
+def run(config: ExperimentConfig, fresh: bool = False, command: str | None = None) -> pd.DataFrame:
     """Every repetition of ``config``; writes the report into ``config.out``.
+
+    Rows are written to ``rows.jsonl`` as they complete; a run in an ``out`` that holds rows
+    of the same config resumes (skips them), one of another config is refused
+    (:class:`ResumeError`) unless ``fresh``.
+
+    Args:
+        config: The experiment.
+        fresh: Discard an earlier run in ``config.out`` and start over.
+        command: The command line recorded in the rows and reports (default: this process's).
 
     Returns:
         The aggregated table (one row per method).
     """
     out = Path(config.out)
-    workdir = out / "checkpoints"
-    workdir.mkdir(parents=True, exist_ok=True)
+    store = RunStore.open(config, fresh=fresh)
     torch.set_float32_matmul_precision("high")
+    command = command if command is not None else command_line()
     rows: list[dict[str, Any]] = []
     for r in range(config.repeats):
-        rows.extend(run_once(config, config.seed + r, workdir))
+        rows.extend(run_once(config, config.seed + r, store.checkpoints, store, command))
     table = aggregate(rows, config.names)
     write_report(table, rows, config, out)
     return table
@@ -203,12 +305,21 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="extra lit-unlearn override of the data/model configs (e.g. a data root)",
     )
     p.add_argument(
+        "--fresh",
+        "--restart",
+        dest="fresh",
+        action="store_true",
+        help="discard the rows, checkpoints and exports of an earlier run in --out and start "
+        "over (without it, a run resumes an --out of the same config and refuses another's)",
+    )
+    p.add_argument(
         "--merge",
         nargs="+",
         type=Path,
         default=None,
-        help="trains nothing: rebuild the report in --out from these results.csv files "
-        "(repetitions run in separate invocations; pass the --config they were run with)",
+        help="trains nothing: rebuild the report in --out from these results.csv (or rows.jsonl, "
+        "which keep the per-user values of the confidence intervals) files (repetitions run in "
+        "separate invocations; pass the --config they were run with)",
     )
     return p.parse_args(argv)
 
@@ -216,6 +327,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> None:
     """``python -m lit_unlearn.methods.interaction.experiment --config ...``."""
     args = parse_args(argv)
+    command = command_line(sys.argv[1:] if argv is None else argv)
     config = load_experiment(
         args.config,
         scenario=args.scenario,
@@ -228,7 +340,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args.merge:
         rows = merge(args.merge)
         table = aggregate(rows, config.names)
-        write_report(table, rows, config, Path(config.out))
+        write_report(table, rows, config, Path(config.out), command=command)
     else:
-        table = run(config)
+        try:
+            table = run(config, fresh=args.fresh, command=command)
+        except ResumeError as err:
+            raise SystemExit(f"error: {err}") from err
     print(json.dumps({m: round(float(s), 3) for m, s in table["seconds"].items()}))
