@@ -11,6 +11,7 @@ its loss. Each solver is a small class selectable from YAML (``class_path``):
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 from typing import Protocol
 
@@ -19,9 +20,11 @@ from torch import Tensor
 
 from lit_unlearn.optim.newton import (
     HessianFreeNewton,
+    ImplicitSystems,
     LowRankSystems,
     NewtonSystems,
     batched_newton_step,
+    batched_pcg_step,
     low_rank_newton_step,
 )
 
@@ -41,6 +44,19 @@ class BlockProblem(Protocol):
         System ``i`` of either half is row ``start + rows[i]``; rows with at most
         ``low_rank_max_degree`` positives are in the low-rank half (``-1``: none are).
         """
+        ...
+
+    @property
+    def degree(self) -> Tensor:
+        """``[R]`` observed pairs per row."""
+        ...
+
+    def subset(self, local: Tensor) -> BlockProblem:
+        """The block of rows ``local`` (sorted positions) alone."""
+        ...
+
+    def implicit_systems(self, x: Tensor, local: Tensor | None = None) -> ImplicitSystems:
+        """Newton systems of rows ``local`` (default all) as products, with the shared part."""
         ...
 
 
@@ -154,6 +170,16 @@ class AHNewtonBlock(BlockSolver):
         low_rank_max_degree: Rows with at most this many observed pairs take the Woodbury path;
             ``None``: the embedding width ``d`` (where the ``n x n`` system stops being the
             smaller one); ``0``: every row forms its ``d x d`` Hessian.
+        cg_max_degree: Rows with at most this many observed pairs are solved by conjugate
+            gradient preconditioned with the shared Hessian part
+            (:func:`~lit_unlearn.optim.batched_pcg_step`: no Hessian formed or factorised,
+            about ``n + 1`` batched products for ``n`` pairs), to a relative residual
+            ``cg_tol``; rows it does not finish in ``cg_max_iter`` iterations, and heavier rows,
+            take the exact path above. ``0`` (the default, the paper's AH-Newton): exact only.
+            With dropout, where the Woodbury path is closed, this is what keeps a pass over
+            sparse, long-tail data cheap (docs/alteraser.md, "Sparse data").
+        cg_tol: Relative residual ``|H s + g| <= cg_tol |g|`` at which a CG row is done.
+        cg_max_iter: CG iterations at most (default ``cg_max_degree + 8``).
     """
 
     label = "AH-Newton"
@@ -165,39 +191,88 @@ class AHNewtonBlock(BlockSolver):
         damping: float = 0.0,
         chunk_rows: int = 8192,
         low_rank_max_degree: int | None = None,
+        cg_max_degree: int = 0,
+        cg_tol: float = 1e-5,
+        cg_max_iter: int | None = None,
     ) -> None:
         _check_positive_int("iterations", iterations)
         _check_positive_int("chunk_rows", chunk_rows)
         if damping < 0:
             raise ValueError(f"damping must be >= 0, got {damping}")
-        if low_rank_max_degree is not None and (
-            isinstance(low_rank_max_degree, bool)
-            or not isinstance(low_rank_max_degree, int)
-            or low_rank_max_degree < 0
+        for name, value in (
+            ("low_rank_max_degree", low_rank_max_degree),
+            ("cg_max_degree", cg_max_degree),
         ):
-            raise ValueError(
-                f"low_rank_max_degree must be None or an int >= 0, got {low_rank_max_degree!r}"
-            )
+            if value is not None and (
+                isinstance(value, bool) or not isinstance(value, int) or value < 0
+            ):
+                raise ValueError(f"{name} must be an int >= 0, got {value!r}")
+        if not (math.isfinite(cg_tol) and 0 < cg_tol < 1):
+            raise ValueError(f"cg_tol must be in (0, 1), got {cg_tol}")
+        if cg_max_iter is not None:
+            _check_positive_int("cg_max_iter", cg_max_iter)
+        if cg_max_degree and damping:
+            raise ValueError("cg_max_degree > 0 solves undamped systems: set damping to 0")
         self.iterations = iterations
         self.damping = damping
         self.chunk_rows = chunk_rows
         self.low_rank_max_degree = low_rank_max_degree
+        self.cg_max_degree = cg_max_degree
+        self.cg_tol = cg_tol
+        # n pairs and no dropout: n + 1 iterations at most (batched_pcg_step); a margin for the
+        # dropout diagonal and rounding.
+        self.cg_max_iter = cg_max_iter if cg_max_iter is not None else cg_max_degree + 8
+        #: Rows solved by conjugate gradient and rows solved exactly in the last solve.
+        self.last_counts: tuple[int, int] = (0, 0)
 
     def solve(self, problem: BlockProblem, x: Tensor) -> Tensor:
         x = x.detach().clone()
+        for _ in range(self.iterations):
+            if self.cg_max_degree == 0:
+                self._exact(problem, x)
+                self.last_counts = (0, x.shape[0])
+                continue
+            degree = problem.degree
+            heavy = [torch.nonzero(degree > self.cg_max_degree).squeeze(1)]
+            # Rows in bands of degree (0-2, 3-8, 9-32, ...): a band iterates about as often as
+            # its heaviest row needs, so the light majority of a long-tail side does not pay
+            # for the iterations of the few rows near cg_max_degree; few bands, because on a
+            # small block every band's set-up and kernel launches are the cost.
+            lo = -1
+            while lo < self.cg_max_degree:
+                hi = min(2 if lo < 2 else 4 * lo, self.cg_max_degree)
+                band = torch.nonzero((degree > lo) & (degree <= hi)).squeeze(1)
+                lo = hi
+                if band.numel() == 0:
+                    continue
+                max_iter = min(hi + 8, self.cg_max_iter)
+                step, done = batched_pcg_step(
+                    problem.implicit_systems(x, band), self.cg_tol, max_iter
+                )
+                x.index_add_(0, band[done], step[done])
+                # Rows CG did not finish go to the exact path with the heavy ones.
+                heavy.append(band[~done])
+            heavy_rows = torch.sort(torch.cat(heavy)).values
+            self.last_counts = (int(x.shape[0] - heavy_rows.numel()), int(heavy_rows.numel()))
+            if heavy_rows.numel():
+                part = x[heavy_rows]
+                self._exact(problem.subset(heavy_rows), part)
+                x[heavy_rows] = part
+        return x
+
+    def _exact(self, problem: BlockProblem, x: Tensor) -> None:
+        """Exact Newton steps (Woodbury or batched Cholesky) on every row of ``x``, in place."""
         rows = x.shape[0]
         max_degree = x.shape[1] if self.low_rank_max_degree is None else self.low_rank_max_degree
         # 0 means no Woodbury path at all: -1 also sends rows without positives to the dense half.
         max_degree = max_degree or -1
-        for _ in range(self.iterations):
-            # Rows are independent given the other side, so chunks can be solved in place.
-            for start in range(0, rows, self.chunk_rows):
-                stop = min(start + self.chunk_rows, rows)
-                low, dense = problem.split_newton_systems(x, max_degree, start, stop)
-                if len(low.rows):
-                    step = low_rank_newton_step(low, self.damping)
-                    x.index_add_(0, low.rows + start, step)
-                if len(dense.rows):
-                    step = batched_newton_step(dense.hess, dense.grad, self.damping)
-                    x.index_add_(0, dense.rows + start, step)
-        return x
+        # Rows are independent given the other side, so chunks can be solved in place.
+        for start in range(0, rows, self.chunk_rows):
+            stop = min(start + self.chunk_rows, rows)
+            low, dense = problem.split_newton_systems(x, max_degree, start, stop)
+            if len(low.rows):
+                step = low_rank_newton_step(low, self.damping)
+                x.index_add_(0, low.rows + start, step)
+            if len(dense.rows):
+                step = batched_newton_step(dense.hess, dense.grad, self.damping)
+                x.index_add_(0, dense.rows + start, step)

@@ -9,8 +9,10 @@ import torch
 
 from lit_unlearn.optim.newton import (
     HessianFreeNewton,
+    ImplicitSystems,
     LowRankSystems,
     batched_newton_step,
+    batched_pcg_step,
     conjugate_gradient,
     low_rank_newton_step,
 )
@@ -160,3 +162,61 @@ def test_low_rank_newton_step_rejects_nan_and_bad_shapes() -> None:
         low_rank_newton_step(systems._replace(buckets=systems.buckets[:1]))
     with pytest.raises(ValueError, match="need shared"):
         low_rank_newton_step(systems._replace(shared=torch.eye(3, dtype=torch.float64)))
+
+
+def _shared_plus_low_rank(
+    rows: int, d: int, ranks: list[int], ridge: bool
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``A`` shared, ``H_i = A + F_i^T F_i (+ a diagonal)`` with ``rank F_i = ranks[i]``."""
+    g = torch.Generator().manual_seed(1)
+    shared = _spd(d, seed=2)
+    hess = shared.expand(rows, d, d).clone()
+    for i, r in enumerate(ranks):
+        f = torch.randn(r, d, generator=g, dtype=torch.float64)
+        hess[i] += f.T @ f
+        if ridge:
+            hess[i] += torch.diag(0.1 * torch.rand(d, generator=g, dtype=torch.float64))
+    grad = torch.randn(rows, d, generator=g, dtype=torch.float64)
+    return shared, hess, grad
+
+
+def test_batched_pcg_step_is_the_newton_step() -> None:
+    ranks = [0, 1, 2, 5, 3, 0]
+    shared, hess, grad = _shared_plus_low_rank(len(ranks), 8, ranks, ridge=True)
+    grad[5] = 0.0  # a row already at its minimum: step 0, converged at once
+    systems = ImplicitSystems(shared, grad, lambda v: (hess @ v.unsqueeze(-1)).squeeze(-1))
+    step, done = batched_pcg_step(systems, tol=1e-12, max_iter=40)
+    assert bool(done.all())
+    torch.testing.assert_close(step, batched_newton_step(hess, grad))
+    assert torch.count_nonzero(step[5]) == 0
+
+
+def test_batched_pcg_step_needs_rank_plus_one_iterations() -> None:
+    # A^{-1} H = I + rank-r: at most r + 1 distinct eigenvalues, so CG is exact after r + 1.
+    ranks = [1, 2, 3, 4]
+    shared, hess, grad = _shared_plus_low_rank(len(ranks), 12, ranks, ridge=False)
+    systems = ImplicitSystems(shared, grad, lambda v: (hess @ v.unsqueeze(-1)).squeeze(-1))
+    step, done = batched_pcg_step(systems, tol=1e-9, max_iter=5)
+    assert bool(done.all())
+    torch.testing.assert_close(step, batched_newton_step(hess, grad))
+    # With too few iterations the heavier rows are reported unfinished (never silently wrong).
+    _, done = batched_pcg_step(systems, tol=1e-9, max_iter=2)
+    assert done.tolist() == [True, False, False, False]
+
+
+def test_batched_pcg_step_rejects_bad_input() -> None:
+    shared, hess, grad = _shared_plus_low_rank(2, 4, [1, 1], ridge=False)
+
+    def matvec(v: torch.Tensor) -> torch.Tensor:
+        return (hess @ v.unsqueeze(-1)).squeeze(-1)
+
+    with pytest.raises(ValueError, match="tol"):
+        batched_pcg_step(ImplicitSystems(shared, grad, matvec), tol=0.0)
+    with pytest.raises(ValueError, match="shared"):
+        batched_pcg_step(ImplicitSystems(shared[:3, :3], grad, matvec))
+    bad = grad.clone()
+    bad[0, 0] = float("nan")
+    with pytest.raises(ValueError, match="NaN"):
+        batched_pcg_step(ImplicitSystems(shared, bad, matvec))
+    with pytest.raises(ValueError, match="positive definite"):
+        batched_pcg_step(ImplicitSystems(-shared, grad, matvec))

@@ -23,6 +23,13 @@ loss):
 
 ``D_r`` differs from row to row, so the Woodbury path (which needs a shared ``A``) is off with
 dropout.
+
+The same systems can also be handed over as products only (:meth:`RowBlock.implicit_systems`):
+``H_r v = A v + F_r^T (F_r v) + D_r v``, one dense product with ``A`` for all rows and a sampled
+product plus a sparse-dense product over the pairs, which conjugate gradient preconditioned with
+``A`` solves without forming or factorising any ``H_r``
+(:func:`~lit_unlearn.optim.newton.batched_pcg_step`). That is the path that keeps dropout rows
+cheap on sparse data, where most rows have a handful of pairs.
 """
 
 from __future__ import annotations
@@ -39,7 +46,7 @@ from lit_unlearn.models.enmf_objective import (
     dropout_kappa,
     group_pairs,
 )
-from lit_unlearn.optim.newton import LowRankSystems, NewtonSystems
+from lit_unlearn.optim.newton import ImplicitSystems, LowRankSystems, NewtonSystems
 
 __all__ = ["RowBlock", "split_row_newton_systems"]
 
@@ -232,6 +239,67 @@ class RowBlock:
         self.other_idx = pairs[keep, 1]
         o = self.other_vec * self.h
         self._gram = o.T @ o
+
+    def _restricted(self, local: Tensor) -> tuple[Tensor, Tensor]:
+        """``(row_idx, other_idx)`` of the pairs of local rows ``local`` (sorted, unique), the
+        rows renumbered ``0 .. len(local) - 1``."""
+        position = torch.full((self.num_rows,), -1, dtype=torch.long, device=self.rows.device)
+        position[local] = torch.arange(local.numel(), device=local.device)
+        mapped = position[self.row_idx]
+        keep = mapped >= 0
+        return mapped[keep], self.other_idx[keep]
+
+    @property
+    def degree(self) -> Tensor:
+        """``[R]`` observed pairs per row (block order)."""
+        return torch.bincount(self.row_idx, minlength=self.num_rows)
+
+    def subset(self, local: Tensor) -> RowBlock:
+        """The block problem of the local rows ``local`` (sorted positions in ``rows``) alone."""
+        part = object.__new__(RowBlock)
+        part.kappa, part.dropout = self.kappa, self.dropout
+        part.other_vec, part.h = self.other_vec, self.h
+        part.rows = self.rows[local]
+        part.negative_weight, part.reg = self.negative_weight, self.reg
+        part.row_idx, part.other_idx = self._restricted(local)
+        part._gram = self._gram
+        return part
+
+    def implicit_systems(self, x: Tensor, local: Tensor | None = None) -> ImplicitSystems:
+        """The Newton systems of the rows ``local`` (default all) at ``x [R, d]``, as products.
+
+        ``H_r v = A v + F_r^T (F_r v) + D_r v`` (module docstring): the observed part is an SDDMM
+        on the rows' pairs and a sparse-dense product, so a product with all ``R`` systems costs
+        ``O(R d^2 + E d)`` and no Hessian is built.
+        """
+        if local is None:
+            row_idx, other_idx, rows_vec = self.row_idx, self.other_idx, x
+        else:
+            row_idx, other_idx = self._restricted(local)
+            rows_vec = x[local]
+        pairs = group_pairs(row_idx, other_idx, rows_vec.shape[0], self.other_vec.shape[0])
+        shared, factors, grad, ridge = _prepare(
+            rows_vec,
+            self.other_vec,
+            self.h,
+            pairs,
+            self.negative_weight,
+            self.reg,
+            self._gram,
+            self.dropout,
+        )
+
+        # The sparsity pattern once; each product is then one SDDMM (F_r v per pair), one
+        # sparse-dense product (F_r^T of it) and one dense product with A.
+        pattern = pairs.matrix(factors.new_ones(pairs.others.numel()))
+        factors_t = factors.T
+
+        def matvec(v: Tensor) -> Tensor:
+            scores = torch.sparse.sampled_addmm(pattern, v, factors_t, beta=0.0).values()
+            out = torch.addmm(pairs.matrix(scores) @ factors, v, shared)
+            return out if ridge is None else out.addcmul_(ridge, v)
+
+        return ImplicitSystems(shared, grad, matvec)
 
     @property
     def num_rows(self) -> int:

@@ -245,3 +245,66 @@ def test_enmf_scores_and_bad_arguments() -> None:
     for rate in (-0.1, 1.0):
         with pytest.raises(ValueError, match="dropout"):
             ENMF(4, 5, dropout=rate)
+
+
+@pytest.mark.parametrize("dropout", [0.0, 0.7])
+def test_implicit_systems_are_the_newton_systems(problem: Problem, dropout: float) -> None:
+    p, q, h, pairs = problem
+    block = RowBlock(q, h, torch.arange(p.shape[0]), pairs, C0, REG, dropout)
+    hess, grad = block.newton_systems(p).in_row_order()
+    v = torch.randn_like(p)
+    for local in (None, torch.tensor([0, 3, 7, 20])):
+        rows = torch.arange(p.shape[0]) if local is None else local
+        implicit = block.implicit_systems(p, local)
+        torch.testing.assert_close(implicit.grad, grad[rows])
+        torch.testing.assert_close(
+            implicit.matvec(v[rows]), (hess[rows] @ v[rows].unsqueeze(-1)).squeeze(-1)
+        )
+        # The shared part is a lower bound of every Hessian (what makes it a preconditioner).
+        gap = torch.linalg.eigvalsh(hess[rows] - implicit.shared)
+        assert float(gap.min()) > -1e-9
+    torch.testing.assert_close(block.degree, torch.bincount(pairs[:, 0], minlength=p.shape[0]))
+
+
+def test_subset_block_is_the_block_of_those_rows(problem: Problem) -> None:
+    p, q, h, pairs = problem
+    block = RowBlock(q, h, torch.arange(p.shape[0]), pairs, C0, REG, 0.7)
+    local = torch.tensor([2, 5, 6, 19])
+    part = block.subset(local)
+    alone = RowBlock(q, h, local, pairs, C0, REG, 0.7)
+    torch.testing.assert_close(part.rows, alone.rows)
+    torch.testing.assert_close(part.loss(p[local]), alone.loss(p[local]))
+    torch.testing.assert_close(
+        part.newton_systems(p[local]).hess, alone.newton_systems(p[local]).hess
+    )
+
+
+@pytest.mark.parametrize("dropout", [0.0, 0.7])
+@pytest.mark.parametrize("cg_max_degree", [1, 3, 100])
+def test_conjugate_gradient_rows_give_the_exact_update(
+    problem: Problem, dropout: float, cg_max_degree: int
+) -> None:
+    p, q, h, pairs = problem
+    block = RowBlock(q, h, torch.arange(p.shape[0]), pairs, C0, REG, dropout)
+    exact = AHNewtonBlock().solve(block, p)
+    solver = AHNewtonBlock(cg_max_degree=cg_max_degree, cg_tol=1e-10)
+    torch.testing.assert_close(solver.solve(block, p), exact, rtol=1e-7, atol=1e-8)
+    light = int((block.degree <= cg_max_degree).sum())
+    cg_rows, exact_rows = solver.last_counts
+    assert cg_rows + exact_rows == p.shape[0] and cg_rows <= light
+    # Rows CG cannot finish within its budget are solved exactly, not left half-way.
+    starved = AHNewtonBlock(cg_max_degree=100, cg_tol=1e-12, cg_max_iter=1)
+    torch.testing.assert_close(starved.solve(block, p), exact, rtol=1e-7, atol=1e-8)
+    assert starved.last_counts[1] > 0
+
+
+def test_conjugate_gradient_options_are_checked() -> None:
+    for kwargs, match in (
+        ({"cg_max_degree": -1}, "cg_max_degree"),
+        ({"cg_tol": 0.0}, "cg_tol"),
+        ({"cg_tol": float("nan")}, "cg_tol"),
+        ({"cg_max_iter": 0}, "cg_max_iter"),
+        ({"cg_max_degree": 4, "damping": 0.1}, "damping"),
+    ):
+        with pytest.raises(ValueError, match=match):
+            AHNewtonBlock(**kwargs)  # type: ignore[arg-type]
