@@ -43,6 +43,8 @@ ATTRIBUTE_EXPERIMENTS = sorted(
 )
 # Files tests can point at: the shared ML-100K, or the tiny official-layout files of conftest.
 SHARED_DATA = {"ml100k.yaml", "ml100k_fedau2.yaml", "ml100k_forgetting.yaml"}
+# GenericTable configs naming a shared file by its path (no root to point elsewhere).
+SHARED_FILES = {"ml100k_generic_forgetting.yaml"}
 
 
 def fit(args: list[str], tmp_path: Path) -> None:
@@ -60,6 +62,21 @@ def test_data_config(name: str, tmp_path: Path, official_root: Path) -> None:
     root = SHARED_DATASETS if name in SHARED_DATA else official_root
     if name in SHARED_DATA and not (root / "ml-100k").exists():
         pytest.skip("ML-100K not found beside the repository")
+    if name in SHARED_FILES:
+        if not (SHARED_DATASETS / "ml-100k").exists():
+            pytest.skip("ML-100K not found beside the repository")
+        fit(
+            [
+                "--config",
+                TRAINER_CPU,
+                "--config",
+                str(CONFIGS / "data" / name),
+                "--config",
+                MODEL_MF,
+            ],
+            tmp_path,
+        )
+        return
     extra = ["--data.init_args.num_eval_negatives=20"] if name not in SHARED_DATA else []
     if name == "lastfm360k.yaml":  # the paper's 23/51-core would empty the tiny file
         extra += ["--data.init_args.user_k=2", "--data.init_args.item_k=2"]
