@@ -50,6 +50,11 @@ def check_non_negative_int(name: str, value: object) -> int:
     return value
 
 
+class DataRegimeWarning(UserWarning):
+    """A backbone runs with hyperparameters tuned for very different data
+    (:meth:`Recommender.data_regime_warning`)."""
+
+
 class Recommender(nn.Module, ABC):
     """Base class of implicit-feedback recommenders scored by ``score(embed(u), embed(i))``.
 
@@ -250,6 +255,15 @@ class Recommender(nn.Module, ABC):
         """
         user_ids = {id(p) for p in self.user_parameters()}
         return [p for p in self.parameters() if id(p) not in user_ids]
+
+    def data_regime_warning(self, num_interactions: int) -> DataRegimeWarning | None:
+        """A warning when the backbone's hyperparameters were tuned for very different data.
+
+        The task calls this once with the number of training pairs it attaches (this model's
+        ``num_users`` x ``num_items``) and emits what it returns; ``None`` (the default) means
+        nothing to say. ENMF warns when its MovieLens-tuned ``c0`` meets much sparser data.
+        """
+        return None
 
     def per_user_parameters(self) -> list[nn.Parameter]:
         """Parameters with one row per user, row ``u`` read only for user ``u``.

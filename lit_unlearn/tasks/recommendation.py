@@ -14,6 +14,7 @@ from typing import Any, Literal, cast
 import torch
 from lightning.pytorch.core.mixins.hparams_mixin import _given_hyperparameters
 from lightning.pytorch.core.optimizer import LightningOptimizer
+from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor, nn
 
 from lit_unlearn.datamodules.protocols import InteractionData, conforms
@@ -126,6 +127,7 @@ class RecommenderTask(EpochLossTracking, RepresentationTask):
         self.automatic_optimization = False
         # Set by an unlearning callback in its setup(); it then owns the training step.
         self.unlearning: UnlearningStep | None = None
+        self._regime_checked = False
 
     # ------------------------------------------------------------------ data hookup
     def setup(self, stage: str) -> None:
@@ -136,6 +138,7 @@ class RecommenderTask(EpochLossTracking, RepresentationTask):
         interactions = conforms(dm, InteractionData)
         if interactions and dm.mode == "data_dependent":
             self.attach_graph(dm.train_graph)
+            self._check_regime()
         for s in ("val", "test"):
             self._protocols[s] = list(dm.eval_protocols(s)) if interactions else []
 
@@ -154,6 +157,16 @@ class RecommenderTask(EpochLossTracking, RepresentationTask):
         self.user_degree = torch.bincount(train_pairs[0], minlength=self.model.num_users).to(
             self.device
         )
+
+    def _check_regime(self) -> None:
+        """Warn (once per task) when the backbone was tuned for very different data (ENMF's
+        MovieLens-tuned c0 on sparse data: :meth:`Recommender.data_regime_warning`)."""
+        if self._regime_checked:
+            return
+        self._regime_checked = True
+        warning = self.model.data_regime_warning(int(self.graph.shape[1]))
+        if warning is not None:
+            rank_zero_warn(str(warning), category=type(warning))
 
     @property
     def interaction_graph(self) -> Tensor | None:
