@@ -6,8 +6,13 @@ LightningCLI turns every Trainer method listed in its ``subcommands`` into a sub
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import lightning.pytorch as pl
 import torch
+
+if TYPE_CHECKING:
+    from lit_unlearn.attacks.callback import AttributeAudit
 
 
 class UnlearnTrainer(pl.Trainer):
@@ -22,6 +27,10 @@ class UnlearnTrainer(pl.Trainer):
         attackers: list[str] | None = None,
         seed: int = 0,
         output_dir: str | None = None,
+        export: bool = True,
+        protocols: list[str] | None = None,
+        permutations: int = 20,
+        folds: int = 5,
     ) -> list[dict[str, object]]:
         """Audit a (saved) model: attribute inference for recommenders, A_r/A_f/MIA for classifiers.
 
@@ -36,7 +45,13 @@ class UnlearnTrainer(pl.Trainer):
         measured on the rest; the table (accuracy, balanced accuracy, micro-F1, AUC, chance,
         majority baseline) is printed,
         logged as ``audit/checkpoint/{attribute}/{attacker}/{metric}`` and written as
-        ``audit_checkpoint.md`` / ``.csv``.
+        ``audit_checkpoint.md`` / ``.csv``. With ``export`` the audited representation and the
+        labels are written as ``representations_checkpoint.npz`` / ``attributes_checkpoint.csv``
+        (raw user ids, class names, shadow mask) for ``python -m lit_unlearn.attacks.leakage``.
+        With ``protocols`` the same attackers are also run by
+        :func:`~lit_unlearn.attacks.leakage.audit_leakage` (flip-aware leakage, method-aware
+        attacker, permutation null) and written as ``leakage_checkpoint.md`` / ``.csv``; the
+        returned rows are then those of both audits.
 
         Args:
             model: The task (``user_representation()`` or, classifiers, ``predict_logits``).
@@ -44,9 +59,14 @@ class UnlearnTrainer(pl.Trainer):
                 ``ClassificationData``.
             ckpt_path: Checkpoint whose weights are audited (None: the model as configured).
             attributes: Attributes to audit (default: all the data encodes).
-            attackers: Attacker names, ``mlp`` and/or ``xgboost`` (default both).
+            attackers: Attacker names, ``mlp``, ``xgboost``, ``logreg``, ``knn`` (default
+                ``mlp`` and ``xgboost``).
             seed: Attacker seed.
             output_dir: Where tables go (default the logger's directory, else ``.``).
+            export: Write the representation and labels (recommenders).
+            protocols: Leakage protocols to run too, ``shadow`` and/or ``kfold`` (default none).
+            permutations: Label permutations of the leakage audit's null.
+            folds: Folds of the ``kfold`` protocol.
 
         Returns:
             One dict per (attribute, attacker).
@@ -69,14 +89,56 @@ class UnlearnTrainer(pl.Trainer):
         model.setup("test")
         # The same callback that audits fit/test stages: one set of metric keys
         # (audit/checkpoint/...), one table format, one file naming (audit_checkpoint.md/.csv).
+        out_dir = output_dir or (self.log_dir or ".")
         audit = AttributeAudit(
             attributes=attributes,
             attackers=attackers or ["mlp", "xgboost"],
             seed=seed,
-            save_dir=output_dir or (self.log_dir or "."),
+            save_dir=out_dir,
             verbose=True,
+            export=export,
         )
         results = audit.run(self, model, stage="checkpoint")
+        rows: list[dict[str, object]] = [r.as_dict() for r in results]
+        if protocols:
+            rows += self._audit_leakage(model, datamodule, audit, protocols, permutations, folds)
+        return rows
+
+    def _audit_leakage(
+        self,
+        model: pl.LightningModule,
+        datamodule: pl.LightningDataModule,
+        audit: AttributeAudit,
+        protocols: list[str],
+        permutations: int,
+        folds: int,
+    ) -> list[dict[str, object]]:
+        from lit_unlearn.attacks.leakage import (
+            audit_leakage,
+            leakage_markdown,
+            write_leakage_tables,
+        )
+
+        X = audit._representation(model)  # every rank: it may need collectives
+        if not self.is_global_zero:
+            return []
+        attrs = datamodule.user_attributes  # type: ignore[attr-defined]
+        names = audit.attributes if audit.attributes is not None else attrs.names
+        results = audit_leakage(
+            X,
+            {n: attrs.codes[n] for n in names},
+            {n: attrs.num_classes(n) for n in names},
+            attackers=audit._attackers,
+            protocols=protocols,
+            shadow=attrs.shadow,
+            n_permutations=permutations,
+            n_folds=folds,
+            seed=audit.seed,
+            log=print,
+        )
+        assert audit.save_dir is not None
+        write_leakage_tables(results, audit.save_dir, stem="leakage_checkpoint")
+        print(f"\nAttribute leakage at checkpoint:\n{leakage_markdown(results)}", flush=True)
         return [r.as_dict() for r in results]
 
     def _audit_classifier(

@@ -1,9 +1,12 @@
 """Attacks that test whether forgetting happened.
 
-Attribute inference on user representations: an attacker (MLP or XGBoost) trains on the shadow
-users whose attributes it knows and predicts everyone else's; :func:`audit_embeddings` runs every
-attacker on every attribute and returns :class:`AttackResult` rows (balanced accuracy, AUC,
-flip-aware leakage, majority and chance baselines).
+Attribute inference on user representations: an attacker (MLP, XGBoost, logistic regression or
+kNN) trains on the shadow users whose attributes it knows and predicts everyone else's;
+:func:`audit_embeddings` runs every attacker on every attribute and returns :class:`AttackResult`
+rows (balanced accuracy, AUC, flip-aware leakage, majority and chance baselines).
+:mod:`lit_unlearn.attacks.leakage` measures leakage from both sides of chance under the shadow
+and k-fold protocols with a permutation-null floor, also on exported representations
+(``python -m lit_unlearn.attacks.leakage``).
 
 Gradient inversion on an uploaded adversary head (federated attribute unlearning, FedAU2):
 :func:`dlg_attack` and :func:`idlg_labels` recover each user's label from its gradient, and
@@ -32,6 +35,8 @@ from lit_unlearn.attacks.gradient_inversion import (
     gradient_from_update,
     idlg_labels,
 )
+from lit_unlearn.attacks.knn import KNNAttacker
+from lit_unlearn.attacks.logreg import LogisticRegressionAttacker
 from lit_unlearn.attacks.mlp import MLPAttacker
 from lit_unlearn.attacks.xgboost import XGBoostAttacker
 
@@ -41,7 +46,9 @@ __all__ = [
     "AttackResult",
     "Attacker",
     "DLGResult",
+    "KNNAttacker",
     "LabelRecoveryResult",
+    "LogisticRegressionAttacker",
     "MLPAttacker",
     "XGBoostAttacker",
     "attack_attribute",

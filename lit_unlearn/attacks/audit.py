@@ -25,6 +25,8 @@ import numpy.typing as npt
 from torch import Tensor
 
 from lit_unlearn.attacks.base import Attacker, AttackResult, as_features
+from lit_unlearn.attacks.knn import KNNAttacker
+from lit_unlearn.attacks.logreg import LogisticRegressionAttacker
 from lit_unlearn.attacks.mlp import MLPAttacker
 from lit_unlearn.attacks.scores import attack_scores, majority_class
 from lit_unlearn.attacks.xgboost import XGBoostAttacker
@@ -50,6 +52,8 @@ __all__ = [
 ATTACKERS: dict[str, Callable[..., Attacker]] = {
     MLPAttacker.name: MLPAttacker,
     XGBoostAttacker.name: XGBoostAttacker,
+    LogisticRegressionAttacker.name: LogisticRegressionAttacker,
+    KNNAttacker.name: KNNAttacker,
 }
 
 
@@ -57,7 +61,7 @@ def make_attacker(name: str, seed: int = 0, **kwargs: Any) -> Attacker:
     """Build a registered attacker by name.
 
     Args:
-        name: A key of :data:`ATTACKERS` (``"mlp"``, ``"xgboost"``).
+        name: A key of :data:`ATTACKERS` (``"mlp"``, ``"xgboost"``, ``"logreg"``, ``"knn"``).
         seed: The attacker's seed (overridden by an explicit ``seed`` in ``kwargs``).
         **kwargs: Constructor arguments of the attacker class.
 

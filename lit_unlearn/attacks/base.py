@@ -22,7 +22,14 @@ import numpy as np
 import numpy.typing as npt
 from torch import Tensor
 
-__all__ = ["AttackResult", "Attacker", "as_features", "as_labels", "balanced_class_weights"]
+__all__ = [
+    "AttackResult",
+    "Attacker",
+    "as_features",
+    "as_labels",
+    "balanced_class_weights",
+    "expand_proba",
+]
 
 
 @dataclass(frozen=True)
@@ -129,6 +136,23 @@ def balanced_class_weights(y: np.ndarray, num_classes: int) -> np.ndarray:
     weights = np.zeros(num_classes, dtype=np.float64)
     weights[present] = y.size / (present.sum() * counts[present])
     return weights
+
+
+def expand_proba(seen: npt.ArrayLike, classes: np.ndarray, num_classes: int) -> np.ndarray:
+    """Probabilities over the classes a model saw, widened to the attribute's full class list.
+
+    Args:
+        seen: ``[n, len(classes)]`` probabilities, columns in the order of ``classes``.
+        classes: Sorted codes of the classes the model was trained on.
+        num_classes: Classes of the attribute.
+
+    Returns:
+        ``float64[n, num_classes]``, zero columns for the classes the model never saw.
+    """
+    arr = np.asarray(seen, dtype=np.float64)
+    proba = np.zeros((arr.shape[0], num_classes), dtype=np.float64)
+    proba[:, classes] = arr
+    return proba
 
 
 class Attacker(ABC):

@@ -22,7 +22,11 @@ Contract with the rest of the run:
   :class:`~lit_unlearn.datamodules.containers.UserAttributes`).
 
 Metrics go to every logger as ``audit/{stage}/{attribute}/{attacker}/{metric}`` at
-``trainer.global_step``; tables are written as ``audit_{stage}.md`` / ``.csv``. Under DDP every
+``trainer.global_step``; tables are written as ``audit_{stage}.md`` / ``.csv``. With
+``export=True`` the audited representation and the labels go to ``representations_{stage}.npz``
+and ``attributes_{stage}.csv`` (raw user ids, class names, shadow mask:
+:mod:`lit_unlearn.attacks.export`), for ``python -m lit_unlearn.attacks.leakage`` or anyone's
+own attackers. Under DDP every
 rank computes the representation (it may need collectives), rank 0 runs the attackers and
 broadcasts the results, so all ranks hold the same numbers and rank 0 alone logs and writes.
 """
@@ -64,8 +68,9 @@ class AttributeAudit(Callback):
         attributes: Attributes to audit; ``None`` audits all of the datamodule's attributes
             (untargeted attributes should be audited too).
         attackers: Attacker names from :data:`lit_unlearn.attacks.ATTACKERS` (``"mlp"``,
-            ``"xgboost"``), each built with its default configuration. If xgboost is not
-            installed it is dropped with a warning, unless it is the only attacker.
+            ``"xgboost"``, ``"logreg"``, ``"knn"``), each built with its default
+            configuration. If xgboost is not installed it is dropped with a warning, unless it
+            is the only attacker.
         when: Stages to audit at: ``"fit_start"`` (the model before training, e.g. the model
             about to be unlearned), ``"fit_end"`` and ``"test_end"``.
         seed: Seed of the shadow train/validation split and of the attackers.
@@ -73,6 +78,9 @@ class AttributeAudit(Callback):
         attacker_args: Optional constructor arguments per attacker name, e.g.
             ``{"mlp": {"max_epochs": 50}}``, overriding the defaults.
         verbose: Print each audit table (rank 0) as well as logging it.
+        export: Also write the audited representation and attribute labels as
+            ``representations_{stage}.npz`` / ``attributes_{stage}.csv`` (rows named by the
+            datamodule's raw user ids when it has a user ``index``, else by row number).
 
     Attributes:
         results: ``stage -> list[AttackResult]`` of the audits run so far (restored from
@@ -93,9 +101,11 @@ class AttributeAudit(Callback):
         save_dir: str | None = None,
         attacker_args: dict[str, dict[str, Any]] | None = None,
         verbose: bool = True,
+        export: bool = False,
     ) -> None:
         super().__init__()
         self.verbose = verbose
+        self.export = bool(export)
         if attributes is not None:
             attributes = _unique_names(attributes, "attributes")
         attackers = _unique_names(attackers, "attackers")
@@ -208,7 +218,9 @@ class AttributeAudit(Callback):
         Returns:
             The results, identical on every rank.
         """
-        results = self._audit(trainer, pl_module)
+        # Every rank computes the representation: a sharded model may need collectives for it.
+        X = self._representation(pl_module)
+        results = self._audit(trainer, X)
         self.results[stage] = results
         self._restored.discard(stage)
         # trainer.log_dir broadcasts internally: every rank must read it.
@@ -223,11 +235,11 @@ class AttributeAudit(Callback):
                 print(results_to_markdown(results), flush=True)
             if out_dir is not None:
                 self._write(out_dir, stage, results)
+                if self.export:
+                    self._export(trainer, out_dir, stage, X)
         return results
 
-    def _audit(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> list[AttackResult]:
-        # Every rank computes the representation: a sharded model may need collectives for it.
-        X = self._representation(pl_module)
+    def _audit(self, trainer: pl.Trainer, X: Tensor) -> list[AttackResult]:
         payload: tuple[str, Any] = ("ok", None)
         if trainer.is_global_zero:
             try:
@@ -297,6 +309,30 @@ class AttributeAudit(Callback):
         with open(os.path.join(out_dir, f"audit_{stage}.md"), "w", encoding="utf-8") as f:
             f.write(title + results_to_markdown(results))
         results_to_frame(results).to_csv(os.path.join(out_dir, f"audit_{stage}.csv"), index=False)
+
+    def _export(self, trainer: pl.Trainer, out_dir: str, stage: str, X: Tensor) -> None:
+        from lit_unlearn.attacks.export import save_exported
+
+        attributes = self._user_attributes(trainer)
+        n = int(X.shape[0])
+        index = getattr(getattr(trainer, "datamodule", None), "index", None)
+        user_ids = getattr(index, "user_ids", None)
+        if user_ids is None or len(user_ids) != n:
+            rank_zero_warn(
+                "AttributeAudit: the datamodule has no user index of this size; the exported "
+                "representations are named by row number"
+            )
+            user_ids = [str(i) for i in range(n)]
+        names = self.attributes if self.attributes is not None else attributes.names
+        save_exported(
+            os.path.join(out_dir, f"representations_{stage}.npz"),
+            os.path.join(out_dir, f"attributes_{stage}.csv"),
+            user_ids=list(user_ids),
+            representations=X.numpy(),
+            codes={name: attributes.codes[name].numpy() for name in names},
+            classes={name: attributes.classes[name] for name in names},
+            shadow=attributes.shadow.numpy(),
+        )
 
 
 def _unique_names(values: Any, arg: str) -> list[str]:

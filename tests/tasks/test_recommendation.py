@@ -160,3 +160,10 @@ def test_audit_subcommand_on_checkpoint_in_data_free_mode(tmp_path: Path) -> Non
     assert table["attribute"].tolist() == ["gender"] and table["attacker"].tolist() == ["mlp"]
     # four epochs on the synthetic data already leak gender well above chance (0.5)
     assert table["balanced_accuracy"].iloc[0] > 0.6
+    # the audited representation is exported under the data's raw user ids, for outside audits
+    from lit_unlearn.attacks.export import load_exported
+    from lit_unlearn.datamodules.index import UserIndex
+
+    users = load_exported(out / "representations_checkpoint.npz", out / "attributes_checkpoint.csv")
+    assert users.user_ids == UserIndex.load(ckpt).user_ids and list(users.codes) == ["gender"]
+    assert users.shadow is not None and users.representations.shape[0] == len(users.user_ids)
