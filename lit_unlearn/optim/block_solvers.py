@@ -60,6 +60,10 @@ class BlockProblem(Protocol):
         ...
 
 
+#: Rows below which a degree band of :class:`AHNewtonBlock`'s CG path joins the next band.
+_MIN_BAND_ROWS = 2048
+
+
 def _check_positive_int(name: str, value: int) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ValueError(f"{name} must be a positive int, got {value!r}")
@@ -236,18 +240,21 @@ class AHNewtonBlock(BlockSolver):
             heavy = [torch.nonzero(degree > self.cg_max_degree).squeeze(1)]
             # Rows in bands of degree (0-2, 3-8, 9-32, ...): a band iterates about as often as
             # its heaviest row needs, so the light majority of a long-tail side does not pay
-            # for the iterations of the few rows near cg_max_degree; few bands, because on a
-            # small block every band's set-up and kernel launches are the cost.
-            lo = -1
-            while lo < self.cg_max_degree:
-                hi = min(2 if lo < 2 else 4 * lo, self.cg_max_degree)
-                band = torch.nonzero((degree > lo) & (degree <= hi)).squeeze(1)
-                lo = hi
-                if band.numel() == 0:
-                    continue
-                max_iter = min(hi + 8, self.cg_max_iter)
+            # for the iterations of the few rows near cg_max_degree. A band of fewer than
+            # `_MIN_BAND_ROWS` rows joins the next heavier one: on small blocks the cost of an
+            # iteration is its ~25 kernel launches, not its arithmetic, so fewer bands win.
+            edges = [-1]
+            while edges[-1] < self.cg_max_degree:
+                edges.append(min(2 if edges[-1] < 2 else 4 * edges[-1], self.cg_max_degree))
+            start = edges[0]
+            for k, hi in enumerate(edges[1:]):
+                band = torch.nonzero((degree > start) & (degree <= hi)).squeeze(1)
+                last = k == len(edges) - 2
+                if band.numel() == 0 or (band.numel() < _MIN_BAND_ROWS and not last):
+                    continue  # empty, or too small alone: its rows go with the next band
+                start = hi
                 step, done = batched_pcg_step(
-                    problem.implicit_systems(x, band), self.cg_tol, max_iter
+                    problem.implicit_systems(x, band), self.cg_tol, min(hi + 8, self.cg_max_iter)
                 )
                 x.index_add_(0, band[done], step[done])
                 # Rows CG did not finish go to the exact path with the heavy ones.

@@ -33,6 +33,7 @@ METHODS = [
     "AltEraser[HF-Newton]",
     "AltEraser[AH-Newton]",
     "AltEraser[AH-Newton]+ELS",
+    "AltEraser[AH-Newton-CG]",
 ]
 
 
