@@ -156,7 +156,8 @@ def test_method_aware_attacker_flips_only_when_validation_ranks_inverted() -> No
     X, y, shadow = inverted()
     train, val, test = shadow_split(y, shadow, 0.2, 0)
     plain = make_attacker("logreg").fit(X[train], y[train], X[val], y[val], 2)
-    aware = MethodAwareAttacker(make_attacker("logreg")).fit(X[train], y[train], X[val], y[val], 2)
+    aware = MethodAwareAttacker(make_attacker("logreg"))
+    aware.fit(X[train], y[train], X[val], y[val], 2)
     assert aware.flips_ is not None and aware.flips_.all()
     assert balanced_accuracy(y[test], plain.predict_proba(X[test]).argmax(1)) < 0.2
     assert balanced_accuracy(y[test], aware.predict_proba(X[test]).argmax(1)) > 0.85
@@ -247,7 +248,8 @@ def test_new_attackers_beat_chance_on_separable_data(name: str, num_classes: int
 def test_knn_picks_k_on_validation_and_new_attackers_fill_unseen_classes() -> None:
     X, y, shadow = planted(n=300)
     train, val, _ = shadow_split(y, shadow, 0.2, 0)
-    knn = KNNAttacker(ks=(3, 7, 500)).fit(X[train], y[train], X[val], y[val], 3)
+    knn = KNNAttacker(ks=(3, 7, 500))
+    knn.fit(X[train], y[train], X[val], y[val], 3)
     assert knn.k_ in (3, 7, min(500, train.size))
     assert (knn.predict_proba(X[:5])[:, 2] == 0).all()  # class 2 never seen: probability 0
     lr = LogisticRegressionAttacker().fit(X[train], y[train], None, None, 3)

@@ -246,7 +246,7 @@ def test_jsonl_interactions_and_ndjson_users(tmp_path: Path) -> None:
     assert table["timestamp"].tolist() == [1241478537, 1241478600]
     users = src.load_users()
     assert users.index.tolist() == ["7", "8"] and list(users.columns) == ["gender", "age"]
-    assert users.loc["7", "age"] == 31 and pd.isna(users.loc["8", "gender"])
+    assert users.loc["7", "age"] == 31 and bool(users["gender"].isna()["8"])
     gz = tmp_path / "c.jsonl.gz"
     with gzip.open(gz, "wt") as f:
         f.write('{"user": 1, "item": 2}\n{"user": 1, "item": 3}\n')

@@ -307,4 +307,4 @@ def test_conjugate_gradient_options_are_checked() -> None:
         ({"cg_max_degree": 4, "damping": 0.1}, "damping"),
     ):
         with pytest.raises(ValueError, match=match):
-            AHNewtonBlock(**kwargs)  # type: ignore[arg-type]
+            AHNewtonBlock(**kwargs)

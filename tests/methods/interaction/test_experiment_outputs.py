@@ -108,7 +108,7 @@ def test_killed_run_resumes_to_the_rows_of_an_uninterrupted_run(
     tables = [(d / "report.md").read_text().split("## Table 5")[0] for d in (out, reference)]
     assert tables[0] == tables[1] and "## Table 4b" in tables[0]
     summaries = [pd.read_csv(d / "summary.csv", index_col=0) for d in (out, reference)]
-    quality = [c for c in summaries[0] if "@" in c or c in ("repredict", "objective")]
+    quality = [c for c in summaries[0] if "@" in str(c) or c in ("repredict", "objective")]
     pd.testing.assert_frame_equal(summaries[0][quality], summaries[1][quality])
     # A finished run started again trains nothing and rewrites the same rows.
     monkeypatch.setattr(runner, "_fit", None)
