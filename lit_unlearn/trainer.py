@@ -11,6 +11,8 @@ from typing import TYPE_CHECKING
 import lightning.pytorch as pl
 import torch
 
+from lit_unlearn.fingerprint import check_checkpoint
+
 if TYPE_CHECKING:
     from lit_unlearn.attacks.callback import AttributeAudit
 
@@ -75,13 +77,14 @@ class UnlearnTrainer(pl.Trainer):
 
         if hasattr(model, "predict_logits"):
             return self._audit_classifier(model, datamodule, ckpt_path, seed, output_dir)
+        datamodule.setup("test")  # before the checkpoint: its fingerprint is checked against it
         if ckpt_path is not None:
             ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+            check_checkpoint(ckpt, model, datamodule, ckpt_path)
             model.load_state_dict(ckpt["state_dict"])
             dm_state = ckpt.get(type(datamodule).__qualname__)
         else:
             dm_state = None
-        datamodule.setup("test")
         if dm_state:
             datamodule.load_state_dict(dm_state)  # refuses a different user order
         model.trainer = self  # lets the task find the datamodule's graph in setup
@@ -154,6 +157,7 @@ class UnlearnTrainer(pl.Trainer):
         datamodule.setup("test")
         if ckpt_path is not None:
             ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+            check_checkpoint(ckpt, model, datamodule, ckpt_path)
             dm_state = ckpt.get(type(datamodule).__qualname__)
             if dm_state:
                 datamodule.load_state_dict(dm_state)  # refuses another label set

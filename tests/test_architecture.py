@@ -98,17 +98,25 @@ def _layer(module: str) -> str:
 ALLOWED: dict[str, set[str]] = {
     "_structural": set(),
     "_exit": set(),
-    "datamodules": {"_structural"},
+    # Bottom layers shared by all (issue 22): hyperparameter checks, checkpoint fingerprints,
+    # the divergence guard.
+    "validation": set(),
+    "fingerprint": set(),
+    "divergence": {"validation"},
+    "datamodules": {"_structural", "fingerprint"},
     "models": set(),
     "metrics": set(),
-    "optim": set(),
+    "optim": {"validation"},
     "reporting": set(),
-    "unlearning": {"datamodules"},  # the DataModule protocols the base callback checks
-    "tasks": {"datamodules", "metrics", "models", "unlearning", "_structural"},
+    # the DataModule protocols the base callback checks; the default guard and fingerprints
+    "unlearning": {"datamodules", "divergence", "fingerprint", "validation"},
+    "tasks": {"datamodules", "metrics", "models", "unlearning", "_structural", "validation"},
     "attacks": {"datamodules", "reporting", "_structural"},
     "runs": {"datamodules", "tasks", "cli"},
     "methods": set(),
     "methods.attribute": {
+        "validation",
+        "fingerprint",
         "datamodules",
         "models",
         "metrics",
@@ -121,6 +129,8 @@ ALLOWED: dict[str, set[str]] = {
         "_structural",
     },
     "methods.interaction": {
+        "validation",
+        "fingerprint",
         "datamodules",
         "models",
         "metrics",
@@ -132,6 +142,8 @@ ALLOWED: dict[str, set[str]] = {
         "_structural",
     },
     "methods.class_unlearning": {
+        "validation",
+        "fingerprint",
         "datamodules",
         "models",
         "metrics",
@@ -144,6 +156,8 @@ ALLOWED: dict[str, set[str]] = {
         "_structural",
     },
     "methods.federated": {
+        "validation",
+        "fingerprint",
         "datamodules",
         "models",
         "metrics",
@@ -157,13 +171,14 @@ ALLOWED: dict[str, set[str]] = {
     },
     "callbacks": {
         "attacks",
+        "divergence",
         "methods.attribute",
         "methods.class_unlearning",
         "methods.federated",
         "methods.interaction",
         "unlearning",
     },
-    "trainer": {"attacks", "datamodules"},
+    "trainer": {"attacks", "datamodules", "fingerprint"},
     "cli_app": set(),
     "cli": {"cli_app", "trainer", "root"},
     "root": {"_exit"},

@@ -121,6 +121,7 @@ class ClassificationData(pl.LightningDataModule):
         self._forget: list[int] = []
         self._stats: tuple[Tensor, Tensor] | None = None
         self._synthetic: ImageSet | None = None
+        self._fingerprint: dict[str, dict[str, str]] | None = None
 
     def __repr__(self) -> str:
         # LightningDataModule.__str__ builds every dataloader to print their sizes: that would
@@ -364,6 +365,38 @@ class ClassificationData(pl.LightningDataModule):
         return super().transfer_batch_to_device(batch, device, dataloader_idx)
 
     # ------------------------------------------------------------------ checkpoint state
+    def fingerprint(self) -> dict[str, dict[str, str]]:
+        """What a checkpoint trained on this data records of it (:mod:`lit_unlearn.fingerprint`).
+
+        ``content``: the class names, the image shape, digests of the test split and, with
+        training data, of the whole training split (train and validation holdout together, so
+        the holdout settings do not matter). The forget classes are not part of it: the model
+        to unlearn was trained before they were chosen. ``config``: source and split settings.
+        """
+        if self._fingerprint is None:
+            from lit_unlearn.fingerprint import describe_object, digest
+
+            self.load()
+            test = self._splits["test"]
+            content = {
+                "classes": f"{self.num_classes}: {', '.join(self.class_names)}",
+                "image shape": str(list(self.image_shape)),
+                "test images": f"{len(test)}, sha256 {digest(test.ids, test.labels, test.images)}",
+            }
+            if "train" in self._splits:
+                train = self._full_train()
+                order = train.ids.argsort()  # the holdout reorders rows, not the data
+                content["train images"] = (
+                    f"{len(train)}, sha256 "
+                    f"{digest(train.ids[order], train.labels[order], train.images[order])}"
+                )
+            config = {
+                "source": describe_object(self.source),
+                "split": f"val_fraction={self.val_fraction}, seed={self.seed}",
+            }
+            self._fingerprint = {"content": content, "config": config}
+        return self._fingerprint
+
     def state_dict(self) -> dict[str, Any]:
         """The label set and the forget classes, so a checkpoint cannot meet other data."""
         return {

@@ -50,6 +50,7 @@ class ForgettingData(RecommendationData):
         eval_batch_size: Evaluation batch size.
         download: Allow downloads.
         seed: Seed of the split and evaluation negatives.
+        strict_users: Users missing from the users file are an error instead of a warning.
     """
 
     def __init__(
@@ -72,6 +73,7 @@ class ForgettingData(RecommendationData):
         eval_batch_size: int = 256,
         download: bool = True,
         seed: int = 0,
+        strict_users: bool = False,
     ) -> None:
         if scenario not in ("privacy", "noise"):
             raise ValueError(f"scenario must be 'privacy' or 'noise', got {scenario!r}")
@@ -95,6 +97,7 @@ class ForgettingData(RecommendationData):
             eval_batch_size=eval_batch_size,
             download=download,
             seed=seed,
+            strict_users=strict_users,
         )
         self.scenario: Scenario = scenario
         self.num_forget_users = num_forget_users
@@ -120,6 +123,12 @@ class ForgettingData(RecommendationData):
         )
         train = self._request.original if self.train_on == "all" else self._request.remaining
         return Split(train=train, val=split.val, test=split.test)
+
+    def _trained_pairs(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        # D_a whatever train_on serves: the original model and its unlearned versions (trained
+        # on D_r) belong to the same data.
+        split = self.split
+        return np.asarray(self.request.original), np.asarray(split.val), np.asarray(split.test)
 
     # ------------------------------------------------------------------ the request
     @property

@@ -6,12 +6,18 @@ shuffles an index tensor once per epoch and slices every column with it, optiona
 columns on the training device. It is not a ``DataLoader``, so Lightning leaves it alone (no
 sampler injection); DDP sharding is done here by :class:`ShardedIndexSampler`, whose
 ``set_epoch`` Lightning calls through the ``sampler`` attribute like for a ``DataLoader``.
+
+:class:`TensorBatchLoader` is resumable (``state_dict`` / ``load_state_dict``, which Lightning
+saves with the fit loop): a run resumed from a checkpoint written in the middle of an epoch
+continues with the batches the interrupted run had not reached yet, not from the epoch's first
+batch again.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Iterator
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -130,14 +136,43 @@ class TensorBatchLoader:
         self.sampler = sampler
         # Mirrors DataLoader's attributes that Lightning inspects (epoch seeding, shuffle checks).
         self.batch_sampler = None
+        # Batches handed out by the current pass, and the position a checkpoint asked to resume
+        # at: (epoch, batches to skip), applied once, only to a pass over that same epoch.
+        self._served = 0
+        self._resume_at: tuple[int, int] | None = None
 
     def __len__(self) -> int:
         return len(self.sampler)
 
     def __iter__(self) -> Iterator[dict[str, Tensor]]:
-        for idx in self.sampler:
+        # A generator: this body runs at the first next(), after Lightning has restored the
+        # loader's state and called ``sampler.set_epoch`` for the (resumed) epoch.
+        skip = 0
+        if self._resume_at is not None:
+            epoch, batches = self._resume_at
+            self._resume_at = None
+            if epoch == self.sampler.epoch:
+                skip = batches
+        self._served = skip
+        for b, idx in enumerate(self.sampler):
+            if b < skip:
+                continue
             idx = idx.to(self.device)
-            yield {k: v.index_select(0, idx) for k, v in self.columns.items()}
+            batch = {k: v.index_select(0, idx) for k, v in self.columns.items()}
+            self._served = b + 1
+            yield batch
+
+    def state_dict(self) -> dict[str, Any]:
+        """The position in the current pass: its epoch and the batches already handed out.
+
+        Lightning fetches no batch ahead from a loader with a length, so at a checkpoint the
+        batches handed out are exactly the batches the fit loop consumed.
+        """
+        return {"epoch": self.sampler.epoch, "batches": self._served}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Resume the next pass over ``state_dict['epoch']`` after its first ``batches``."""
+        self._resume_at = (int(state_dict["epoch"]), int(state_dict["batches"]))
 
 
 class FullRankingLoader:

@@ -74,6 +74,8 @@ class RecommendationData(pl.LightningDataModule):
         user_index: Data-free mode: checkpoint or JSON holding the trained model's user order.
         download: Allow downloading the official archive when files are missing.
         seed: Seed of splits, shadow set, evaluation negatives and shuffling.
+        strict_users: Interactions of users missing from the users file are an error instead
+            of being dropped with a warning (see ``docs/recommendation.md``, data contracts).
     """
 
     def __init__(
@@ -100,6 +102,7 @@ class RecommendationData(pl.LightningDataModule):
         user_index: str | None = None,
         download: bool = True,
         seed: int = 0,
+        strict_users: bool = False,
     ) -> None:
         super().__init__()
         self.source = source if source is not None else Synthetic()
@@ -128,11 +131,13 @@ class RecommendationData(pl.LightningDataModule):
         self.user_index = user_index
         self.download = download
         self.seed = seed
+        self.strict_users = strict_users
         self._check_args()
         self._index: UserIndex | None = None
         self._attributes: UserAttributes | None = None
         self._split: Split | None = None
         self._eval: dict[str, dict[str, Tensor]] = {}
+        self._fingerprint: dict[str, dict[str, str]] | None = None
 
     def _check_args(self) -> None:
         if self.mode not in ("data_dependent", "data_free"):
@@ -190,16 +195,20 @@ class RecommendationData(pl.LightningDataModule):
             rating_threshold=self.rating_threshold,
             user_k=self.user_k,
             item_k=self.item_k,
+            strict_users=self.strict_users,
         )
         if self.balance is not None:
             codes, _ = self._encode(users, self.balance)
             balanced = balance_users(users, codes, seed=self.seed)
+            # Users left out by balancing are dropped on purpose: filter them here so the
+            # second pass does not report them as missing from the users file.
             data, users = preprocess(
-                interactions,
+                interactions[interactions["user"].isin(balanced.index).to_numpy()],
                 balanced,
                 rating_threshold=self.rating_threshold,
                 user_k=self.user_k,
                 item_k=self.item_k,
+                strict_users=self.strict_users,
             )
         self._index = UserIndex(user_ids=list(data.user_ids), item_ids=list(data.item_ids))
         self._attributes = self._encode_all(users)
@@ -442,6 +451,51 @@ class RecommendationData(pl.LightningDataModule):
         )
 
     # ------------------------------------------------------------------ checkpoint state
+    def fingerprint(self) -> dict[str, dict[str, str]]:
+        """What a checkpoint trained on this data records of it (:mod:`lit_unlearn.fingerprint`).
+
+        ``content``: digests of the user and item ids, of each encoded attribute and, in
+        data-dependent mode, of the interactions of every split. ``config``: the source and the
+        filter and split settings, shown when content differs. Computed once (the data is
+        immutable after loading).
+        """
+        if self._fingerprint is None:
+            from lit_unlearn.fingerprint import describe_object, digest
+
+            index = self.index
+            attrs = self.user_attributes
+            content = {
+                "user ids": f"{len(index.user_ids)} users, sha256 {digest(index.user_ids)}",
+                "item ids": f"{len(index.item_ids)} items, sha256 {digest(index.item_ids)}",
+            }
+            for name, codes in attrs.codes.items():
+                content[f"attribute {name}"] = (
+                    f"{attrs.num_classes(name)} classes, sha256 "
+                    f"{digest(codes, attrs.classes[name])}"
+                )
+            config = {"source": describe_object(self.source)}
+            if self.mode == "data_dependent":
+                train, val, test = self._trained_pairs()
+                content["interactions"] = (
+                    f"train {len(train)}, val {len(val)}, test {len(test)}, sha256 "
+                    f"{digest(train, val, test)}"
+                )
+                config["filters"] = (
+                    f"rating_threshold={self.rating_threshold}, user_k={self.user_k}, "
+                    f"item_k={self.item_k}, balance={self.balance}"
+                )
+                config["split"] = (
+                    f"{self.split_kind}, validation={self.validation}, train_ratio="
+                    f"{self.train_ratio}, val_ratio={self.val_ratio}, seed={self.seed}"
+                )
+            self._fingerprint = {"content": content, "config": config}
+        return self._fingerprint
+
+    def _trained_pairs(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The train/val/test pairs a model of this data is trained and evaluated on."""
+        split = self.split
+        return np.asarray(split.train), np.asarray(split.val), np.asarray(split.test)
+
     def state_dict(self) -> dict[str, Any]:
         """The user/item order, so data-free runs can align attributes with the model."""
         index = self.index

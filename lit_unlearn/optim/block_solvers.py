@@ -27,6 +27,7 @@ from lit_unlearn.optim.newton import (
     batched_pcg_step,
     low_rank_newton_step,
 )
+from lit_unlearn.validation import check_non_negative, check_positive
 
 __all__ = ["AHNewtonBlock", "AdamWBlock", "BlockProblem", "BlockSolver", "HFNewtonBlock"]
 
@@ -97,8 +98,8 @@ class AdamWBlock(BlockSolver):
     separable = True  # Adam's update is per coordinate and the block loss a sum over rows
 
     def __init__(self, lr: float = 1e-2, steps: int = 10, weight_decay: float = 0.0) -> None:
-        if lr <= 0 or weight_decay < 0:
-            raise ValueError(f"need lr > 0 and weight_decay >= 0, got {lr}, {weight_decay}")
+        check_positive("lr", lr)  # a comparison alone lets NaN through
+        check_non_negative("weight_decay", weight_decay)
         _check_positive_int("steps", steps)
         self.lr = lr
         self.steps = steps
@@ -139,8 +140,8 @@ class HFNewtonBlock(BlockSolver):
     ) -> None:
         _check_positive_int("iterations", iterations)
         _check_positive_int("cg_max_iter", cg_max_iter)
-        if damping < 0 or cg_tol <= 0:
-            raise ValueError(f"need damping >= 0 and cg_tol > 0, got {damping}, {cg_tol}")
+        check_non_negative("damping", damping)  # a comparison alone lets NaN through
+        check_positive("cg_tol", cg_tol)
         self.iterations = iterations
         self.damping = damping
         self.cg_max_iter = cg_max_iter
@@ -201,8 +202,7 @@ class AHNewtonBlock(BlockSolver):
     ) -> None:
         _check_positive_int("iterations", iterations)
         _check_positive_int("chunk_rows", chunk_rows)
-        if damping < 0:
-            raise ValueError(f"damping must be >= 0, got {damping}")
+        check_non_negative("damping", damping)
         for name, value in (
             ("low_rank_max_degree", low_rank_max_degree),
             ("cg_max_degree", cg_max_degree),

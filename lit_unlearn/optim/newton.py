@@ -33,6 +33,8 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
+from lit_unlearn.validation import check_finite
+
 __all__ = [
     "HessianFreeNewton",
     "ImplicitSystems",
@@ -388,6 +390,10 @@ class HessianFreeNewton(torch.optim.Optimizer):
         max_backtracks: int = 20,
         adapt_damping: bool = True,
     ) -> None:
+        for name, value in (("damping", damping), ("cg_tol", cg_tol), ("cg_decay", cg_decay)):
+            check_finite(name, value)  # a comparison alone lets NaN through
+        if cg_tol <= 0:
+            raise ValueError(f"cg_tol must be > 0, got {cg_tol}")
         if damping < 0 or cg_max_iter < 1 or not 0 <= cg_decay <= 1:
             raise ValueError(
                 f"need damping >= 0, cg_max_iter >= 1, 0 <= cg_decay <= 1; got {damping}, "

@@ -26,6 +26,7 @@ from lit_unlearn.metrics.classification import ClassAccuracy, subset_accuracy
 from lit_unlearn.models.classifiers.base import Classifier
 from lit_unlearn.tasks.loss_tracking import EpochLossTracking
 from lit_unlearn.unlearning.contract import UnlearnableTask, UnlearningStep
+from lit_unlearn.validation import check_finite
 
 __all__ = ["ClassificationTask", "EvalResult"]
 
@@ -76,6 +77,8 @@ class ClassificationTask(EpochLossTracking, UnlearnableTask):
             )
         if optimizer not in ("adam", "sgd"):
             raise ValueError(f"optimizer must be 'adam' or 'sgd', got {optimizer!r}")
+        for name, value in (("lr", lr), ("weight_decay", weight_decay)):
+            check_finite(name, value)  # `lr <= 0` alone lets NaN through
         if lr <= 0 or weight_decay < 0 or not 0 <= momentum < 1 or not 0 < gamma <= 1:
             raise ValueError(
                 "need lr > 0, weight_decay >= 0, 0 <= momentum < 1, 0 < gamma <= 1; got "
@@ -316,6 +319,7 @@ class ClassificationTask(EpochLossTracking, UnlearnableTask):
         return self.loss(batch)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_save_checkpoint(checkpoint)  # the data/model fingerprint
         checkpoint["lit_unlearn"] = {
             "task": "classification",
             "num_classes": self.model.num_classes,

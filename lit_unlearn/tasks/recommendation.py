@@ -35,6 +35,7 @@ from lit_unlearn.models.base import Recommender
 from lit_unlearn.tasks.loss_tracking import EpochLossTracking
 from lit_unlearn.tasks.losses import LOSSES
 from lit_unlearn.unlearning.contract import RepresentationTask, UnlearningStep
+from lit_unlearn.validation import check_count, check_finite
 
 Stage = Literal["val", "test"]
 
@@ -85,8 +86,9 @@ class RecommenderTask(EpochLossTracking, RepresentationTask):
             )
         if optimizer not in ("adam", "adamw"):
             raise ValueError(f"optimizer must be 'adam' or 'adamw', got {optimizer!r}")
-        if num_negatives < 1:
-            raise ValueError(f"num_negatives must be >= 1, got {num_negatives}")
+        check_count("num_negatives", num_negatives)
+        for name, value in (("lr", lr), ("weight_decay", weight_decay), ("l2_reg", l2_reg)):
+            check_finite(name, value)  # `lr <= 0` alone lets NaN through
         if lr <= 0 or weight_decay < 0 or l2_reg < 0:
             raise ValueError(
                 f"need lr > 0, weight_decay >= 0, l2_reg >= 0; got {lr}, {weight_decay}, {l2_reg}"
@@ -350,6 +352,7 @@ class RecommenderTask(EpochLossTracking, RepresentationTask):
         return self.interaction_graph is not None
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_save_checkpoint(checkpoint)  # the data/model fingerprint
         checkpoint["lit_unlearn"] = {
             "num_users": self.model.num_users,
             "num_items": self.model.num_items,

@@ -678,7 +678,7 @@ def test_generic_errors(tmp_path: Path) -> None:
     with pytest.raises(DataFormatError, match=r"no column 'score' \(given as rating_col\)"):
         GenericTable(str(inter), user_col="uid", rating_col="score").load_interactions()
     bad = write(tmp_path / "b.csv", "user,item,rating\n1,2,3\n1,3,good\n")
-    with pytest.raises(DataFormatError, match=r"b\.csv: row 2: 'rating' must be a number"):
+    with pytest.raises(DataFormatError, match=r"b\.csv: line 3: 'rating' must be a number"):
         GenericTable(str(bad)).load_interactions()
     empty = write(tmp_path / "e.csv", "")
     with pytest.raises(DataFormatError, match="file is empty"):

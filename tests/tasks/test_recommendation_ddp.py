@@ -7,6 +7,7 @@ Training with DDP must also run (equal step counts on both ranks) and keep the m
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import lightning.pytorch as pl
@@ -71,3 +72,34 @@ def test_ddp_training_runs_with_equal_steps(tmp_path: Path) -> None:
     trainer(2, tmp_path, max_epochs=1, num_sanity_val_steps=0, limit_val_batches=0).fit(task, dm)
     # ddp_spawn sends rank 0's weights back to the parent: training moved them.
     assert not torch.allclose(task.user_representation(), before)
+
+
+class _RecordBatches(pl.Callback):
+    """Writes rank 0's training batches per epoch to a file (ddp_spawn returns no trainer)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.is_global_zero:
+            self.path.write_text(str(int(trainer.num_training_batches)))
+
+
+@pytest.mark.ddp
+def test_ddp_training_is_not_the_single_process_run_as_the_docs_say(tmp_path: Path) -> None:
+    """What README / docs/recommendation.md claim of 2-process training, exactly.
+
+    Each process takes ``batch_size`` rows a step (global batch 2 x batch_size) and draws its
+    own negatives: the model differs from a 1-process fit even at that global batch.
+    """
+    task, dm = make()
+    record = tmp_path / "batches"
+    fit = {"max_epochs": 1, "num_sanity_val_steps": 0, "limit_val_batches": 0}
+    trainer(2, tmp_path, callbacks=[_RecordBatches(record)], **fit).fit(task, dm)
+    dm.setup("fit")
+    n = len(dm.split.train)
+    assert int(record.read_text()) == math.ceil(math.ceil(n / 2) / dm.batch_size)
+    single, dm1 = make()
+    dm1.batch_size = 2 * dm.batch_size  # the same global batch on one process
+    trainer(1, tmp_path, **fit).fit(single, dm1)
+    assert not torch.allclose(task.user_representation(), single.user_representation())

@@ -6,13 +6,19 @@ can load attributes without ever opening an interaction file.
 Besides :class:`DataSource` this module holds the strict text-table reader the sources share
 (:func:`iter_delimited` / :func:`read_delimited`): it checks every line's field count before
 pandas parses anything, so a malformed file fails with its path, the line number and what was
-expected, and it reads multi-gigabyte files in blocks with exact line numbers.
+expected, and it reads multi-gigabyte files in blocks with exact line numbers. It also holds the
+value parsers every reader uses (:func:`to_integers`, :func:`to_floats`, :func:`to_timestamps`,
+:func:`decode_text`), so a number, a time or a byte means the same thing in every format.
 """
 
 from __future__ import annotations
 
+import codecs
 import csv
 import io
+import re
+import threading
+import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -161,12 +167,17 @@ class ReadStats:
         merged: Lines with extra separators whose surplus fields were merged into one field.
         skipped: Lines dropped because they had too few fields (``skip_short``).
         first_skipped: ``(line number, text)`` of the first dropped line.
+        latin1_lines: Lines that were not valid UTF-8, their stray bytes read as latin-1
+            (see :func:`decode_text`).
+        first_latin1: Line number of the first such line.
     """
 
     lines: int = 0
     merged: int = 0
     skipped: int = 0
     first_skipped: tuple[int, str] | None = None
+    latin1_lines: int = 0
+    first_latin1: int | None = None
 
 
 def _sep_label(sep: str) -> str:
@@ -177,10 +188,91 @@ def _preview(text: str, width: int = 120) -> str:
     return repr(text if len(text) <= width else text[:width] + "...")
 
 
-def format_error(origin: str | Path, line: int | None, message: str) -> DataFormatError:
-    """A :class:`DataFormatError` quoting file and line: ``path: line N: message``."""
-    where = f"{origin}: line {line}: " if line is not None else f"{origin}: "
-    return DataFormatError(where + message)
+def format_error(
+    origin: str | Path,
+    line: int | None,
+    message: str,
+    field: str | None = None,
+    unit: str = "line",
+) -> DataFormatError:
+    """A :class:`DataFormatError` quoting file and line: ``path: line N: message``.
+
+    Args:
+        origin: The file.
+        line: 1-based line (or row) number, None when the problem is not on one line.
+        message: What is wrong; it names the field.
+        field: The field, kept on the error as an attribute.
+        unit: ``"line"``, or ``"row"`` for formats without lines (Parquet).
+    """
+    where = f"{origin}: {unit} {line}: " if line is not None else f"{origin}: "
+    return DataFormatError(where + message, path=origin, line=line, field=field)
+
+
+# ---------------------------------------------------------------------------------------------
+# Text decoding: UTF-8, stray bytes kept distinct
+# ---------------------------------------------------------------------------------------------
+
+#: Codec error handler that reads each byte a UTF-8 decoder rejects as the latin-1 character of
+#: the same value (``0xE9`` -> ``é``), so distinct bytes stay distinct strings; ``"replace"``
+#: would turn every one into U+FFFD and merge e.g. two artists that differ in one accented
+#: letter.
+LATIN1_FALLBACK = "lit_unlearn_latin1_fallback"
+
+
+def _latin1_fallback(err: UnicodeError) -> tuple[str, int]:
+    if not isinstance(err, UnicodeDecodeError):
+        raise err
+    positions: list[int] | None = getattr(_recording, "positions", None)
+    if positions is not None:
+        positions.append(err.start)
+    return bytes(err.object[err.start : err.end]).decode("latin-1"), err.end
+
+
+#: Where :func:`stray_byte_lines` collects the offsets of stray bytes (per thread).
+_recording = threading.local()
+codecs.register_error(LATIN1_FALLBACK, _latin1_fallback)
+
+
+def stray_byte_lines(data: bytes, encoding: str = "utf-8") -> np.ndarray:
+    """1-based numbers of the distinct lines of ``data`` holding bytes that are not ``encoding``.
+
+    Empty for clean text; the clean case costs one strict decode.
+    """
+    try:
+        data.decode(encoding)
+        return np.zeros(0, dtype=np.int64)
+    except UnicodeDecodeError:
+        pass
+    positions: list[int] = []
+    _recording.positions = positions
+    try:
+        data.decode(encoding, errors=LATIN1_FALLBACK)
+    finally:
+        _recording.positions = None
+    newlines = np.flatnonzero(np.frombuffer(data, dtype=np.uint8) == 10)
+    lines = np.searchsorted(newlines, np.asarray(positions, dtype=np.int64), side="left") + 1
+    return np.unique(lines).astype(np.int64)
+
+
+def decode_text(data: bytes) -> tuple[str, np.ndarray]:
+    """Decode UTF-8 text; bytes that are not UTF-8 are read as latin-1 characters.
+
+    Returns:
+        ``(text, lines)``: the text and the 1-based numbers of the lines that held bytes that
+        are not UTF-8 (empty for clean UTF-8), for the caller to count and report.
+    """
+    lines = stray_byte_lines(data)
+    return data.decode("utf-8", errors=LATIN1_FALLBACK), lines
+
+
+def warn_stray_bytes(origin: str | Path, lines: np.ndarray, stacklevel: int = 3) -> None:
+    """Report lines read with the latin-1 fallback (no-op when there are none)."""
+    if len(lines):
+        warnings.warn(
+            f"{origin}: {len(lines)} line(s) are not valid UTF-8 (first: line {int(lines[0])}); "
+            "read their stray bytes as latin-1 characters, so distinct bytes stay distinct",
+            stacklevel=stacklevel,
+        )
 
 
 def iter_delimited(
@@ -210,8 +302,9 @@ def iter_delimited(
         n_fields: Fields a line must have.
         columns: ``field position -> column name`` of the fields to return.
         sep: One-character separator.
-        encoding: Text encoding of values; undecodable bytes raise, or are replaced when
-            ``skip_short`` (tolerant mode) is on.
+        encoding: Text encoding of values; bytes that are not valid in it are read as latin-1
+            characters (see :func:`decode_text`) and the lines holding them counted in
+            ``stats``.
         skip_lines: Leading lines to skip (headers).
         min_fields: Lines with ``min_fields <= fields < n_fields`` are accepted, missing trailing
             fields read as ``""``. Default ``n_fields``.
@@ -248,7 +341,7 @@ def iter_delimited(
         sep=sep,
         label=label,
         encoding=encoding,
-        errors="replace" if skip_short else "strict",
+        errors=LATIN1_FALLBACK,
         skip_lines=skip_lines,
         n_fields=n_fields,
         min_fields=min_fields,
@@ -321,6 +414,11 @@ def _parse_block(
     first_data = max(0, layout.skip_lines - line_offset)
     data_line[:first_data] = False
     stats.lines += int(data_line.sum())
+    stray = stray_byte_lines(block, encoding)
+    if len(stray):
+        stats.latin1_lines += len(stray)
+        if stats.first_latin1 is None:
+            stats.first_latin1 = int(stray[0]) + line_offset
 
     def text_of(i: int) -> str:
         return block[starts[i] : content_end[i]].decode(encoding, errors="replace")
@@ -440,20 +538,98 @@ def read_delimited(
     return frame, np.concatenate([p[1] for p in parts])
 
 
-def to_integers(values: pd.Series, lines: np.ndarray, origin: str | Path, what: str) -> np.ndarray:
+_INT64_MAX = np.iinfo(np.int64).max
+_INTEGER = re.compile(r"[+-]?\d+")
+_ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}(?:[T ].*)?")
+
+
+def _locate(lines: np.ndarray, mask: np.ndarray) -> tuple[int, int]:
+    """Index and line number of the first ``True`` of ``mask``."""
+    i = int(np.flatnonzero(mask)[0])
+    return i, int(lines[i])
+
+
+def _bounds_text(low: float | None, high: float | None) -> str:
+    if low is not None and high is not None:
+        return f"between {low:g} and {high:g}"
+    return f">= {low:g}" if low is not None else f"<= {high:g}"
+
+
+def to_integers(
+    values: pd.Series,
+    lines: np.ndarray,
+    origin: str | Path,
+    what: str,
+    low: int | None = None,
+    high: int | None = None,
+    unit: str = "line",
+) -> np.ndarray:
     """Parse decimal integers (int64); the first bad value fails with its line.
 
+    Args:
+        values: Text values.
+        lines: 1-based line of each value.
+        origin: The file.
+        what: The field, named in errors.
+        low: Smallest valid value (inclusive), None for no bound.
+        high: Largest valid value (inclusive), None for no bound.
+        unit: How ``lines`` are named in errors (``line`` or ``row``).
+
     Raises:
-        DataFormatError: ``origin: line N: <what> must be an integer, got '...'``.
+        DataFormatError: ``origin: line N: <what> must be an integer, got '...'``; also for a
+            value outside int64 (``astype`` would raise OverflowError) or outside the bounds.
     """
     text = values.astype(str).str.strip()
-    good = text.str.fullmatch(r"[+-]?\d+").fillna(False).to_numpy(dtype=bool)
+    good = text.str.fullmatch(_INTEGER.pattern).fillna(False).to_numpy(dtype=bool)
     if not good.all():
-        i = int(np.flatnonzero(~good)[0])
+        i, line = _locate(lines, ~good)
         raise format_error(
-            origin, int(lines[i]), f"{what} must be an integer, got {values.iloc[i]!r}"
+            origin, line, f"{what} must be an integer, got {values.iloc[i]!r}", what, unit
         )
-    return text.astype("int64").to_numpy()
+    # Up to 18 digits always fits int64; longer ones are checked exactly (rare: ids, ns times).
+    digits = text.str.lstrip("+-").str.lstrip("0").str.len().to_numpy()
+    long = np.flatnonzero(digits > 18)
+    for i in long.tolist():
+        if abs(int(text.iloc[i])) > _INT64_MAX:
+            raise format_error(
+                origin,
+                int(lines[i]),
+                f"{what} {values.iloc[i]!r} is out of range (at most 19 digits, |value| < 2**63)",
+                what,
+                unit,
+            )
+    out = text.astype("int64").to_numpy()
+    _check_bounds(out, lines, origin, what, low, high, unit, values)
+    return out
+
+
+def _check_bounds(
+    out: np.ndarray,
+    lines: np.ndarray,
+    origin: str | Path,
+    what: str,
+    low: float | None,
+    high: float | None,
+    unit: str,
+    values: pd.Series,
+) -> None:
+    if low is None and high is None:
+        return
+    bad = np.zeros(len(out), dtype=bool)
+    with np.errstate(invalid="ignore"):
+        if low is not None:
+            bad |= out < low
+        if high is not None:
+            bad |= out > high
+    if bad.any():
+        i, line = _locate(lines, bad)
+        raise format_error(
+            origin,
+            line,
+            f"{what} must be {_bounds_text(low, high)}, got {values.iloc[i]!r}",
+            what,
+            unit,
+        )
 
 
 def to_floats(
@@ -462,23 +638,207 @@ def to_floats(
     origin: str | Path,
     what: str,
     allow_empty: bool = False,
+    low: float | None = None,
+    high: float | None = None,
+    unit: str = "line",
 ) -> np.ndarray:
-    """Parse numbers (float64); ``""`` becomes NaN if ``allow_empty``, else fails with its line.
+    """Parse finite numbers (float64); ``""`` becomes NaN if ``allow_empty``, else fails.
+
+    ``inf``, ``nan`` and numbers too large for a float are errors: no rating, play count or
+    age is infinite, and a NaN written out is not the same as a missing value.
+
+    Args:
+        values: Text values (or numbers: Parquet and JSON columns).
+        lines: 1-based line of each value.
+        origin: The file.
+        what: The field, named in errors.
+        allow_empty: Empty (or missing) values become NaN instead of failing.
+        low: Smallest valid value (inclusive), None for no bound.
+        high: Largest valid value (inclusive), None for no bound.
+        unit: How ``lines`` are named in errors (``line`` or ``row``).
 
     Raises:
-        DataFormatError: ``origin: line N: <what> must be a number, got '...'``.
+        DataFormatError: ``origin: line N: <what> must be a finite number, got '...'``, or a
+            value outside the bounds.
     """
-    text = values.astype(str).str.strip()
-    out = pd.to_numeric(text, errors="coerce").to_numpy(dtype="float64", na_value=np.nan)
-    bad = np.isnan(out)
+    text = numbers_as_text(values, lines, origin, what, unit)
+    empty = text.isna().to_numpy(dtype=bool) | (text == "").to_numpy(dtype=bool)
+    out = pd.to_numeric(text.where(~empty, None), errors="coerce").to_numpy(
+        dtype="float64", na_value=np.nan
+    )
+    bad = ~np.isfinite(out)
     if allow_empty:
-        bad &= (text != "").to_numpy(dtype=bool)
+        bad &= ~empty
     if bad.any():
-        i = int(np.flatnonzero(bad)[0])
-        raise format_error(
-            origin, int(lines[i]), f"{what} must be a number, got {values.iloc[i]!r}"
-        )
+        i, line = _locate(lines, bad)
+        got = "an empty value" if empty[i] else repr(values.iloc[i])
+        written_nan = str(text.iloc[i]).lower().lstrip("+-") == "nan"
+        kind = "a finite number" if np.isinf(out[i]) or written_nan else "a number"
+        raise format_error(origin, line, f"{what} must be {kind}, got {got}", what, unit)
+    _check_bounds(out, lines, origin, what, low, high, unit, values)
     return out
+
+
+def numbers_as_text(
+    values: pd.Series, lines: np.ndarray, origin: str | Path, what: str, unit: str = "line"
+) -> pd.Series:
+    """Values of a numeric field as stripped text (None where missing).
+
+    Numbers stay exact (an int is written in full, not through a float); values that cannot be
+    a number at all (booleans, lists, objects from JSON or Parquet) fail here with their line.
+
+    Raises:
+        DataFormatError: A boolean or a non-scalar value.
+    """
+    missing = values.isna().to_numpy(dtype=bool)
+    if pd.api.types.is_bool_dtype(values):
+        bad = ~missing
+    elif pd.api.types.is_numeric_dtype(values):
+        numeric = values.astype("float64") if pd.api.types.is_float_dtype(values) else values
+        out = numeric.astype(str).str.strip().astype(object)
+        return out.where(~missing, None)
+    elif pd.api.types.is_string_dtype(values):
+        bad = np.zeros(len(values), dtype=bool)  # text (all str): nothing to check per value
+    else:
+        bad = ~missing & np.fromiter(
+            (
+                isinstance(v, bool | np.bool_)
+                or not (v is None or isinstance(v, str | int | float | np.integer | np.floating))
+                for v in values
+            ),
+            dtype=bool,
+            count=len(values),
+        )
+    if bad.any():
+        i, line = _locate(lines, bad)
+        raise format_error(
+            origin,
+            line,
+            f"{what} must be a number, got {type(values.iloc[i]).__name__} {values.iloc[i]!r}",
+            what,
+            unit,
+        )
+    text = values.astype(object).where(~missing, "").astype(str).str.strip().astype(object)
+    return text.where(~missing, None)
+
+
+def to_timestamps(
+    values: pd.Series,
+    lines: np.ndarray,
+    origin: str | Path,
+    what: str = "timestamp",
+    unit: str = "line",
+) -> tuple[np.ndarray, int]:
+    """Epoch seconds (int64) from epoch numbers *or* ISO-8601 dates, never a mix of both.
+
+    * A column of numbers is epoch seconds; it must be finite and within int64. Fractional
+      seconds are floored (counted in the return value; equal seconds keep the file order).
+    * A column of text dates must be ISO-8601 with at least ``YYYY-MM-DD`` and parse; a value
+      without a timezone is UTC.
+    * A column mixing the two kinds fails: ``1000`` among dates would otherwise be read as the
+      year 1000, and ``1500000000`` as a date is out of range.
+    * Datetime columns (Parquet) are converted directly.
+
+    Args:
+        values: The field's values (text, numbers or datetimes).
+        lines: 1-based line (row) of each value.
+        origin: The file.
+        what: The field, named in errors.
+        unit: How ``lines`` are named in errors (``line`` or ``row``).
+
+    Returns:
+        ``(seconds, floored)``: int64 epoch seconds and how many values had fractional seconds.
+
+    Raises:
+        DataFormatError: A missing, non-finite, out-of-range, unparsable or mixed-kind value,
+            naming its line and the field.
+    """
+    if isinstance(values.dtype, pd.DatetimeTZDtype) or pd.api.types.is_datetime64_dtype(values):
+        stamps = pd.to_datetime(values, utc=True)
+        missing = stamps.isna().to_numpy(dtype=bool)
+        if missing.any():
+            i, line = _locate(lines, missing)
+            raise format_error(origin, line, f"empty {what}", what, unit)
+        epoch = pd.Timestamp(0, tz="UTC")
+        return ((stamps - epoch) // pd.Timedelta(seconds=1)).to_numpy(dtype="int64"), 0
+    text = numbers_as_text(values, lines, origin, what, unit)
+    missing = text.isna().to_numpy(dtype=bool) | (text == "").to_numpy(dtype=bool)
+    if missing.any():
+        i, line = _locate(lines, missing)
+        raise format_error(origin, line, f"empty {what}", what, unit)
+    is_date = text.str.fullmatch(_ISO_DATE.pattern).to_numpy(dtype=bool)
+    if is_date.any() and not is_date.all():
+        # Name the first value of the minority kind: that is the odd one out.
+        odd = ~is_date if is_date.sum() * 2 >= len(is_date) else is_date
+        i, line = _locate(lines, odd)
+        j = int(np.flatnonzero(~odd)[0])
+        raise format_error(
+            origin,
+            line,
+            f"{what} column mixes epoch numbers and ISO dates: got {values.iloc[i]!r} here but "
+            f"{values.iloc[j]!r} at {unit} {int(lines[j])}; write every {what} the same way",
+            what,
+            unit,
+        )
+    if is_date.all():
+        return _iso_seconds(text, values, lines, origin, what, unit), 0
+    if text.str.fullmatch(_INTEGER.pattern).all():
+        return to_integers(text, lines, origin, what, unit=unit), 0
+    seconds = pd.to_numeric(text, errors="coerce").to_numpy(dtype="float64", na_value=np.nan)
+    # float -> int64 turns NaN, inf and |x| >= 2**63 into INT64_MIN, which would silently move
+    # the event to the beginning of time and change the leave-one-out split.
+    bad = ~(np.abs(seconds) < 2.0**63)
+    if bad.any():
+        i, line = _locate(lines, bad)
+        nan = np.isnan(seconds[i])
+        raise format_error(
+            origin,
+            line,
+            f"{what} must be epoch seconds or an ISO date/time, got {values.iloc[i]!r}"
+            + ("" if nan else " (outside int64 seconds)"),
+            what,
+            unit,
+        )
+    floored = np.floor(seconds)
+    return floored.astype("int64"), int((floored != seconds).sum())
+
+
+def _iso_seconds(
+    text: pd.Series,
+    values: pd.Series,
+    lines: np.ndarray,
+    origin: str | Path,
+    what: str,
+    unit: str,
+) -> np.ndarray:
+    try:
+        stamps = pd.to_datetime(text, utc=True, errors="coerce", format="ISO8601")
+        bad = stamps.isna().to_numpy(dtype=bool)
+    except (ValueError, OverflowError):  # OutOfBoundsDatetime is a ValueError
+        stamps = None
+        bad = np.ones(len(text), dtype=bool)
+    if bad.any():
+        # Find the first value that does not parse on its own (the whole column may have
+        # failed because of one out-of-range date).
+        for i in np.flatnonzero(bad).tolist():
+            try:
+                ok = not pd.isna(pd.to_datetime(text.iloc[i], utc=True, format="ISO8601"))
+            except (ValueError, OverflowError):
+                ok = False
+            if not ok:
+                raise format_error(
+                    origin,
+                    int(lines[i]),
+                    f"{what} must be epoch seconds or an ISO date/time, got {values.iloc[i]!r}",
+                    what,
+                    unit,
+                )
+        raise format_error(  # pragma: no cover - every value parses alone but not together
+            origin, None, f"{what}: the ISO dates do not parse together (mixed formats?)", what
+        )
+    assert stamps is not None
+    epoch = pd.Timestamp(0, tz="UTC")
+    return ((stamps - epoch) // pd.Timedelta(seconds=1)).to_numpy(dtype="int64")
 
 
 def check_numeric_ids(values: pd.Series, lines: np.ndarray, origin: str | Path, what: str) -> None:

@@ -19,11 +19,16 @@ from __future__ import annotations
 
 import bz2
 import contextlib
+import csv
 import gzip
 import importlib
+import io
 import json
 import lzma
+import re
+import warnings
 import zipfile
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,7 +38,15 @@ import numpy as np
 import pandas as pd
 
 from lit_unlearn.datamodules.schema import DataFormatError, validate_interactions, validate_users
-from lit_unlearn.datamodules.sources.base import DataSource, format_error
+from lit_unlearn.datamodules.sources.base import (
+    LATIN1_FALLBACK,
+    DataSource,
+    decode_text,
+    format_error,
+    to_floats,
+    to_timestamps,
+    warn_stray_bytes,
+)
 
 _COMPRESSION = (".gz", ".bz2", ".xz", ".zst", ".zip")
 #: Text extensions and their separator (None: no standard one, ``sep`` is required).
@@ -124,7 +137,9 @@ def _open_binary(path: Path) -> Iterator[IO[bytes]]:
         with zipfile.ZipFile(path) as archive:
             members = [n for n in archive.namelist() if not n.endswith("/")]
             if len(members) != 1:
-                raise DataFormatError(f"{path}: expected one file in the zip, found {members}")
+                raise DataFormatError(
+                    f"{path}: expected one file in the zip, found {members}", path=path
+                )
             with archive.open(members[0]) as member:
                 yield member
         return
@@ -138,74 +153,293 @@ def _open_binary(path: Path) -> Iterator[IO[bytes]]:
         yield stream
 
 
+#: What a damaged or mislabelled compressed file raises while being read.
+_READ_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,
+    EOFError,
+    zipfile.BadZipFile,
+    lzma.LZMAError,
+    zlib.error,
+    NotImplementedError,  # zipfile: unsupported compression method
+)
+
+
+def _read_bytes(path: Path) -> bytes:
+    """The whole (decompressed) file; a damaged file is a :class:`DataFormatError`."""
+    try:
+        with _open_binary(path) as stream:
+            return stream.read()
+    except _READ_ERRORS as err:
+        raise DataFormatError(f"{path}: cannot read the file ({err})", path=path) from err
+
+
 def _json_lines(
     path: Path, keep: set[str] | None
 ) -> tuple[dict[str, list[Any]], list[str], list[int]]:
     """Parse a JSON-lines file: values of the ``keep`` fields (all if None), every field seen
     (in order of first appearance) and the line number of each record. Blank lines are skipped.
+
+    JSON text must be UTF-8 (RFC 8259), so a stray byte is an error here, unlike in delimited
+    text where it is read as latin-1.
     """
     values: dict[str, list[Any]] = {}
     fields: list[str] = []
     seen: set[str] = set()
     lines: list[int] = []
-    try:
-        with _open_binary(path) as stream:
-            for number, raw in enumerate(stream, start=1):
-                if not raw.strip():
-                    continue
-                try:
-                    record = json.loads(raw.strip())
-                except UnicodeDecodeError as err:
-                    raise format_error(
-                        path, number, f"not valid UTF-8 text ({err.reason})"
-                    ) from err
-                except json.JSONDecodeError as err:
-                    raise format_error(
-                        path,
-                        number,
-                        f"not valid JSON ({err.msg} at column {err.colno}); expected one object "
-                        "per line",
-                    ) from err
-                if not isinstance(record, dict):
-                    raise format_error(
-                        path, number, f"expected a JSON object, got {type(record).__name__}"
-                    )
-                for key in record:
-                    if key not in seen:
-                        seen.add(key)
-                        fields.append(key)
-                        if keep is None or key in keep:
-                            values[key] = [None] * len(lines)
-                for key, column in values.items():
-                    column.append(record.get(key))
-                lines.append(number)
-    except (OSError, EOFError, zipfile.BadZipFile, lzma.LZMAError) as err:
-        raise DataFormatError(f"{path}: cannot read the file ({err})") from err
+    data = _read_bytes(path)
+    for number, raw in enumerate(data.split(b"\n"), start=1):
+        if not raw.strip():
+            continue
+        record = parse_json_line(path, number, raw)
+        for key in record:
+            if key not in seen:
+                seen.add(key)
+                fields.append(key)
+                if keep is None or key in keep:
+                    values[key] = [None] * len(lines)
+        for key, column in values.items():
+            column.append(record.get(key))
+        lines.append(number)
     if not lines:
         raise format_error(path, None, "file is empty; expected one JSON object per line")
     return values, fields, lines
 
 
-def _id_text(value: Any) -> str | None:
-    return None if value is None or value != value else str(value)
+def parse_json_line(path: Path, number: int, raw: bytes) -> dict[str, Any]:
+    """One JSON-lines record, which must be a UTF-8 JSON object.
+
+    Raises:
+        DataFormatError: Not UTF-8, not JSON, nested too deep, or not an object; names the line.
+    """
+    try:
+        text = raw.decode("utf-8").strip()
+    except UnicodeDecodeError as err:
+        raise format_error(
+            path, number, f"not valid UTF-8 text ({err.reason} at byte {err.start + 1})"
+        ) from err
+    try:
+        record = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise format_error(
+            path,
+            number,
+            f"not valid JSON ({err.msg} at column {err.colno}); expected one object per line",
+        ) from err
+    except RecursionError as err:  # '[[[[...' nested beyond Python's recursion limit
+        raise format_error(path, number, "not valid JSON (nested too deeply)") from err
+    if not isinstance(record, dict):
+        raise format_error(path, number, f"expected a JSON object, got {type(record).__name__}")
+    return record
 
 
-class _Reader:
-    """One table file: its columns, the chosen ones read, and row labels for errors."""
+def id_text(
+    value: Any, origin: str | Path, line: int, field: str, unit: str = "line"
+) -> str | None:
+    """An id value (JSON or Parquet) as text; None/NaN/blank -> None.
+
+    Integers and integral floats are written as integers (``1.0`` -> ``"1"``: Parquet stores
+    an integer column with gaps as float, and the users table may hold the same ids as ints).
+
+    Raises:
+        DataFormatError: A boolean, a non-integral or inexact float, or a non-scalar value.
+    """
+    if value is None or (isinstance(value, float | np.floating) and np.isnan(value)):
+        return None
+    if isinstance(value, str):
+        return value.strip() or None
+    if isinstance(value, bool | np.bool_):
+        problem = "a boolean"
+    elif isinstance(value, int | np.integer):
+        return str(int(value))
+    elif isinstance(value, float | np.floating):
+        # Beyond 2**53 a float no longer tells neighbouring integers apart.
+        number = float(value)
+        if number.is_integer() and abs(number) <= 2**53:
+            return str(int(number))
+        problem = "not an exact integer"
+    else:
+        problem = f"a {type(value).__name__}"
+    raise format_error(
+        origin,
+        line,
+        f"{field} must be text or an integer id, got {value!r} ({problem})",
+        field,
+        unit,
+    )
+
+
+#: Text a delimited file may write for a missing value (pandas' defaults); not for id columns,
+#: where ``NA`` or ``null`` may be a real name.
+_NA_TEXT: list[str] = [
+    "",
+    "#N/A",
+    "#NA",
+    "-NaN",
+    "-nan",
+    "<NA>",
+    "N/A",
+    "NA",
+    "NULL",
+    "NaN",
+    "None",
+    "n/a",
+    "nan",
+    "null",
+]
+
+
+@dataclass(frozen=True)
+class _TextScan:
+    """A delimited text file, decoded and checked record by record (see :func:`_scan_text`)."""
+
+    text: str
+    names: list[str]
+    lines: np.ndarray  # 1-based line of each data record
+    stray_lines: np.ndarray  # lines read with the latin-1 fallback
+
+
+def _field_counts(data: bytes, sep: bytes) -> tuple[np.ndarray, np.ndarray]:
+    """Field count and 1-based line number of each non-blank line of unquoted text.
+
+    Vectorised like :func:`~lit_unlearn.datamodules.sources.base.iter_delimited`: separators
+    and newlines are ASCII, so counting them on the raw bytes equals counting on the text.
+    """
+    buf = np.frombuffer(data, dtype=np.uint8)
+    nl = np.flatnonzero(buf == 10)
+    starts = np.concatenate(([0], nl + 1)).astype(np.int64)
+    ends = np.concatenate((nl, [len(buf)])).astype(np.int64)
+    if data.endswith(b"\n") or not data:  # no line after the final newline
+        starts, ends = starts[:-1], ends[:-1]
+    has_cr = np.zeros(len(starts), dtype=bool)
+    nonzero = ends > starts
+    has_cr[nonzero] = buf[ends[nonzero] - 1] == 13
+    content_end = ends - has_cr
+    if len(sep) == 1:
+        hits = np.flatnonzero(buf == sep[0])
+        owner = np.searchsorted(starts, hits, side="right") - 1
+        counts = np.bincount(owner[owner >= 0], minlength=len(starts)) + 1
+    else:
+        counts = np.asarray(
+            [data.count(sep, int(a), int(b)) + 1 for a, b in zip(starts, content_end, strict=True)],
+            dtype=np.int64,
+        )
+    nonblank = content_end > starts
+    numbers = np.arange(1, len(starts) + 1, dtype=np.int64)
+    return counts[nonblank].astype(np.int64), numbers[nonblank]
+
+
+def _scan_text(path: Path, fmt: TableFormat) -> _TextScan:
+    """Decode a delimited text file and check that every record has the header's field count.
+
+    pandas silently turns a first row with one field too many into the index (shifting every
+    column), drops surplus fields of a row under ``usecols`` and fills a short row with NaN;
+    counting the fields of each record first makes each of those an error naming the line.
+
+    Raises:
+        DataFormatError: Unreadable file, empty file, duplicate header names, a record whose
+            field count differs from the header's (or the first line's), or unclosed quotes.
+    """
+    data = _read_bytes(path)
+    text, stray = decode_text(data)
+    sep = fmt.sep
+    label = {"\t": "tab", ",": "comma"}.get(sep, repr(sep))
+    sep_bytes = sep.encode("utf-8")
+    # Quotes are interpreted by pandas for a one-character separator (a quoted field may hold
+    # the separator or a newline), so the count has to follow the csv rules there.
+    quoted = len(sep) == 1 and '"' in text
+    counts: list[int]
+    starts: list[int]
+    header_fields: list[str] | None = None
+    if quoted:
+        counts, starts = [], []
+        reader = csv.reader(io.StringIO(text, newline=""), delimiter=sep)
+        previous = 0
+        try:
+            for row in reader:
+                start, previous = previous + 1, reader.line_num
+                if not row:  # a blank line, as pandas skips it
+                    continue
+                if fmt.header and header_fields is None:
+                    header_fields = row
+                    continue
+                counts.append(len(row))
+                starts.append(start)
+        except csv.Error as err:
+            raise format_error(
+                path, previous + 1, f"not a valid {label}-separated line ({err})"
+            ) from err
+    else:
+        count_array, line_array = _field_counts(data, sep_bytes)
+        if fmt.header and len(line_array):
+            first = int(line_array[0])
+            raw = data.split(b"\n", first)[first - 1].rstrip(b"\r")
+            header_fields = raw.decode("utf-8", errors=LATIN1_FALLBACK).split(sep)
+            count_array, line_array = count_array[1:], line_array[1:]
+        counts, starts = count_array.tolist(), line_array.tolist()
+    if fmt.header:
+        if header_fields is None:
+            raise format_error(path, None, "file is empty; expected a header line")
+        names = list(header_fields)
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise format_error(
+                path, None, f"the header names column(s) {dup} more than once", dup[0]
+            )
+        want, what = len(names), "the header's"
+    else:
+        if not counts:
+            raise format_error(path, None, "file is empty; expected lines of fields")
+        width = counts[0]
+        if fmt.names is not None:
+            if len(fmt.names) != width:
+                raise format_error(
+                    path,
+                    None,
+                    f"{len(fmt.names)} column names {list(fmt.names)} given, but line "
+                    f"{starts[0]} has {width} {fmt.sep!r}-separated fields",
+                )
+            names = list(fmt.names)
+        else:
+            names = [str(i) for i in range(width)]
+        want, what = width, "line " + str(starts[0]) + "'s"
+    count_array = np.asarray(counts, dtype=np.int64)
+    wrong = np.flatnonzero(count_array != want)
+    if len(wrong):
+        i = int(wrong[0])
+        raise format_error(
+            path,
+            starts[i],
+            f"expected {want} {label}-separated fields ({what} count), found {counts[i]}"
+            + (" (a surplus field is never dropped)" if counts[i] > want else ""),
+        )
+    return _TextScan(text, names, np.asarray(starts, dtype=np.int64), stray)
+
+
+class TableReader:
+    """One table file: its columns, the chosen ones read, and the line/row of each record."""
 
     def __init__(self, path: Path, fmt: TableFormat, keep: set[str] | None = None) -> None:
         self.path = path
         self.fmt = fmt
         self.keep = keep
         self._json: tuple[dict[str, list[Any]], list[str], list[int]] | None = None
+        self._text: _TextScan | None = None
+        self.lines = np.zeros(0, dtype=np.int64)
 
-    def _engine(self) -> Literal["c", "python"]:
-        return "python" if len(self.fmt.sep) > 1 else "c"
+    @property
+    def unit(self) -> str:
+        """How records are counted in errors: ``row`` for Parquet, else ``line``."""
+        return "row" if self.fmt.kind == "parquet" else "line"
 
     def _parsed(self) -> tuple[dict[str, list[Any]], list[str], list[int]]:
         if self._json is None:
             self._json = _json_lines(self.path, self.keep)
         return self._json
+
+    def _scanned(self) -> _TextScan:
+        if self._text is None:
+            self._text = _scan_text(self.path, self.fmt)
+        return self._text
 
     def columns(self) -> list[str]:
         """Column names (header-less text without names: ``"0"``, ``"1"``, ...)."""
@@ -220,71 +454,95 @@ class _Reader:
                     f"reading {path} needs pyarrow: pip install 'lit-unlearn[parquet]'"
                 ) from err
             try:
-                return [str(c) for c in pq.read_schema(path).names]
+                names = [str(c) for c in pq.read_schema(path).names]
             except Exception as err:  # pyarrow raises ArrowInvalid & co for non-Parquet files
-                raise DataFormatError(f"{path}: not a readable Parquet file ({err})") from err
-        try:
-            if fmt.header:
-                first = pd.read_csv(path, sep=fmt.sep, nrows=0, engine=self._engine())
-            else:
-                first = pd.read_csv(
-                    path, sep=fmt.sep, header=None, nrows=1, dtype=str, engine=self._engine()
-                )
-        except pd.errors.EmptyDataError as err:
-            expected = "a header line" if fmt.header else "lines of fields"
-            raise DataFormatError(f"{path}: file is empty; expected {expected}") from err
-        except (pd.errors.ParserError, UnicodeDecodeError) as err:
-            what = "the header" if fmt.header else "the first line"
-            raise DataFormatError(f"{path}: cannot read {what} ({err})") from err
-        if fmt.header:
-            return [str(c) for c in first.columns]
-        width = first.shape[1]
-        if fmt.names is None:
-            return [str(i) for i in range(width)]
-        if len(fmt.names) != width:
-            raise DataFormatError(
-                f"{path}: {len(fmt.names)} column names {list(fmt.names)} given, but line 1 has "
-                f"{width} {fmt.sep!r}-separated fields"
-            )
-        return list(fmt.names)
+                raise DataFormatError(
+                    f"{path}: not a readable Parquet file ({err})", path=path
+                ) from err
+            dup = sorted({n for n in names if names.count(n) > 1})
+            if dup:
+                raise format_error(path, None, f"column(s) {dup} appear more than once", dup[0])
+            return names
+        return self._scanned().names
 
-    def read(self, columns: list[str], id_cols: list[str]) -> pd.DataFrame:
-        """``columns`` of every row; ids as strings (missing ones None/NaN)."""
+    def read(self, columns: list[str], id_cols: list[str], text_cols: list[str]) -> pd.DataFrame:
+        """``columns`` of every record; ids as stripped strings (missing ones None).
+
+        Args:
+            columns: Columns to read.
+            id_cols: Id columns: text (integral numbers written as integers), no NA parsing.
+            text_cols: Other columns kept as text for the caller's own parsing.
+
+        After the call :attr:`lines` holds the line (row) of each record.
+        """
         path, fmt = self.path, self.fmt
         if fmt.kind == "jsonl":
-            values = self._parsed()[0]
+            values, _, lines = self._parsed()
+            self.lines = np.asarray(lines, dtype=np.int64)
             frame = pd.DataFrame({c: pd.Series(values[c], dtype=object) for c in columns})
-            for c in frame.columns:
-                frame[c] = frame[c].map(_id_text) if c in id_cols else frame[c].infer_objects()
-            return frame
-        if fmt.kind == "parquet":
-            frame = pd.read_parquet(path, columns=columns)
-            for c in id_cols:
-                frame[c] = frame[c].map(_id_text)
-            return frame
-        names = None if fmt.header else self.columns()
-        try:
-            return pd.read_csv(
-                path,
-                sep=fmt.sep,
-                header=0 if fmt.header else None,
-                names=names,
-                usecols=columns,
-                dtype={c: str for c in id_cols},
-                engine=self._engine(),
+        elif fmt.kind == "parquet":
+            try:
+                frame = pd.read_parquet(path, columns=columns)
+            except Exception as err:  # pyarrow: ArrowInvalid, OSError, ... for broken files
+                raise DataFormatError(
+                    f"{path}: not a readable Parquet file ({err})", path=path
+                ) from err
+            self.lines = np.arange(1, len(frame) + 1, dtype=np.int64)
+        else:
+            return self._read_text(columns, id_cols, text_cols)
+        for c in id_cols:
+            frame[c] = pd.Series(
+                [
+                    id_text(v, path, int(n), c, self.unit)
+                    for v, n in zip(frame[c], self.lines, strict=True)
+                ],
+                dtype=object,
+                index=frame.index,
             )
-        except pd.errors.EmptyDataError as err:
-            raise DataFormatError(f"{path}: file is empty") from err
-        except (pd.errors.ParserError, UnicodeDecodeError) as err:
-            raise DataFormatError(
-                f"{path}: not a valid {fmt.sep!r}-separated table ({err})"
-            ) from err
+        for c in columns:
+            if c not in id_cols and frame[c].dtype == object:
+                frame[c] = frame[c].infer_objects()
+        return frame
 
-    def where(self, row: int) -> str:
-        """Row ``row`` (0-based) as errors name it: ``line N`` (JSON lines) or ``row N``."""
-        if self.fmt.kind == "jsonl":
-            return f"line {self._parsed()[2][row]}"
-        return f"row {row + 1}"
+    def _read_text(
+        self, columns: list[str], id_cols: list[str], text_cols: list[str]
+    ) -> pd.DataFrame:
+        path, fmt = self.path, self.fmt
+        scan = self._scanned()
+        warn_stray_bytes(path, scan.stray_lines, stacklevel=5)
+        sep = fmt.sep if len(fmt.sep) == 1 else re.escape(fmt.sep)
+        try:
+            frame = pd.read_csv(
+                io.StringIO(scan.text),
+                sep=sep,
+                header=0 if fmt.header else None,
+                names=scan.names,
+                usecols=columns,
+                dtype={c: str for c in [*id_cols, *text_cols]},
+                keep_default_na=False,
+                na_values={c: [""] if c in id_cols else _NA_TEXT for c in columns},
+                engine="c" if len(fmt.sep) == 1 else "python",
+            )
+        except (pd.errors.ParserError, pd.errors.EmptyDataError, ValueError) as err:
+            raise DataFormatError(
+                f"{path}: not a valid {fmt.sep!r}-separated table ({err})", path=path
+            ) from err
+        if len(frame) != len(scan.lines):
+            raise format_error(
+                path,
+                None,
+                f"read {len(frame)} rows but counted {len(scan.lines)} records (a stray quote or "
+                "carriage return?)",
+            )
+        self.lines = scan.lines
+        for c in id_cols:
+            frame[c] = frame[c].astype(object).where(frame[c].notna(), None)
+            frame[c] = frame[c].map(lambda v: v.strip() or None if isinstance(v, str) else v)
+        return frame
+
+    def where(self, row: int) -> int:
+        """Line (row) number of record ``row`` (0-based), as errors name it."""
+        return int(self.lines[row])
 
 
 def _resolve(
@@ -317,36 +575,6 @@ def _resolve(
         else:
             out[arg] = col
     return out
-
-
-def _first_bad(mask: np.ndarray) -> int:
-    return int(np.flatnonzero(mask)[0])
-
-
-def _timestamps(values: pd.Series, path: Path, col: str, reader: _Reader) -> np.ndarray:
-    """Numbers as epoch seconds, or datetimes/date strings converted to epoch seconds."""
-    missing = values.isna().to_numpy(dtype=bool)
-    if missing.any():
-        i = _first_bad(missing)
-        raise DataFormatError(f"{path}: {reader.where(i)}: empty {col!r} (timestamp column)")
-    if pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values):
-        return values.astype("float64").to_numpy().astype("int64")
-    numeric = pd.to_numeric(values, errors="coerce")
-    if numeric.notna().all():
-        return numeric.astype("float64").to_numpy().astype("int64")
-    if isinstance(values.dtype, pd.DatetimeTZDtype) or pd.api.types.is_datetime64_dtype(values):
-        parsed = pd.to_datetime(values, utc=True)
-    else:
-        parsed = pd.to_datetime(values.astype(str), utc=True, errors="coerce", format="ISO8601")
-    bad = parsed.isna().to_numpy(dtype=bool)
-    if bad.any():
-        i = _first_bad(bad)
-        raise DataFormatError(
-            f"{path}: {reader.where(i)}: {col!r} must be epoch seconds or an ISO date/time, got "
-            f"{values.iloc[i]!r}"
-        )
-    epoch = pd.Timestamp(0, tz="UTC")
-    return ((parsed - epoch) // pd.Timedelta(seconds=1)).to_numpy(dtype="int64")
 
 
 def _check_column(arg: str, col: object, optional: bool) -> None:
@@ -384,9 +612,14 @@ class GenericTable(DataSource):
 
     Rating and timestamp columns are optional: with ``None``, or a default name that the file
     lacks, ratings are NaN and the row order is the time. A column given explicitly (any
-    non-default name, or a position) must exist. Timestamps may be numbers (epoch seconds) or
-    ISO date strings. Errors name the file and the row: ``row N`` counts data rows from 1 after
-    the header (text, Parquet), ``line N`` is the file's line (JSON lines).
+    non-default name, or a position) must exist. Timestamps are either all numbers (epoch
+    seconds, within int64; fractional seconds are floored with a warning) or all ISO dates, never
+    a mix. Ratings must be finite and at least ``min_rating``; an empty rating (or ``NA``,
+    ``null``...) is missing. Ids are text compared as written (integral JSON/Parquet numbers
+    written as integers: ``1.0`` -> ``"1"``). Every text record must have exactly the header's
+    number of fields. Bytes that are not UTF-8 in a text file are read as latin-1 characters
+    (with a warning); a JSON-lines file must be UTF-8. Errors name the file, the line (``row N``
+    for Parquet) and the column.
 
     The users table holds every column of the users file except the id column. Without a users
     file :meth:`load_users` returns an empty table (no attributes known: use ``attributes: []``
@@ -415,6 +648,8 @@ class GenericTable(DataSource):
         users_header: Whether a text users file starts with a header line; default ``header``.
         columns: Names of the columns of a header-less text interaction file, in order.
         users_columns: Names of the columns of a header-less text users file, in order.
+        min_rating: Smallest valid rating; a smaller one is an error naming its line. ``None``
+            accepts any finite rating (e.g. Jester's -10..10). Ratings are always finite.
     """
 
     name = "generic"
@@ -434,6 +669,7 @@ class GenericTable(DataSource):
         users_header: bool | None = None,
         columns: list[str] | None = None,
         users_columns: list[str] | None = None,
+        min_rating: float | None = 0.0,
     ) -> None:
         super().__init__()
         self._lookups.clear()  # the root is unused: only the file lookups matter in errors
@@ -455,6 +691,9 @@ class GenericTable(DataSource):
         self.rating_col = rating_col
         self.timestamp_col = timestamp_col
         self.users_id_col = users_id_col
+        if min_rating is not None and not np.isfinite(min_rating):
+            raise ValueError(f"min_rating must be a finite number or None, got {min_rating}")
+        self.min_rating = min_rating
         self.sep = sep
         self.users_sep = sep if users_sep is None else users_sep
         self.header = header
@@ -502,7 +741,9 @@ class GenericTable(DataSource):
     def load_interactions(self) -> pd.DataFrame:
         path = self.interactions_path
         wanted = {self.user_col, self.item_col, self.rating_col, self.timestamp_col}
-        reader = _Reader(path, self.interactions_format, {c for c in wanted if isinstance(c, str)})
+        reader = TableReader(
+            path, self.interactions_format, {c for c in wanted if isinstance(c, str)}
+        )
         available = reader.columns()
         needed: dict[str, Column] = {"user_col": self.user_col, "item_col": self.item_col}
         rating_spec = self._optional(self.rating_col, "rating", available)
@@ -513,44 +754,63 @@ class GenericTable(DataSource):
             needed["timestamp_col"] = timestamp_spec
         cols = _resolve(path, available, needed, self.interactions_format)
         user, item = cols["user_col"], cols["item_col"]
-        frame = reader.read(list(dict.fromkeys(cols.values())), [user, item])
+        rating, timestamp = cols.get("rating_col"), cols.get("timestamp_col")
+        numbers = [c for c in (rating, timestamp) if c is not None and c not in (user, item)]
+        frame = reader.read(list(dict.fromkeys(cols.values())), [user, item], numbers)
+        unit = reader.unit
         for arg in ("user_col", "item_col"):
             empty = frame[cols[arg]].isna().to_numpy(dtype=bool)
             if empty.any():
-                raise DataFormatError(
-                    f"{path}: {reader.where(_first_bad(empty))}: empty {arg} {cols[arg]!r}"
-                )
+                line = reader.where(int(np.flatnonzero(empty)[0]))
+                raise format_error(path, line, f"empty {arg} {cols[arg]!r}", cols[arg], unit)
         table = pd.DataFrame({"user": frame[user], "item": frame[item]})
-        rating = cols.get("rating_col")
         if rating is not None:
-            values = pd.to_numeric(frame[rating], errors="coerce")
-            bad = (values.isna() & frame[rating].notna()).to_numpy(dtype=bool)
-            if bad.any():
-                i = _first_bad(bad)
-                got = frame[rating].iloc[i]
-                raise DataFormatError(
-                    f"{path}: {reader.where(i)}: {rating!r} must be a number, got {got!r}"
-                )
-            table["rating"] = values.astype("float64").to_numpy()
-        timestamp = cols.get("timestamp_col")
+            table["rating"] = to_floats(
+                frame[rating],
+                reader.lines,
+                path,
+                repr(rating),
+                allow_empty=True,
+                low=self.min_rating,
+                unit=unit,
+            )
         if timestamp is not None:
-            table["timestamp"] = _timestamps(frame[timestamp], path, timestamp, reader)
+            seconds, floored = to_timestamps(
+                frame[timestamp], reader.lines, path, repr(timestamp), unit
+            )
+            if floored:
+                warnings.warn(
+                    f"{path}: {floored} {timestamp!r} value(s) had fractional seconds; floored "
+                    "to whole seconds (equal seconds keep the file order)",
+                    stacklevel=2,
+                )
+            table["timestamp"] = seconds
         return validate_interactions(table, str(path))
 
     def load_users(self) -> pd.DataFrame:
         if self.users_path is None or self.users_format is None:
             return pd.DataFrame(index=pd.Index([], dtype=object, name="user"))
         path = self.users_path
-        reader = _Reader(path, self.users_format)
+        reader = TableReader(path, self.users_format)
         available = reader.columns()
         needed: dict[str, Column] = {"users_id_col": self.users_id_col}
         id_col = _resolve(path, available, needed, self.users_format)["users_id_col"]
-        frame = reader.read(available, [id_col])
+        frame = reader.read(available, [id_col], [])
         ids = frame[id_col]
         empty = ids.isna().to_numpy(dtype=bool)
         if empty.any():
-            raise DataFormatError(
-                f"{path}: {reader.where(_first_bad(empty))}: empty users_id_col {id_col!r}"
+            line = reader.where(int(np.flatnonzero(empty)[0]))
+            raise format_error(path, line, f"empty users_id_col {id_col!r}", id_col, reader.unit)
+        dup = ids.duplicated().to_numpy(dtype=bool)
+        if dup.any():
+            i = int(np.flatnonzero(dup)[0])
+            raise format_error(
+                path,
+                reader.where(i),
+                f"user {ids.iloc[i]!r} is listed again (first at {reader.unit} "
+                f"{reader.where(int(np.flatnonzero((ids == ids.iloc[i]).to_numpy())[0]))})",
+                id_col,
+                reader.unit,
             )
         users = frame.drop(columns=[id_col])
         users.index = pd.Index(ids.astype(str).to_numpy(dtype=object), name="user")

@@ -9,10 +9,14 @@ odd. The readers here:
   names like ``"Weird Al"`` stay as they are);
 * accept lines with surplus tabs by merging the extra fields into the free-text field (track
   name for 1K, artist name for 360K), and 1K lines lacking the trailing track fields;
-* drop lines that are still unusable (too few fields, bad timestamp/plays, no user or artist)
-  with one warning, *as long as they are rare* (at most 0.1% of lines, see
-  :data:`MAX_BAD_FRACTION`); beyond that the file is not in the expected format and a
-  :class:`~lit_unlearn.datamodules.schema.DataFormatError` names the first bad line.
+* drop lines that are still unusable (too few fields, bad timestamp, plays that are not a
+  finite count >= 0, no user or artist) with one warning, *as long as they are rare* (at most
+  0.1% of lines, see :data:`MAX_BAD_FRACTION`); beyond that the file is not in the expected
+  format and a :class:`~lit_unlearn.datamodules.schema.DataFormatError` names the first bad line;
+* read bytes that are not UTF-8 (a few latin-1 artist names) as latin-1 characters, so two
+  names differing in such a byte stay two artists, with one warning counting the lines;
+* turn ages outside :data:`AGE_RANGE` (the 360K profiles hold e.g. ``-1337``) into unknown,
+  with one warning counting them, keeping the user.
 
 Neither archive has a published digest of its own, but both READMEs give the md5 of each data
 file, which :meth:`DataSource.prepare` checks after extraction.
@@ -38,6 +42,8 @@ from lit_unlearn.datamodules.sources.base import (
 
 #: Largest share of unusable lines a Last.FM file may have before it is rejected.
 MAX_BAD_FRACTION: float = 0.001
+#: Ages (years) kept; others become unknown (NaN).
+AGE_RANGE: tuple[float, float] = (1.0, 120.0)
 
 
 class _BadLines:
@@ -58,6 +64,15 @@ class _BadLines:
         self.count += n
 
     def finish(self, stats: ReadStats) -> None:
+        """Raise if too many lines were unusable, else warn about the dropped and re-decoded
+        ones."""
+        if stats.latin1_lines:
+            warnings.warn(
+                f"{self.path}: {stats.latin1_lines} line(s) are not valid UTF-8 (first: line "
+                f"{stats.first_latin1}); read their stray bytes as latin-1 characters, so "
+                "distinct bytes stay distinct",
+                stacklevel=3,
+            )
         if stats.first_skipped is not None:
             line, text = stats.first_skipped
             if self.first is None or line < self.first[0]:
@@ -101,13 +116,24 @@ def _read_profile(path: Path, header: bool) -> pd.DataFrame:
     stats = ReadStats()
     bad = _BadLines(path)
     parts = []
+    odd_ages = 0
+    first_odd: tuple[int, str] | None = None
     cols = {0: "user", 1: "gender", 2: "age", 3: "country", 4: "registered"}
     for frame, lines in iter_delimited(
         path, n_fields=5, columns=cols, skip_lines=skip, skip_short=True, stats=stats
     ):
         age_text = frame["age"].str.strip()
         age = pd.to_numeric(age_text, errors="coerce").to_numpy(dtype="float64", na_value=np.nan)
-        bad_age = np.isnan(age) & (age_text != "").to_numpy(dtype=bool)
+        # "nan"/"inf" parse as numbers but are no age: unusable like any other non-number.
+        bad_age = ~np.isfinite(age) & (age_text != "").to_numpy(dtype=bool)
+        odd = np.isfinite(age) & ((age < AGE_RANGE[0]) | (age > AGE_RANGE[1]))
+        if odd.any():
+            odd_ages += int(odd.sum())
+            if first_odd is None:
+                i = int(np.flatnonzero(odd)[0])
+                first_odd = (int(lines[i]), str(age_text.iloc[i]))
+            age = np.where(odd, np.nan, age)
+        age = np.where(bad_age, np.nan, age)
         no_user = (frame["user"].str.strip() == "").to_numpy(dtype=bool)
         bad.add(lines, bad_age, "age must be a number or empty")
         bad.add(lines, no_user, "empty user id")
@@ -124,6 +150,12 @@ def _read_profile(path: Path, header: bool) -> pd.DataFrame:
             )
         )
     bad.finish(stats)
+    if first_odd is not None:
+        warnings.warn(
+            f"{path}: {odd_ages} age(s) outside {AGE_RANGE[0]:g}-{AGE_RANGE[1]:g} years read as "
+            f"unknown (first: line {first_odd[0]}, age {first_odd[1]!r})",
+            stacklevel=3,
+        )
     users = pd.concat(parts) if len(parts) > 1 else parts[0]
     return validate_users(users, str(path))
 
@@ -265,11 +297,12 @@ class LastFM360K(DataSource):
             plays = pd.to_numeric(plays_text, errors="coerce").to_numpy(
                 dtype="float64", na_value=np.nan
             )
-            bad_plays = ~np.isfinite(plays)
+            # A play count is a finite number >= 0; "inf", "-5" or "1e400" is a broken line.
+            bad_plays = ~(np.isfinite(plays) & (plays >= 0))
             user = frame["user"].str.strip()
             item, no_item = _artist_items(frame["mbid"], frame["artist"])
             no_user = (user == "").to_numpy(dtype=bool)
-            bad.add(lines, bad_plays, "plays must be a number")
+            bad.add(lines, bad_plays, "plays must be a number >= 0")
             bad.add(lines, no_user & ~bad_plays, "empty user id")
             bad.add(lines, no_item & ~bad_plays & ~no_user, "neither artist MBID nor name")
             keep = ~(bad_plays | no_user | no_item)

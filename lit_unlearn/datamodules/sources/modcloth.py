@@ -4,12 +4,14 @@ Unlike the other sources, ModCloth keeps the user attribute *inside the interact
 review row carries the reviewer's body shape. There is no separate profile file, so
 :meth:`ModCloth.load_users` has to read the interaction file (only the user id and body-shape
 fields of each row). This is the one source whose data-free mode touches the interaction file.
+
+Values follow the shared contracts: ratings finite in 1-5, timestamps all epoch numbers or all
+ISO dates, ids as written (integral JSON numbers without ``.0``); the JSON release must be UTF-8
+(a stray byte fails with its line), the CSV release reads stray bytes as latin-1 with a warning.
 """
 
 from __future__ import annotations
 
-import json
-import math
 import warnings
 from pathlib import Path
 from typing import Any
@@ -18,7 +20,18 @@ import numpy as np
 import pandas as pd
 
 from lit_unlearn.datamodules.schema import validate_interactions, validate_users
-from lit_unlearn.datamodules.sources.base import DataSource, format_error
+from lit_unlearn.datamodules.sources.base import (
+    DataSource,
+    format_error,
+    to_floats,
+    to_timestamps,
+)
+from lit_unlearn.datamodules.sources.generic import (
+    TableFormat,
+    TableReader,
+    id_text,
+    parse_json_line,
+)
 
 #: Fields holding the body shape, in order of preference.
 BODY_FIELDS: tuple[str, ...] = ("body_shape", "user_attr")
@@ -27,20 +40,16 @@ BODY_FIELDS: tuple[str, ...] = ("body_shape", "user_attr")
 RATING_FIELDS: tuple[str, ...] = ("rating", "quality")
 
 
-def _id_text(value: Any) -> str | None:
-    """An id as text; integral floats lose their ``.0``; None/NaN/blank -> None."""
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return None
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))
-    text = str(value).strip()
-    return text or None
+#: ModCloth ratings (and the older ``quality`` score) are 1-5 stars.
+RATING_RANGE: tuple[float, float] = (1.0, 5.0)
 
 
 def _to_epoch_seconds(values: pd.Series, lines: np.ndarray, path: Path) -> np.ndarray | None:
-    """Timestamps (epoch numbers or ISO dates) as int64 seconds; None if there are none."""
-    missing = values.isna().to_numpy(dtype=bool) | (values.astype(str).str.strip() == "").to_numpy(
-        dtype=bool
+    """Timestamps (epoch numbers or ISO dates, see
+    :func:`~lit_unlearn.datamodules.sources.base.to_timestamps`) as int64 seconds; None if
+    some or all rows have none (then the row order is the time)."""
+    missing = values.isna().to_numpy(dtype=bool) | (
+        values.map(lambda v: isinstance(v, str) and not v.strip()).to_numpy(dtype=bool)
     )
     if missing.all():
         return None
@@ -52,21 +61,13 @@ def _to_epoch_seconds(values: pd.Series, lines: np.ndarray, path: Path) -> np.nd
             stacklevel=3,
         )
         return None
-    numeric = pd.to_numeric(values, errors="coerce")
-    if numeric.notna().all():
-        return numeric.astype("float64").to_numpy().astype("int64")
-    text = values.astype(str).str.strip()
-    parsed = pd.to_datetime(text, utc=True, errors="coerce", format="ISO8601")
-    bad = parsed.isna().to_numpy(dtype=bool)
-    if bad.any():
-        i = int(np.flatnonzero(bad)[0])
-        raise format_error(
-            path,
-            int(lines[i]),
-            f"timestamp must be epoch seconds or an ISO date, got {values.iloc[i]!r}",
+    seconds, floored = to_timestamps(values, lines, path, "timestamp")
+    if floored:
+        warnings.warn(
+            f"{path}: {floored} timestamp(s) had fractional seconds; floored to whole seconds",
+            stacklevel=3,
         )
-    epoch = pd.Timestamp(0, tz="UTC")
-    return ((parsed - epoch) // pd.Timedelta(seconds=1)).to_numpy(dtype="int64")
+    return seconds
 
 
 class ModCloth(DataSource):
@@ -125,37 +126,36 @@ class ModCloth(DataSource):
         if want_interactions:
             cols.update(item=[], rating=[], timestamp=[])
         lines: list[int] = []
-        with path.open("r", encoding="utf-8") as f:
-            for number, text in enumerate(f, start=1):
-                if not text.strip():
-                    continue
-                try:
-                    record = json.loads(text)
-                except json.JSONDecodeError as err:
-                    raise format_error(
-                        path, number, f"not valid JSON ({err.msg}); expected one object per line"
-                    ) from err
-                if not isinstance(record, dict):
-                    raise format_error(
-                        path, number, f"expected a JSON object, got {type(record).__name__}"
-                    )
-                user = _id_text(record.get("user_id"))
-                if user is None:
-                    raise format_error(path, number, f"no user_id; fields are {sorted(record)}")
-                cols["user"].append(user)
-                cols["body"].append(
-                    next((record[k] for k in BODY_FIELDS if record.get(k) is not None), None)
+        # Bytes, not text mode: a stray latin-1 byte must fail with its line (JSON is UTF-8),
+        # not as a bare UnicodeDecodeError from the file iterator.
+        for number, raw in enumerate(path.read_bytes().split(b"\n"), start=1):
+            if not raw.strip():
+                continue
+            record = parse_json_line(path, number, raw)
+            user = id_text(record.get("user_id"), path, number, "user_id")
+            if user is None:
+                raise format_error(
+                    path, number, f"no user_id; fields are {sorted(record)}", "user_id"
                 )
-                if want_interactions:
-                    item = _id_text(record.get("item_id"))
-                    if item is None:
-                        raise format_error(path, number, f"no item_id; fields are {sorted(record)}")
-                    cols["item"].append(item)
-                    cols["rating"].append(
-                        next((record[k] for k in RATING_FIELDS if record.get(k) is not None), None)
+            cols["user"].append(user)
+            body = next((record[k] for k in BODY_FIELDS if record.get(k) is not None), None)
+            if body is not None and not isinstance(body, str):
+                raise format_error(
+                    path, number, f"body shape must be text, got {body!r}", BODY_FIELDS[0]
+                )
+            cols["body"].append(body)
+            if want_interactions:
+                item = id_text(record.get("item_id"), path, number, "item_id")
+                if item is None:
+                    raise format_error(
+                        path, number, f"no item_id; fields are {sorted(record)}", "item_id"
                     )
-                    cols["timestamp"].append(record.get("timestamp"))
-                lines.append(number)
+                cols["item"].append(item)
+                cols["rating"].append(
+                    next((record[k] for k in RATING_FIELDS if record.get(k) is not None), None)
+                )
+                cols["timestamp"].append(record.get("timestamp"))
+            lines.append(number)
         if not lines:
             raise format_error(path, None, "file is empty; expected one JSON object per line")
         return pd.DataFrame({k: pd.Series(v, dtype=object) for k, v in cols.items()}), np.asarray(
@@ -167,26 +167,24 @@ class ModCloth(DataSource):
         wanted = {"user_id", *BODY_FIELDS}
         if want_interactions:
             wanted |= {"item_id", "timestamp", *RATING_FIELDS}
-        try:
-            raw = pd.read_csv(path, dtype=str, usecols=lambda c: c in wanted)
-        except pd.errors.EmptyDataError as err:
-            raise format_error(path, None, "file is empty; expected a CSV with a header") from err
-        except (pd.errors.ParserError, UnicodeDecodeError) as err:
-            raise format_error(path, None, f"not a readable CSV: {err}") from err
+        # The generic reader decodes (latin-1 fallback), checks every record's field count
+        # against the header and knows each record's line, quoted fields included.
+        reader = TableReader(path, TableFormat("text", ","))
+        header = reader.columns()
         required = ["user_id", "item_id"] if want_interactions else ["user_id"]
-        lacking = [c for c in required if c not in raw.columns]
+        lacking = [c for c in required if c not in header]
         if lacking:
-            header = pd.read_csv(path, nrows=0).columns.tolist()
             raise format_error(path, 1, f"missing column(s) {lacking}; the header has {header}")
+        use = [c for c in header if c in wanted]
+        raw = reader.read(use, ["user_id", *(["item_id"] if want_interactions else [])], use)
         if len(raw) == 0:
             raise format_error(path, None, "no data rows after the header")
-        # Line of each row, assuming no quoted field spans lines (true of the release).
-        lines = np.arange(len(raw)) + 2
-        out = pd.DataFrame({"user": raw["user_id"].map(_id_text).astype(object)})
+        lines = reader.lines
+        out = pd.DataFrame({"user": raw["user_id"].astype(object)})
         body = next((c for c in BODY_FIELDS if c in raw.columns), None)
         out["body"] = raw[body].astype(object) if body else None
         if want_interactions:
-            out["item"] = raw["item_id"].map(_id_text).astype(object)
+            out["item"] = raw["item_id"].astype(object)
             rating = next((c for c in RATING_FIELDS if c in raw.columns), None)
             out["rating"] = raw[rating].astype(object) if rating else None
             out["timestamp"] = raw["timestamp"].astype(object) if "timestamp" in raw else None
@@ -194,7 +192,8 @@ class ModCloth(DataSource):
             if col in out:
                 empty = out[col].isna().to_numpy(dtype=bool)
                 if empty.any():
-                    raise format_error(path, int(lines[np.flatnonzero(empty)[0]]), f"empty {what}")
+                    line = int(lines[np.flatnonzero(empty)[0]])
+                    raise format_error(path, line, f"empty {what}", what)
         return out, lines
 
     # -- tables ----------------------------------------------------------------------------
@@ -202,17 +201,15 @@ class ModCloth(DataSource):
     def load_interactions(self) -> pd.DataFrame:
         frame, lines = self._read(want_interactions=True)
         path = self.path
-        rating_raw = frame["rating"]
-        rating = pd.to_numeric(rating_raw, errors="coerce").to_numpy(
-            dtype="float64", na_value=np.nan
+        rating = to_floats(
+            frame["rating"],
+            lines,
+            path,
+            "rating",
+            allow_empty=True,
+            low=RATING_RANGE[0],
+            high=RATING_RANGE[1],
         )
-        bad = np.isnan(rating) & rating_raw.notna().to_numpy(dtype=bool)
-        bad &= (rating_raw.astype(str).str.strip() != "").to_numpy(dtype=bool)
-        if bad.any():
-            i = int(np.flatnonzero(bad)[0])
-            raise format_error(
-                path, int(lines[i]), f"rating must be a number, got {rating_raw.iloc[i]!r}"
-            )
         table = pd.DataFrame(
             {"user": frame["user"].to_numpy(), "item": frame["item"].to_numpy(), "rating": rating}
         )

@@ -4,6 +4,8 @@ Both archives are published by GroupLens with md5 digests that many independent 
 identically (ml-100k.zip ``0e33842e24a9c977be4e0107933c0723``, ml-1m.zip
 ``c4d9eecfca2ab87c1945afe126590906``); :meth:`DataSource.prepare` verifies them after a download.
 Files are read as latin-1 (the GroupLens encoding; a superset of the ASCII rating files).
+Values are checked against the releases' ranges: ratings 0.5-5 stars, ages 1-120 years,
+timestamps within int64 seconds; anything else fails with the file, line and field.
 """
 
 from __future__ import annotations
@@ -53,6 +55,10 @@ ML1M_OCCUPATIONS: tuple[str, ...] = (
 ML1M_AGE_CODES: tuple[int, ...] = (1, 18, 25, 35, 45, 50, 56)
 
 _ENCODING = "latin-1"
+#: Every MovieLens release rates on 0.5-5 stars (100K and 1M: whole stars 1-5).
+RATING_RANGE: tuple[float, float] = (0.5, 5.0)
+#: Plausible ages in years (ML-100K holds 7-73); outside it the file is not ML-100K.
+AGE_RANGE: tuple[int, int] = (1, 120)
 
 
 def _read_ratings(path: Path, sep: str, data: bytes | None, sep_label: str) -> pd.DataFrame:
@@ -72,7 +78,9 @@ def _read_ratings(path: Path, sep: str, data: bytes | None, sep_label: str) -> p
         {
             "user": frame["user"].to_numpy(),
             "item": frame["item"].to_numpy(),
-            "rating": to_floats(frame["rating"], lines, path, "rating"),
+            "rating": to_floats(
+                frame["rating"], lines, path, "rating", low=RATING_RANGE[0], high=RATING_RANGE[1]
+            ),
             "timestamp": to_integers(frame["timestamp"], lines, path, "timestamp"),
         }
     )
@@ -125,7 +133,9 @@ class MovieLens100K(DataSource):
         check_numeric_ids(frame["user"], lines, path, "user id")
         users = pd.DataFrame(
             {
-                "age": to_integers(frame["age"], lines, path, "age"),
+                "age": to_integers(
+                    frame["age"], lines, path, "age", low=AGE_RANGE[0], high=AGE_RANGE[1]
+                ),
                 "gender": frame["gender"].str.strip().to_numpy(dtype=object),
                 "occupation": frame["occupation"].str.strip().to_numpy(dtype=object),
                 "zip": frame["zip"].str.strip().to_numpy(dtype=object),

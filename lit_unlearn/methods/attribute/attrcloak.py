@@ -12,6 +12,7 @@ from torch import Tensor
 from lit_unlearn.methods.attribute.base import AttributeUnlearning, Mode, Target
 from lit_unlearn.methods.attribute.gaussian_mi import multi_attribute_mi_bound
 from lit_unlearn.optim import MGDA, GradientCombiner
+from lit_unlearn.validation import check_bounds, check_non_negative
 
 
 class AttrCloak(AttributeUnlearning):
@@ -45,6 +46,10 @@ class AttrCloak(AttributeUnlearning):
         target: ``parameters`` (user embeddings and user tower) or ``representation`` (the
             user representation itself, Algorithm 1's ``em'_i``, as a per-user offset on the
             trained model's output); see :class:`AttributeUnlearning`.
+        privacy_fraction: Share of users the MI bound sees per step (fresh random subset);
+            ``1.0`` = the paper (whole population), ``< 1`` the robust variant that does not
+            invert the attribute for held-out users (see :class:`AttributeUnlearning`).
+        privacy_seed: Seed of the per-step subsets.
     """
 
     def __init__(
@@ -62,16 +67,17 @@ class AttrCloak(AttributeUnlearning):
         normalize: Literal["none", "l2"] = "none",
         precision: Literal["float64", "float32"] = "float64",
         target: Target = "parameters",
+        privacy_fraction: float = 1.0,
+        privacy_seed: int = 0,
     ) -> None:
         if precision not in ("float64", "float32"):
             raise ValueError(f"precision must be 'float64' or 'float32', got {precision!r}")
         self.precision = precision
         self.normalize = normalize
-        self.dd_bounds = dd_bounds
-        self.df_bounds = df_bounds
-        if shrinkage < 0:
-            raise ValueError(f"shrinkage must be >= 0, got {shrinkage}")
-        self.shrinkage = shrinkage
+        # Checked here, not when MGDA is built at fit start: a bad config fails at parse time.
+        self.dd_bounds = check_bounds("dd_bounds", dd_bounds)
+        self.df_bounds = check_bounds("df_bounds", df_bounds)
+        self.shrinkage = check_non_negative("shrinkage", shrinkage)
         super().__init__(
             checkpoint=checkpoint,
             attributes=attributes,
@@ -81,6 +87,8 @@ class AttrCloak(AttributeUnlearning):
             reg_reduction=reg_reduction,
             optimizer=optimizer,
             target=target,
+            privacy_fraction=privacy_fraction,
+            privacy_seed=privacy_seed,
         )
 
     def default_combiner(self, mode: Literal["dd", "df"]) -> GradientCombiner:

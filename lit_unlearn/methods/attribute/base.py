@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import time
 from abc import abstractmethod
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any, Literal, cast
 
 import lightning.pytorch as pl
@@ -56,6 +58,11 @@ class AttributeUnlearning(UnlearningCallback[RepresentationTask]):
             writes it (a per-user offset added to the trained model's output, see
             :meth:`~lit_unlearn.models.base.Recommender.enable_user_shift`; for MF and NeuMF,
             whose representation is the embedding table, the same as ``parameters``).
+        privacy_fraction: Share of the users the privacy objective sees per step (a fresh
+            random subset each step, :meth:`privacy_subset`). ``1.0`` is the paper: the whole
+            population every step, which matches its class statistics exactly and inverts the
+            attribute for held-out users (issue 23); ``< 1`` is the robust variant.
+        privacy_seed: Seed of the per-step subsets.
     """
 
     def __init__(
@@ -68,8 +75,18 @@ class AttributeUnlearning(UnlearningCallback[RepresentationTask]):
         reg_reduction: Literal["sum", "mean"] = "mean",
         optimizer: Literal["adam", "sgd"] = "adam",
         target: Target = "parameters",
+        privacy_fraction: float = 1.0,
+        privacy_seed: int = 0,
     ) -> None:
         super().__init__(checkpoint=checkpoint, lr=lr, optimizer=optimizer)
+        if (
+            isinstance(privacy_fraction, bool)
+            or not isinstance(privacy_fraction, (int, float))
+            or not 0.0 < float(privacy_fraction) <= 1.0
+        ):
+            raise ValueError(f"privacy_fraction must be in (0, 1], got {privacy_fraction!r}")
+        self.privacy_fraction = float(privacy_fraction)
+        self.privacy_seed = int(privacy_seed)
         if target not in ("parameters", "representation"):
             raise ValueError(f"target must be 'parameters' or 'representation', got {target!r}")
         self.target = target
@@ -166,10 +183,13 @@ class AttributeUnlearning(UnlearningCallback[RepresentationTask]):
             )
         device = pl_module.device
         self._codes = {n: c.to(device) for n, c in self._codes.items()}
-        with torch.no_grad():
-            # Eq. 21's reference em_i: the representation before unlearning. On resume the
-            # checkpoint to unlearn was loaded in setup, so this is still the original.
+        # Eq. 21's reference em_i: the representation of the model *before* unlearning. On
+        # resume Lightning has already restored the checkpoint's partly unlearned weights; the
+        # reference must still come from the original model, or the retention term measures
+        # the distance to a moving target (it read 0 at the first resumed step).
+        with torch.no_grad(), self.original_weights(pl_module):
             self._reference = pl_module.representation().detach().clone()
+        super().on_train_start(trainer, pl_module)
         self._alpha_trace = []
         self._t0 = time.perf_counter()
 
@@ -199,7 +219,12 @@ class AttributeUnlearning(UnlearningCallback[RepresentationTask]):
         self, task: RepresentationTask, batch: dict[str, Tensor], batch_idx: int
     ) -> Tensor:
         rep = task.representation()
-        privacy, per_attribute = self.privacy_loss(rep)
+        subset = self.privacy_subset(rep.shape[0], task.global_step, rep.device)
+        if subset is None:
+            privacy, per_attribute = self.privacy_loss(rep)
+        else:
+            with self._restricted_codes(subset):
+                privacy, per_attribute = self.privacy_loss(rep[subset])
         retention = self.retention_loss(task, rep, batch)
         for name, value in (("privacy", privacy), ("retention", retention)):
             if not torch.isfinite(value):
@@ -226,6 +251,42 @@ class AttributeUnlearning(UnlearningCallback[RepresentationTask]):
             on_epoch=False,
         )
         return total
+
+    def privacy_subset(self, num_users: int, step: int, device: torch.device) -> Tensor | None:
+        """The users the privacy objective sees at ``step`` (``None``: all of them).
+
+        With ``privacy_fraction < 1`` every step draws ``round(fraction * N)`` users without
+        replacement. Matching the class statistics of the *whole* population exactly is what
+        inverts the signal (issue 23, docs/attrcloak.md "Why full-population matching
+        inverts"): once the in-sample class means are equal, each held-out part's class means
+        are the negative of the rest's, and an attacker trained on one part anti-learns on the
+        other. A fresh random subset per step never lets one fixed set of moments be matched
+        exactly. The draw depends only on ``(privacy_seed, step)``: identical on every DDP rank
+        (the representation and codes are the full population on each) and after a resume.
+
+        Args:
+            num_users: Rows of the representation.
+            step: The optimiser step (``task.global_step``).
+            device: Where the index goes.
+
+        Returns:
+            Sorted ``LongTensor`` of user rows, or ``None`` when the fraction is 1.
+        """
+        if self.privacy_fraction >= 1.0:
+            return None
+        k = min(num_users, max(2, round(self.privacy_fraction * num_users)))
+        gen = torch.Generator().manual_seed(self.privacy_seed * 1_000_003 + int(step))
+        return torch.randperm(num_users, generator=gen)[:k].sort().values.to(device)
+
+    @contextmanager
+    def _restricted_codes(self, subset: Tensor) -> Iterator[None]:
+        """Let :meth:`privacy_loss` see only ``subset``'s codes (its rows of the representation)."""
+        full = self._codes
+        self._codes = {n: c[subset] for n, c in full.items()}
+        try:
+            yield
+        finally:
+            self._codes = full
 
     def combine(
         self, task: RepresentationTask, opt: LightningOptimizer, losses: list[Tensor]
@@ -262,4 +323,5 @@ class AttributeUnlearning(UnlearningCallback[RepresentationTask]):
         return {**super().state_dict(), "elapsed_s": self.elapsed_s}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        super().load_state_dict(state_dict)
         self.elapsed_s = float(state_dict.get("elapsed_s", 0.0))

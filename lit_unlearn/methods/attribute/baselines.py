@@ -4,7 +4,7 @@ Recommender Systems", ACM MM 2023): data-free baselines of AttrCloak with fixed 
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from torch import Tensor
@@ -12,6 +12,7 @@ from torch import Tensor
 from lit_unlearn.methods.attribute.base import AttributeUnlearning, Mode
 from lit_unlearn.methods.attribute.distinguishability import d2d_loss, u2u_loss
 from lit_unlearn.optim import FixedWeights, GradientCombiner
+from lit_unlearn.validation import check_non_negative
 
 
 class _FixedWeightBaseline(AttributeUnlearning):
@@ -27,6 +28,9 @@ class _FixedWeightBaseline(AttributeUnlearning):
         lr: float = 1e-3,
         reg_reduction: Literal["sum", "mean"] = "mean",
     ) -> None:
+        # Named here: FixedWeights would only say "weights[0]".
+        check_non_negative("distinguishability_weight", distinguishability_weight)
+        check_non_negative("regularization_weight", regularization_weight)
         combiner: GradientCombiner = FixedWeights(
             [distinguishability_weight, regularization_weight]
         )
@@ -85,11 +89,17 @@ class U2UR(_FixedWeightBaseline):
         self.num_pairs = num_pairs
         self.seed = seed
         self._generator: torch.Generator | None = None
+        # The pair sampler's state from the checkpoint a fit resumes from (set on first use).
+        self._resumed_generator: Tensor | None = None
 
     def privacy_loss(self, representation: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         if self._generator is None or self._generator.device != representation.device:
             # Same seed on every rank: identical pairs, identical loss.
             self._generator = torch.Generator(device=representation.device).manual_seed(self.seed)
+            if self._resumed_generator is not None:
+                # Resumed: continue the uninterrupted run's pair sequence, not the seed's start.
+                self._generator.set_state(self._resumed_generator)
+                self._resumed_generator = None
         per = {
             n: u2u_loss(
                 representation,
@@ -101,6 +111,17 @@ class U2UR(_FixedWeightBaseline):
             for n, c in self._codes.items()
         }
         return self._average(per), per
+
+    def state_dict(self) -> dict[str, Any]:
+        state = super().state_dict()
+        if self._generator is not None:
+            state["pair_generator"] = self._generator.get_state()
+        return state
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        super().load_state_dict(state_dict)
+        self._generator = None
+        self._resumed_generator = state_dict.get("pair_generator")
 
 
 class D2DR(_FixedWeightBaseline):

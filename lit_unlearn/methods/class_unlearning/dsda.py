@@ -33,6 +33,7 @@ from lit_unlearn.optim.conflict_averse import ConflictAverse
 from lit_unlearn.optim.grads import assign_flat_grad, flatten_grads
 from lit_unlearn.tasks.classification import ClassificationTask
 from lit_unlearn.unlearning.base import UnlearningCallback
+from lit_unlearn.validation import check_finite, check_positive
 
 __all__ = ["DSDA"]
 
@@ -86,8 +87,11 @@ class DSDA(UnlearningCallback[ClassificationTask]):
         super().__init__(checkpoint=checkpoint, lr=lr, optimizer=optimizer)
         if samples_per_class < 1:
             raise ValueError(f"samples_per_class must be >= 1, got {samples_per_class}")
-        if forget_cap_factor is not None and forget_cap_factor <= 0:
-            raise ValueError(f"forget_cap_factor must be > 0 or None, got {forget_cap_factor}")
+        if forget_cap_factor is not None:
+            check_positive("forget_cap_factor", forget_cap_factor)
+        check_positive("delta", delta)  # L_Disc's scale
+        check_finite("o_p", o_p)
+        check_finite("o_n", o_n)
         self.sampler = sampler or LangevinSampler()
         self.samples_per_class = samples_per_class
         self.combiner = combiner or ConflictAverse(c=0.5)
@@ -125,15 +129,18 @@ class DSDA(UnlearningCallback[ClassificationTask]):
         mean, std = task.input_mean, task.input_std
         bounds = ((0 - mean) / std, (1 - mean) / std)  # [0, 1] pixels in normalised units
         gen = torch.Generator(device=task.device).manual_seed(self.seed)
-        result = self.sampler.sample(task.model, labels, dm.image_shape, bounds, gen)
+        # Stage 1 reads the model to unlearn: on resume that is the original model, not the
+        # restored half-unlearned one (same seed, same weights: the same synthetic set).
+        with self.original_weights(task):
+            result = self.sampler.sample(task.model, labels, dm.image_shape, bounds, gen)
+            with torch.no_grad():
+                was = task.model.training
+                task.model.eval()
+                retain = torch.isin(labels, torch.tensor(task.retain_classes, device=labels.device))
+                feats = task.model.features(result.images[retain])
+                task.model.train(was)
         raw = (result.images * std[:, None, None] + mean[:, None, None]).clamp(0, 1)
         dm.attach_synthetic(raw, labels)
-        with torch.no_grad():
-            was = task.model.training
-            task.model.eval()
-            retain = torch.isin(labels, torch.tensor(task.retain_classes, device=labels.device))
-            feats = task.model.features(result.images[retain])
-            task.model.train(was)
         self.centres = class_centres(feats, labels[retain], k).detach()
         self.synthesis_s = time.perf_counter() - start
         self.score_evals = result.score_evals

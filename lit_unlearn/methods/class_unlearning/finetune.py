@@ -16,6 +16,7 @@ from torch import Tensor
 
 from lit_unlearn.tasks.classification import ClassificationTask
 from lit_unlearn.unlearning.base import UnlearningCallback
+from lit_unlearn.validation import check_finite
 
 __all__ = ["FineTune"]
 
@@ -44,6 +45,8 @@ class FineTune(UnlearningCallback[ClassificationTask]):
         weight_decay: float = 0.0,
     ) -> None:
         super().__init__(checkpoint=checkpoint, lr=lr, optimizer=optimizer)
+        check_finite("momentum", momentum)  # a comparison alone lets NaN through
+        check_finite("weight_decay", weight_decay)
         if not 0 <= momentum < 1 or weight_decay < 0:
             raise ValueError(
                 f"need 0 <= momentum < 1 and weight_decay >= 0, got {momentum}, {weight_decay}"

@@ -411,6 +411,11 @@ class GKT(UnlearningCallback[ClassificationTask]):
         max_empty: int = 100,
         seed: int = 0,
     ) -> None:
+        if not (
+            isinstance(student_lr, (int, float)) and math.isfinite(student_lr) and student_lr > 0
+        ):
+            # Checked before the base class sees it as "lr": the message names this parameter.
+            raise ValueError(f"student_lr must be a finite number > 0, got {student_lr!r}")
         super().__init__(checkpoint=checkpoint, lr=student_lr)
         ints = {
             "pseudo_batches": pseudo_batches, "batch_size": batch_size, "z_dim": z_dim,
@@ -476,7 +481,9 @@ class GKT(UnlearningCallback[ClassificationTask]):
             raise ValueError("GKT needs forget classes: set data.init_args.forget_classes")
         image_shape = tuple(int(s) for s in dm.image_shape)
         assert len(image_shape) == 3
-        self.unlearn(task, (image_shape[0], image_shape[1], image_shape[2]))
+        if not self.one_shot_done:  # a resumed fit restored the student GKT already made
+            self.unlearn(task, (image_shape[0], image_shape[1], image_shape[2]))
+            self.one_shot_done = True
         if getattr(dm, "mode", None) == "source_free":
             # Lightning asks for a training loader even with max_epochs 0: serve the last
             # gated pseudo-batch (the only "data" this method has seen).
@@ -626,9 +633,20 @@ class GKT(UnlearningCallback[ClassificationTask]):
         return loss
 
     def state_dict(self) -> dict[str, Any]:
-        return {
+        state = {
             **super().state_dict(),
             "seconds": self.seconds,
             "gate_fraction": self.gate_fraction,
             "seed": self.seed,
         }
+        if self._last_batch is not None:  # a resumed source-free fit still needs its loader
+            state["last_batch"] = [t.detach().cpu() for t in self._last_batch]
+        return state
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        super().load_state_dict(state_dict)
+        self.seconds = float(state_dict.get("seconds", 0.0))
+        self.gate_fraction = float(state_dict.get("gate_fraction", 0.0))
+        last = state_dict.get("last_batch")
+        if last is not None:
+            self._last_batch = (last[0], last[1])

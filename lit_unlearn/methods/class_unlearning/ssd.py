@@ -26,6 +26,7 @@ from torch import Tensor, nn
 
 from lit_unlearn.tasks.classification import ClassificationTask
 from lit_unlearn.unlearning.base import UnlearningCallback
+from lit_unlearn.validation import check_finite
 
 __all__ = ["SSD", "dampen", "fisher_diagonal"]
 
@@ -109,6 +110,8 @@ class SSD(UnlearningCallback[ClassificationTask]):
         batch_size: int = 128,
     ) -> None:
         super().__init__(checkpoint=checkpoint)
+        check_finite("alpha", alpha)  # a comparison alone lets NaN through
+        check_finite("lam", lam)
         if alpha <= 0 or lam <= 0 or batch_size < 1:
             raise ValueError(f"need alpha > 0, lam > 0, batch_size >= 1; got {alpha}, {lam}")
         self.alpha, self.lam, self.batch_size = alpha, lam, batch_size
@@ -122,6 +125,8 @@ class SSD(UnlearningCallback[ClassificationTask]):
         dm: Any = trainer.datamodule  # type: ignore[attr-defined]
         if getattr(dm, "mode", None) != "data_dependent" or not task.forget_classes:
             raise ValueError("SSD needs D and D_f: data_dependent mode and forget classes")
+        if self.one_shot_done:  # a resumed fit restored the dampened weights: never twice
+            return
         start = time.perf_counter()
         imp_all = fisher_diagonal(
             task, dm.loader("train", "all", batch_size=self.batch_size, device=task.device)
@@ -131,6 +136,7 @@ class SSD(UnlearningCallback[ClassificationTask]):
         )
         self.selected_fraction = dampen(task.model, imp_all, imp_f, self.alpha, self.lam)
         self.seconds = time.perf_counter() - start
+        self.one_shot_done = True
 
     def training_step(
         self, task: ClassificationTask, batch: dict[str, Tensor], batch_idx: int

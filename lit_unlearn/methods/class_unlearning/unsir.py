@@ -228,6 +228,8 @@ class UNSIR(UnlearningCallback[ClassificationTask]):
                 "UNSIR needs the retain training data D_r and forget classes: set "
                 "data.init_args.mode=data_dependent and data.init_args.forget_classes"
             )
+        if self.one_shot_done:  # a resumed fit restored the impaired/repaired weights
+            return
         start = time.perf_counter()
         device = task.device
         devices = [device.index or 0] if device.type == "cuda" else []
@@ -237,6 +239,7 @@ class UNSIR(UnlearningCallback[ClassificationTask]):
                 torch.cuda.manual_seed(self.seed)
             self._unlearn(task, dm)
         self.seconds = time.perf_counter() - start
+        self.one_shot_done = True
 
     def _unlearn(self, task: ClassificationTask, dm: Any) -> None:
         gen = torch.Generator().manual_seed(self.seed)

@@ -23,6 +23,7 @@ from lit_unlearn.methods.federated.objectives import ClientTerm, LocalLoss, Poin
 from lit_unlearn.methods.federated.strategy import Aggregator
 from lit_unlearn.models.base import Recommender
 from lit_unlearn.tasks.recommendation import RecommenderTask
+from lit_unlearn.validation import check_count, check_positive
 
 __all__ = ["FederatedTask"]
 
@@ -65,6 +66,12 @@ class FederatedTask(RecommenderTask):
         seed: int = 0,
         ks: list[int] | None = None,
     ) -> None:
+        # Checked here too (the engine checks again when built at fit start): a bad config
+        # fails when it is parsed, not after the data is loaded.
+        check_positive("fraction", fraction)
+        if fraction > 1:
+            raise ValueError(f"fraction must be in (0, 1], got {fraction!r}")
+        check_count("local_epochs", local_epochs)
         super().__init__(
             model=model, loss="bce", lr=lr, ks=ks if ks is not None else [5, 10, 15, 20]
         )
@@ -180,6 +187,7 @@ class FederatedTask(RecommenderTask):
             checkpoint[_STATE_KEY] = self.engine.state_dict()
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_load_checkpoint(checkpoint)  # refuses other data or another model first
         state = checkpoint.get(_STATE_KEY)
         if state is not None:
             if self.engine is not None:

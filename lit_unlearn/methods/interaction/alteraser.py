@@ -34,6 +34,7 @@ from typing import Any, Protocol
 
 import lightning.pytorch as pl
 import torch
+from lightning.pytorch.core.optimizer import LightningOptimizer
 from torch import Tensor, nn
 
 from lit_unlearn._structural import missing_members
@@ -144,8 +145,15 @@ class AltEraser(UnlearningCallback[RecommenderTask]):
         return [model.user_embedding.weight, model.item_embedding.weight]
 
     def configure_optimizer(self, task: RecommenderTask) -> torch.optim.Optimizer | None:
-        """None: the block solvers own their updates (and any optimiser state) per block."""
-        return None
+        """A clock, not an optimiser: SGD at learning rate 0, stepped once per pass.
+
+        The block solvers own their updates (and any optimiser state) per block, so no
+        parameter ever has a gradient and this step changes no weight. Stepping it makes
+        ``trainer.global_step`` count passes: ModelCheckpoint skips every save at an unchanged
+        ``global_step``, so without it a run saved no checkpoint at all and a killed run had
+        nothing to resume from.
+        """
+        return torch.optim.SGD(self.trainable_parameters(task), lr=0.0)
 
     # ------------------------------------------------------------------ one erase pass
     @staticmethod
@@ -199,6 +207,9 @@ class AltEraser(UnlearningCallback[RecommenderTask]):
             raise FloatingPointError(
                 f"AltEraser pass {self.passes} produced a non-finite objective {float(objective)}"
             )
+        clock = task.optimizers()
+        assert isinstance(clock, LightningOptimizer)
+        clock.step()  # advances trainer.global_step: one step per pass (no weight changes)
         value = float(objective)
         previous = self.history[-1] if self.history else None
         self.history.append(value)
@@ -244,6 +255,7 @@ class AltEraser(UnlearningCallback[RecommenderTask]):
         }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        super().load_state_dict(state_dict)
         self.passes = int(state_dict.get("passes", 0))
         self.history = list(state_dict.get("history", []))
         self.step_size = float(state_dict.get("step_size", 1.0))

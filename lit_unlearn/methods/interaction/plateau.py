@@ -7,6 +7,8 @@ import math
 from lightning.pytorch.callbacks import EarlyStopping
 from torch import Tensor
 
+from lit_unlearn.validation import check_count
+
 
 class RelativeEarlyStopping(EarlyStopping):
     """Early stopping on a loss whose scale is unknown in advance (e.g. the ENMF objective).
@@ -35,6 +37,7 @@ class RelativeEarlyStopping(EarlyStopping):
     ) -> None:
         if not (math.isfinite(rel_delta) and rel_delta >= 0):
             raise ValueError(f"rel_delta must be a finite float >= 0, got {rel_delta}")
+        check_count("patience", patience, minimum=0)
         super().__init__(
             monitor=monitor,
             patience=patience,

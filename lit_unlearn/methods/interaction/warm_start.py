@@ -9,6 +9,7 @@ from torch import Tensor
 
 from lit_unlearn.tasks.recommendation import RecommenderTask
 from lit_unlearn.unlearning.base import UnlearningCallback
+from lit_unlearn.validation import check_non_negative
 
 
 class WarmStart(UnlearningCallback[RecommenderTask]):
@@ -31,9 +32,7 @@ class WarmStart(UnlearningCallback[RecommenderTask]):
         self, checkpoint: str | None = None, lr: float = 1e-3, weight_decay: float = 0.0
     ) -> None:
         super().__init__(checkpoint=checkpoint, lr=lr)
-        if weight_decay < 0:
-            raise ValueError(f"weight_decay must be >= 0, got {weight_decay}")
-        self.weight_decay = weight_decay
+        self.weight_decay = check_non_negative("weight_decay", weight_decay)
 
     def configure_optimizer(self, task: RecommenderTask) -> torch.optim.Optimizer:
         return torch.optim.AdamW(

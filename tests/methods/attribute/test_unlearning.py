@@ -193,6 +193,44 @@ def test_bad_configurations(trained: Path, tmp_path: Path) -> None:
         )
 
 
+def test_privacy_subsets_depend_only_on_seed_and_step() -> None:
+    """Fresh users every step, the same users for the same (seed, step): DDP ranks and resumed
+    runs draw alike; fraction 1 is the paper's whole population."""
+    cloak = AttrCloak(privacy_fraction=0.25, privacy_seed=3)
+    cpu = torch.device("cpu")
+    a, b = cloak.privacy_subset(100, 7, cpu), cloak.privacy_subset(100, 7, cpu)
+    assert a is not None and b is not None and torch.equal(a, b)
+    assert a.numel() == 25 and a.unique().numel() == 25 and bool((a[1:] > a[:-1]).all())
+    c = cloak.privacy_subset(100, 8, cpu)
+    assert c is not None and not torch.equal(a, c)
+    other = AttrCloak(privacy_fraction=0.25, privacy_seed=4).privacy_subset(100, 7, cpu)
+    assert other is not None and not torch.equal(a, other)
+    assert AttrCloak().privacy_subset(100, 7, cpu) is None
+    tiny = AttrCloak(privacy_fraction=0.001).privacy_subset(100, 0, cpu)
+    assert tiny is not None and tiny.numel() == 2  # a class statistic needs two users
+    for bad in (0.0, -0.5, 1.5, float("nan"), True):
+        with pytest.raises(ValueError, match="privacy_fraction"):
+            AttrCloak(privacy_fraction=bad)
+
+
+def test_privacy_subset_restricts_what_the_privacy_loss_sees(trained: Path, tmp_path: Path) -> None:
+    """Each step's MI bound is computed on that step's users only (their rows and codes)."""
+    seen: list[tuple[int, int]] = []
+
+    class Spy(AttrCloak):
+        def privacy_loss(self, representation: torch.Tensor) -> Any:
+            seen.append((representation.shape[0], next(iter(self._codes.values())).shape[0]))
+            return super().privacy_loss(representation)
+
+    task = load(trained)
+    n = task.representation().shape[0]
+    cloak = Spy(checkpoint=str(trained), lr=0.01, privacy_fraction=0.5)
+    bare_trainer(tmp_path, max_epochs=2, callbacks=[cloak]).fit(task, df_data(trained))
+    k = round(0.5 * n)
+    assert seen and all(rows == codes == k for rows, codes in seen)
+    assert next(iter(cloak._codes.values())).shape[0] == n  # the full codes come back
+
+
 class RecordWeights(pl.Callback):
     """Writes every rank's alpha_u history to a JSON file (for the DDP test)."""
 
@@ -208,11 +246,15 @@ class RecordWeights(pl.Callback):
 
 
 @pytest.mark.ddp
-def test_df_unlearning_is_identical_on_one_and_two_processes(trained: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("fraction", [1.0, 0.5])
+def test_df_unlearning_is_identical_on_one_and_two_processes(
+    trained: Path, tmp_path: Path, fraction: float
+) -> None:
+    """Also with per-step privacy subsets: every rank draws the same users at every step."""
     results = {}
     for devices in (1, 2):
         task = load(trained)
-        cloak = AttrCloak(checkpoint=str(trained), lr=0.01)
+        cloak = AttrCloak(checkpoint=str(trained), lr=0.01, privacy_fraction=fraction)
         rec = RecordWeights(cloak, str(tmp_path / f"w{devices}"))
         kwargs: dict[str, Any] = {"devices": devices}
         if devices > 1:

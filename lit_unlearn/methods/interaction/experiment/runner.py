@@ -17,6 +17,7 @@ import torch
 from lightning.pytorch.callbacks import Timer
 
 from lit_unlearn.datamodules.forgetting_data import ForgettingData
+from lit_unlearn.fingerprint import FINGERPRINT_KEY, make_fingerprint
 from lit_unlearn.methods.interaction.alteraser import AltEraser
 from lit_unlearn.methods.interaction.experiment.aggregate import aggregate, merge
 from lit_unlearn.methods.interaction.experiment.config import (
@@ -122,10 +123,16 @@ def _original(
     seconds, epochs, device = _fit(task, data, stop, config.max_epochs)
     trained = _Trained(task, seconds, epochs, environment(device, command))
     if store is not None:
-        return trained, store.save_original(seed, task, seconds, epochs, trained.env)
+        return trained, store.save_original(
+            seed, task, seconds, epochs, trained.env, make_fingerprint(task.model, data)
+        )
     path = workdir / f"original_seed{seed}.ckpt"
-    # The weights are all the unlearners need (UnlearningCallback reads "state_dict").
-    torch.save({"state_dict": task.state_dict()}, path)
+    # The weights are all the unlearners need (UnlearningCallback reads "state_dict"); the
+    # fingerprint lets them check it is the model of their data.
+    torch.save(
+        {"state_dict": task.state_dict(), FINGERPRINT_KEY: make_fingerprint(task.model, data)},
+        path,
+    )
     return trained, path
 
 

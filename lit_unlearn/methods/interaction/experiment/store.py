@@ -38,6 +38,7 @@ from torch import Tensor
 
 from lit_unlearn.datamodules.forgetting_data import ForgettingData
 from lit_unlearn.datamodules.index import UserIndex
+from lit_unlearn.fingerprint import FINGERPRINT_KEY
 from lit_unlearn.methods.interaction.experiment.config import ExperimentConfig
 from lit_unlearn.methods.interaction.metrics import ForgettingEvaluation
 from lit_unlearn.tasks import RecommenderTask
@@ -252,11 +253,19 @@ class RunStore:
 
     # ------------------------------------------------------------------ original model
     def save_original(
-        self, seed: int, task: RecommenderTask, seconds: float, epochs: int, env: Mapping[str, Any]
+        self,
+        seed: int,
+        task: RecommenderTask,
+        seconds: float,
+        epochs: int,
+        env: Mapping[str, Any],
+        fingerprint: Mapping[str, Any] | None = None,
     ) -> Path:
-        """The Original model with its time, epochs and environment (what its row needs)."""
+        """The Original model with its time, epochs and environment (what its row needs), and
+        the data/model fingerprint the unlearners check it against."""
         path = self.original(seed)
         state = {
+            **({FINGERPRINT_KEY: dict(fingerprint)} if fingerprint is not None else {}),
             # The weights are all the unlearners need (UnlearningCallback reads "state_dict").
             "state_dict": task.state_dict(),
             "seconds": seconds,
