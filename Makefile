@@ -9,7 +9,7 @@ PYTEST_ARGS ?=
 export WANDB_MODE ?= offline
 export PYTHONHASHSEED := 0
 
-.PHONY: venv demo test test-fast lint typecheck bench attrcloak-table alteraser-table alteraser-sparse-tables class-unlearning-tables clean
+.PHONY: venv demo test test-fast lint typecheck bench attrcloak-table attrcloak-leakage-table alteraser-table alteraser-sparse-tables class-unlearning-tables clean
 
 $(BIN)/.installed: setup.cfg pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -51,6 +51,11 @@ attrcloak-table: venv
 	$(BIN)/lit-unlearn fit --config configs/experiment/ml100k_ncf.yaml --trainer.enable_progress_bar=false
 	$(BIN)/python -m lit_unlearn.methods.attribute.experiment \
 		--config configs/experiment/attribute/attrcloak_ml100k_table.yaml
+
+attrcloak-leakage-table: venv
+	$(BIN)/lit-unlearn fit --config configs/experiment/ml100k_ncf.yaml --trainer.enable_progress_bar=false
+	OMP_NUM_THREADS=1 $(BIN)/python -m lit_unlearn.methods.attribute.experiment \
+		--config configs/experiment/attribute/attrcloak_ml100k_leakage_table.yaml
 
 # AltEraser Tables 3-5 on ML-100K, both scenarios, 5 repetitions each (~20 minutes on 2 cores);
 # every row and hyperparameter is in the experiment YAML and the method configs it names.

@@ -41,7 +41,26 @@ def main(args: list[str] | None = None) -> None:
 
         print(f"lit-unlearn {__version__}")
         return
+    _show_data_summaries()
     build_cli(args)
+
+
+def _show_data_summaries() -> None:
+    """Print what loading kept and dropped (``lit_unlearn.datamodules`` INFO) on the console.
+
+    Python shows only warnings by default; the loaders log a summary of every load (rows read,
+    rows and users dropped and why) at INFO, which a user of the command line should see. A
+    handler already configured by the caller (an application embedding the CLI) is left alone.
+    """
+    import logging
+
+    log = logging.getLogger("lit_unlearn.datamodules")
+    if log.level == logging.NOTSET:
+        log.setLevel(logging.INFO)
+    if not log.handlers and not logging.getLogger().handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(name)s: %(message)s"))
+        log.addHandler(handler)
 
 
 if __name__ == "__main__":

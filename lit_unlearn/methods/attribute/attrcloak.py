@@ -49,7 +49,7 @@ class AttrCloak(AttributeUnlearning):
         privacy_fraction: Share of users the MI bound sees per step (fresh random subset);
             ``1.0`` = the paper (whole population), ``< 1`` the robust variant that does not
             invert the attribute for held-out users (see :class:`AttributeUnlearning`).
-        privacy_seed: Seed of the per-step subsets.
+        privacy_seed: Seed of the per-step subsets (``None``: the run's seed).
     """
 
     def __init__(
@@ -68,7 +68,7 @@ class AttrCloak(AttributeUnlearning):
         precision: Literal["float64", "float32"] = "float64",
         target: Target = "parameters",
         privacy_fraction: float = 1.0,
-        privacy_seed: int = 0,
+        privacy_seed: int | None = None,
     ) -> None:
         if precision not in ("float64", "float32"):
             raise ValueError(f"precision must be 'float64' or 'float32', got {precision!r}")

@@ -62,7 +62,8 @@ class AttributeUnlearning(UnlearningCallback[RepresentationTask]):
             random subset each step, :meth:`privacy_subset`). ``1.0`` is the paper: the whole
             population every step, which matches its class statistics exactly and inverts the
             attribute for held-out users (issue 23); ``< 1`` is the robust variant.
-        privacy_seed: Seed of the per-step subsets.
+        privacy_seed: Seed of the per-step subsets (``None``: the run's seed, i.e.
+            ``torch.initial_seed()`` after ``seed_everything``, the same on every rank).
     """
 
     def __init__(
@@ -76,7 +77,7 @@ class AttributeUnlearning(UnlearningCallback[RepresentationTask]):
         optimizer: Literal["adam", "sgd"] = "adam",
         target: Target = "parameters",
         privacy_fraction: float = 1.0,
-        privacy_seed: int = 0,
+        privacy_seed: int | None = None,
     ) -> None:
         super().__init__(checkpoint=checkpoint, lr=lr, optimizer=optimizer)
         if (
@@ -86,7 +87,9 @@ class AttributeUnlearning(UnlearningCallback[RepresentationTask]):
         ):
             raise ValueError(f"privacy_fraction must be in (0, 1], got {privacy_fraction!r}")
         self.privacy_fraction = float(privacy_fraction)
-        self.privacy_seed = int(privacy_seed)
+        self.privacy_seed = privacy_seed
+        # Resolved in setup: the configured seed, else the run's (seed_everything) seed.
+        self._subset_seed = 0 if privacy_seed is None else int(privacy_seed)
         if target not in ("parameters", "representation"):
             raise ValueError(f"target must be 'parameters' or 'representation', got {target!r}")
         self.target = target
@@ -154,6 +157,8 @@ class AttributeUnlearning(UnlearningCallback[RepresentationTask]):
         super().setup(trainer, pl_module, stage)
         if stage != "fit":
             return
+        if self.privacy_seed is None:
+            self._subset_seed = torch.initial_seed() % (2**31)
         dm: AttributeData = require_data(
             getattr(trainer, "datamodule", None), AttributeData, type(self).__name__
         )
@@ -261,7 +266,7 @@ class AttributeUnlearning(UnlearningCallback[RepresentationTask]):
         inverts"): once the in-sample class means are equal, each held-out part's class means
         are the negative of the rest's, and an attacker trained on one part anti-learns on the
         other. A fresh random subset per step never lets one fixed set of moments be matched
-        exactly. The draw depends only on ``(privacy_seed, step)``: identical on every DDP rank
+        exactly. The draw depends only on ``(seed, step)``: identical on every DDP rank
         (the representation and codes are the full population on each) and after a resume.
 
         Args:
@@ -275,7 +280,7 @@ class AttributeUnlearning(UnlearningCallback[RepresentationTask]):
         if self.privacy_fraction >= 1.0:
             return None
         k = min(num_users, max(2, round(self.privacy_fraction * num_users)))
-        gen = torch.Generator().manual_seed(self.privacy_seed * 1_000_003 + int(step))
+        gen = torch.Generator().manual_seed(self._subset_seed * 1_000_003 + int(step))
         return torch.randperm(num_users, generator=gen)[:k].sort().values.to(device)
 
     @contextmanager

@@ -27,6 +27,8 @@ class _FixedWeightBaseline(AttributeUnlearning):
         regularization_weight: float = 1.0,
         lr: float = 1e-3,
         reg_reduction: Literal["sum", "mean"] = "mean",
+        privacy_fraction: float = 1.0,
+        privacy_seed: int | None = None,
     ) -> None:
         # Named here: FixedWeights would only say "weights[0]".
         check_non_negative("distinguishability_weight", distinguishability_weight)
@@ -41,6 +43,8 @@ class _FixedWeightBaseline(AttributeUnlearning):
             combiner=combiner,
             lr=lr,
             reg_reduction=reg_reduction,
+            privacy_fraction=privacy_fraction,
+            privacy_seed=privacy_seed,
         )
 
     def _average(self, per_attribute: dict[str, Tensor]) -> Tensor:
@@ -61,6 +65,9 @@ class U2UR(_FixedWeightBaseline):
         num_pairs: Cross-class user pairs sampled per attribute and step; ``None`` uses the
             exact mean over all cross-class pairs (O(N d) from per-class sums).
         seed: Seed of the pair sampling.
+        privacy_fraction: Share of users the U2U loss sees per step (fresh random subset;
+            ``1.0`` = the paper; see :class:`AttributeUnlearning`).
+        privacy_seed: Seed of the per-step subsets (``None``: the run's seed).
     """
 
     def __init__(
@@ -74,6 +81,8 @@ class U2UR(_FixedWeightBaseline):
         reg_reduction: Literal["sum", "mean"] = "mean",
         num_pairs: int | None = None,
         seed: int = 0,
+        privacy_fraction: float = 1.0,
+        privacy_seed: int | None = None,
     ) -> None:
         super().__init__(
             checkpoint,
@@ -83,6 +92,8 @@ class U2UR(_FixedWeightBaseline):
             regularization_weight,
             lr,
             reg_reduction,
+            privacy_fraction,
+            privacy_seed,
         )
         if num_pairs is not None and num_pairs < 1:
             raise ValueError(f"num_pairs must be >= 1, got {num_pairs}")
@@ -136,6 +147,9 @@ class D2DR(_FixedWeightBaseline):
         lr: Adam learning rate over user-side parameters.
         reg_reduction: Reduction of the L2 regularisation.
         kernel: ``mean`` (distance of class means) or ``mmd`` (Gaussian-kernel MMD).
+        privacy_fraction: Share of users the D2D loss sees per step (fresh random subset;
+            ``1.0`` = the paper; see :class:`AttributeUnlearning`).
+        privacy_seed: Seed of the per-step subsets (``None``: the run's seed).
     """
 
     def __init__(
@@ -148,6 +162,8 @@ class D2DR(_FixedWeightBaseline):
         lr: float = 1e-3,
         reg_reduction: Literal["sum", "mean"] = "mean",
         kernel: Literal["mean", "mmd"] = "mean",
+        privacy_fraction: float = 1.0,
+        privacy_seed: int | None = None,
     ) -> None:
         super().__init__(
             checkpoint,
@@ -157,6 +173,8 @@ class D2DR(_FixedWeightBaseline):
             regularization_weight,
             lr,
             reg_reduction,
+            privacy_fraction,
+            privacy_seed,
         )
         self.kernel = kernel
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -9,8 +10,9 @@ import pandas as pd
 import pytest
 import yaml
 
+from lit_unlearn.attacks.export import load_exported
 from lit_unlearn.methods.attribute import D2DR, U2UR, AttrCloak
-from lit_unlearn.methods.attribute.experiment import TableConfigError, load_table
+from lit_unlearn.methods.attribute.experiment import LeakageSpec, TableConfigError, load_table
 from lit_unlearn.methods.attribute.experiment.__main__ import main, parse_args, table_from_args
 from lit_unlearn.optim import MGDA, FixedWeights
 from tests.conftest import CONFIGS, REPO
@@ -89,6 +91,9 @@ def test_comparison_table_on_synthetic(tmp_path: Path, monkeypatch: pytest.Monke
             "data_free": ["--data.init_args.batch_size=1000000"],
         },
         overrides=["--data.init_args.source.init_args.num_users=200"],
+        # the leakage audit, small: two cheap attackers, both protocols, a 1-permutation null
+        leakage_attackers=["logreg", "knn"],
+        permutations=1,
     )
     main(
         [
@@ -122,6 +127,37 @@ def test_comparison_table_on_synthetic(tmp_path: Path, monkeypatch: pytest.Monke
     assert (out / "fig4_AttrCloak-DF_gender.png").stat().st_size > 1000
     assert any((out / "wandb").glob("offline-run-*"))
     assert not (tmp_path / "not_used" / "privacy.csv").exists()  # --out wins over the YAML
+    # the leakage audit of every (row, seed), Original included: 3 attributes x 2 x 2
+    leakage = pd.read_csv(out / "leakage.csv")
+    assert len(leakage) == len(utility) * 3 * 2 * 2
+    assert set(leakage["protocol"]) == {"shadow", "kfold"}
+    assert set(leakage["attacker"]) == {"logreg", "knn"}
+    assert (leakage["n_permutations"] == 1).all() and leakage["leakage"].between(0, 1).all()
+    kfold = leakage[leakage.protocol == "kfold"]
+    assert (kfold["n_users"] == 200).all()  # every labelled user, predicted once
+    cells = pd.read_csv(out / "leakage_cells.csv")
+    assert len(cells) == 12 * 3 * 2 * 2 and set(cells["seeds"]) == {2}
+    methods_csv = pd.read_csv(out / "leakage_methods.csv")
+    assert list(methods_csv["method"])[:6] == methods
+    assert methods_csv.loc[0, "sampled/ndcg@10_change_pct"] == 0.0  # the Original itself
+    report = (out / "leakage.md").read_text()
+    assert "attackers logreg, knn" in report and "1 label permutation" in report
+    assert "seeds [0, 1]" in report and "split `leave_one_out` on 200 users" in report
+    assert "`sampled` (the test item against 50 sampled negatives)" in report
+    # provenance in every results file
+    for frame in (privacy, utility, leakage, methods_csv):
+        assert {"torch", "threads", "device", "python", "git_commit", "date"} <= set(frame.columns)
+    assert (utility["threads"] == 1).all()  # tests/conftest.py sets one torch thread
+    for name in ("comparison.md", "leakage.md"):
+        assert "## Provenance" in (out / name).read_text()
+    # every run appended as it finished, its representation exported with raw user ids
+    lines = (out / "rows.jsonl").read_text().splitlines()
+    assert len(lines) == len(utility)
+    users = load_exported(out / "exports/seed1/AttrCloak-DF.npz", out / "exports/attributes.csv")
+    assert users.representations.shape[0] == 200 and users.shadow is not None
+    assert set(users.codes) == {"gender", "age", "occupation"}
+    meta = json.loads((out / "exports/seed1/AttrCloak-DF.json").read_text())
+    assert meta["provenance"]["threads"] == 1
 
 
 def test_shipped_table_describes_the_committed_comparison(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -176,6 +212,15 @@ def test_shipped_table_describes_the_committed_comparison(monkeypatch: pytest.Mo
         assert (row.mode, row.epochs, cb.lr, cb.precision) == ("data_free", 200, 0.015, "float32")
         assert cb.combiner.fixed_weights == pytest.approx([alpha, 1 - alpha], abs=1e-15)
     assert len(callbacks) == len(spec.rows) == 12
+    # issue 23: every (row, seed) is audited by four attackers, both protocols, a 5-perm null
+    assert spec.leakage == LeakageSpec(
+        attackers=("logreg", "mlp", "xgboost", "knn"),
+        protocols=("shadow", "kfold"),
+        permutations=5,
+        folds=5,
+        attacker_args={"xgboost": {"n_jobs": 1}},
+    )
+    assert spec.export
 
 
 @pytest.mark.parametrize(
@@ -202,6 +247,21 @@ def test_shipped_table_describes_the_committed_comparison(monkeypatch: pytest.Mo
         (lambda t: t.update(model="configs/model/nope.yaml"), "unknown model config"),
         (lambda t: t.update(mode_overrides={"online": []}), "mode_overrides"),
         (lambda t: t.update(epochs=3), "unknown keys ['epochs']"),
+        (lambda t: t.update(leakage_attackers=["svm"]), "leakage_attackers: unknown ['svm']"),
+        (lambda t: t.update(leakage_attackers="logreg"), "must be a list of names"),
+        (lambda t: t.update(leakage_protocols=["holdout"]), "unknown ['holdout']"),
+        (lambda t: t.update(leakage_protocols=[]), "leakage_protocols must not be empty"),
+        (lambda t: t.update(permutations=-1), "permutations must be an integer >= 0"),
+        (lambda t: t.update(leakage_folds=1), "leakage_folds must be an integer >= 2"),
+        (
+            lambda t: t.update(leakage_attackers=["logreg"], leakage_attacker_args={"mlp": {}}),
+            "leakage_attacker_args for ['mlp']",
+        ),
+        (
+            lambda t: t.update(leakage_attacker_args={"knn": {"ks": []}}),
+            "leakage attacker 'knn'",
+        ),
+        (lambda t: t.update(export="yes"), "export must be true or false"),
     ],
 )
 def test_bad_table_configs_name_the_problem(tmp_path: Path, change: Any, message: str) -> None:

@@ -3,6 +3,9 @@
 Every method hyperparameter comes from the table YAML and the method configs it names (see
 :mod:`.config`); the flags here only choose how much of it to run and where the report goes.
 
+Each finished (row, seed) is appended to ``<out>/rows.jsonl`` at once; run the same command again
+after a kill and it skips what is there (``--fresh`` starts over). See :mod:`.store`.
+
 Usage::
 
     python -m lit_unlearn.methods.attribute.experiment \\
@@ -49,6 +52,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--override=--data.init_args.seed=1",
     )
     p.add_argument("--wandb", action="store_true", help="log the report to W&B as well")
+    p.add_argument(
+        "--fresh",
+        action="store_true",
+        help="forget <out>/rows.jsonl (and a trained <out>/original.ckpt) instead of resuming",
+    )
     args = p.parse_args(argv)
     if args.repeats is not None and args.repeats < 1:
         p.error(f"--repeats must be >= 1, got {args.repeats}")
@@ -93,8 +101,10 @@ def main(argv: Sequence[str] | None = None) -> list[RowResult]:
         spec = table_from_args(args)
     except TableConfigError as err:
         raise SystemExit(f"error: {err}") from err
-    run = run_table(spec, only=args.rows)
-    print(write_tables(run.rows, spec.out), flush=True)
+    run = run_table(spec, only=args.rows, fresh=args.fresh)
+    if run.resumed:
+        print(f"{run.resumed} (row, seed) result(s) read back from {spec.out / 'rows.jsonl'}")
+    print(write_tables(run.rows, spec.out, run.context), flush=True)
     attributes = spec.attributes or run.data.user_attributes.names
     plot_distributions(run.representations, run.data, spec.out, attributes)
     if args.wandb:

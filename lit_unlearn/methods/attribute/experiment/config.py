@@ -23,6 +23,14 @@ Schema (paths relative to the working directory)::
     mode_overrides:                       # CLI overrides of every row in that data mode
       data_dependent: [--data.init_args.batch_size=1000000]
       data_free: [--data.init_args.batch_size=1000000]
+    # the flip-aware leakage audit of every (row, seed), Original included
+    # (lit_unlearn.attacks.leakage); leakage_attackers: [] turns it off
+    leakage_attackers: [logreg, mlp, xgboost, knn]
+    leakage_protocols: [shadow, kfold]
+    permutations: 5                       # label permutations of the null floor (0: none)
+    leakage_folds: 5                      # folds of the kfold protocol
+    leakage_attacker_args: {xgboost: {n_jobs: 1}}   # constructor arguments per attacker
+    export: true                          # write each run's representations under out/exports
     rows:
       - name: AttrCloak-DF                # the display name, unique
         method: configs/method/attribute/attrcloak_df.yaml
@@ -42,12 +50,15 @@ from typing import Any, Literal, cast
 
 import yaml
 
+from lit_unlearn.attacks.audit import ATTACKERS, make_attacker
+from lit_unlearn.attacks.leakage import DEFAULT_ATTACKERS, PROTOCOLS
 from lit_unlearn.methods.attribute.base import AttributeUnlearning
 from lit_unlearn.runs import build_callbacks, import_object, merge_init_args
 
 __all__ = [
     "DATA_MODES",
     "DataMode",
+    "LeakageSpec",
     "RowSpec",
     "TableConfigError",
     "TableSpec",
@@ -77,7 +88,16 @@ _TABLE_KEYS = {
     "wandb_project",
     "mode_overrides",
     "rows",
+    "leakage_attackers",
+    "leakage_protocols",
+    "permutations",
+    "leakage_folds",
+    "leakage_attacker_args",
+    "export",
 }
+#: Constructor arguments the leakage audit gives its attackers unless the table says otherwise:
+#: one XGBoost thread, so the audit neither depends on nor competes for the machine's cores.
+DEFAULT_LEAKAGE_ATTACKER_ARGS: dict[str, dict[str, Any]] = {"xgboost": {"n_jobs": 1}}
 _ROW_KEYS = {"name", "method", "mode", "epochs", "init_args", "overrides"}
 
 
@@ -121,6 +141,34 @@ class RowSpec:
 
 
 @dataclass(frozen=True)
+class LeakageSpec:
+    """The flip-aware leakage audit of every (row, seed) (:func:`~lit_unlearn.attacks.leakage.
+    audit_leakage`): which attackers, under which protocols, with how large a permutation null.
+
+    Attributes:
+        attackers: Attacker names (:data:`~lit_unlearn.attacks.audit.ATTACKERS`); empty: no
+            leakage audit.
+        protocols: ``shadow`` and/or ``kfold``.
+        permutations: Label permutations of the null floor (``null_leakage_p95``); 0: none.
+        folds: Folds of the ``kfold`` protocol.
+        attacker_args: Constructor arguments per attacker name.
+    """
+
+    attackers: tuple[str, ...] = DEFAULT_ATTACKERS
+    protocols: tuple[str, ...] = PROTOCOLS
+    permutations: int = 5
+    folds: int = 5
+    attacker_args: dict[str, dict[str, Any]] = field(
+        default_factory=lambda: copy.deepcopy(DEFAULT_LEAKAGE_ATTACKER_ARGS)
+    )
+
+    @property
+    def enabled(self) -> bool:
+        """Whether any attacker runs."""
+        return bool(self.attackers)
+
+
+@dataclass(frozen=True)
 class TableSpec:
     """The whole comparison: the stack, the original model, the seeds and the rows."""
 
@@ -137,6 +185,8 @@ class TableSpec:
     out: Path = Path("runs/attribute_unlearning")
     wandb_project: str = "lit_unlearn"
     mode_overrides: dict[DataMode, tuple[str, ...]] = field(default_factory=dict)
+    leakage: LeakageSpec = field(default_factory=LeakageSpec)
+    export: bool = True
 
     @property
     def configs(self) -> list[str]:
@@ -229,6 +279,66 @@ def _method_callback(path: Path, where: str) -> tuple[dict[str, Any], int | None
     return copy.deepcopy(found[0]), epochs if isinstance(epochs, int) else None
 
 
+def _names(value: Any, allowed: Sequence[str], where: str, empty: bool) -> tuple[str, ...]:
+    if isinstance(value, str) or not isinstance(value, Sequence):
+        raise TableConfigError(
+            f"{where} must be a list of names from {list(allowed)}, got {value!r}"
+        )
+    names = tuple(value)
+    unknown = [n for n in names if n not in allowed]
+    if unknown:
+        raise TableConfigError(f"{where}: unknown {unknown}; choose from {list(allowed)}")
+    if len(set(names)) != len(names):
+        raise TableConfigError(f"{where}: repeated names in {list(names)}")
+    if not names and not empty:
+        raise TableConfigError(f"{where} must not be empty")
+    return names
+
+
+def _leakage(raw: Mapping[str, Any], path: Path) -> LeakageSpec:
+    """The leakage-audit keys of a table YAML; every attacker is built once to check its args."""
+    where = f"{path}: "
+    attackers = _names(
+        raw.get("leakage_attackers", list(DEFAULT_ATTACKERS)),
+        sorted(ATTACKERS),
+        f"{where}leakage_attackers",
+        empty=True,
+    )
+    protocols = _names(
+        raw.get("leakage_protocols", list(PROTOCOLS)),
+        PROTOCOLS,
+        f"{where}leakage_protocols",
+        empty=not attackers,
+    )
+    permutations = raw.get("permutations", 5)
+    if isinstance(permutations, bool) or not isinstance(permutations, int) or permutations < 0:
+        raise TableConfigError(f"{where}permutations must be an integer >= 0, got {permutations!r}")
+    folds = raw.get("leakage_folds", 5)
+    if isinstance(folds, bool) or not isinstance(folds, int) or folds < 2:
+        raise TableConfigError(f"{where}leakage_folds must be an integer >= 2, got {folds!r}")
+    given = raw.get("leakage_attacker_args") or {}
+    if not isinstance(given, dict) or not all(isinstance(v, dict) for v in given.values()):
+        raise TableConfigError(
+            f"{where}leakage_attacker_args maps attacker names to argument mappings, got {given!r}"
+        )
+    stray = sorted(set(given) - set(attackers))
+    if stray:
+        raise TableConfigError(
+            f"{where}leakage_attacker_args for {stray}, not in leakage_attackers {list(attackers)}"
+        )
+    args = {
+        name: {**DEFAULT_LEAKAGE_ATTACKER_ARGS.get(name, {}), **given.get(name, {})}
+        for name in attackers
+        if name in given or name in DEFAULT_LEAKAGE_ATTACKER_ARGS
+    }
+    for name in attackers:  # fail now (bad argument, xgboost missing), not after hours of runs
+        try:
+            make_attacker(name, **args.get(name, {}))
+        except (TypeError, ValueError, ImportError) as err:
+            raise TableConfigError(f"{where}leakage attacker {name!r}: {err}") from err
+    return LeakageSpec(attackers, protocols, permutations, folds, args)
+
+
 def _row(raw: Any, index: int) -> RowSpec:
     where = f"rows[{index}]"
     if not isinstance(raw, dict):
@@ -276,7 +386,8 @@ def load_table(path: str | Path) -> TableSpec:
         TableConfigError: Unknown keys, a missing stack or method config file, a row without
             a name, repeated row names, a data mode other than ``data_dependent`` /
             ``data_free``, a callback that is not an attribute-unlearning method or does not
-            accept its ``init_args``, or a non-positive ``repeats``/``epochs``.
+            accept its ``init_args``, a non-positive ``repeats``/``epochs``, or a leakage
+            attacker or protocol that does not exist (or whose arguments it refuses).
     """
     path = Path(path)
     if not path.is_file():
@@ -323,6 +434,9 @@ def load_table(path: str | Path) -> TableSpec:
     seed = raw.get("seed", 0)
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise TableConfigError(f"{path}: seed must be an integer, got {seed!r}")
+    export = raw.get("export", True)
+    if not isinstance(export, bool):
+        raise TableConfigError(f"{path}: export must be true or false, got {export!r}")
     return TableSpec(
         trainer=_existing(raw.get("trainer"), f"{path}: trainer", "trainer config"),
         data=_existing(raw.get("data"), f"{path}: data", "data config"),
@@ -338,4 +452,6 @@ def load_table(path: str | Path) -> TableSpec:
         out=Path(raw.get("out", "runs/attribute_unlearning")),
         wandb_project=str(raw.get("wandb_project", "lit_unlearn")),
         mode_overrides=mode_overrides,
+        leakage=_leakage(raw, path),
+        export=export,
     )

@@ -1,43 +1,26 @@
-"""What a timing was measured on: torch, threads, device, machine (no host name), command."""
+"""What a timing was measured on: torch, threads, device, machine (no host name), command.
+
+:func:`machine_text` and :func:`device_text` live in :mod:`lit_unlearn.reporting.provenance`
+(which also records Python, git commit, host name and date for the attribute table).
+"""
 
 from __future__ import annotations
 
-import os
-import platform
 import shlex
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 
 import torch
+
+# Shared with the other runners (lit_unlearn.reporting.provenance); re-exported here so the
+# old imports keep working.
+from lit_unlearn.reporting.provenance import device_text, machine_text
 
 __all__ = ["PROVENANCE", "command_line", "device_text", "environment", "machine_text"]
 
 #: Columns every result row carries (string or int, never averaged).
 PROVENANCE = ("torch", "threads", "device", "machine", "command")
 _PROGRAM = "python -m lit_unlearn.methods.interaction.experiment"
-
-
-def machine_text() -> str:
-    """CPU model, logical CPUs, OS and architecture; never the host name."""
-    model = ""
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.is_file():
-        for line in cpuinfo.read_text(errors="replace").splitlines():
-            key, _, value = line.partition(":")
-            if key.strip() == "model name" and value.strip():
-                model = value.strip()
-                break
-    model = model or platform.processor() or platform.machine() or "unknown CPU"
-    return f"{model}, {os.cpu_count()} logical CPUs, {platform.system()} {platform.machine()}"
-
-
-def device_text(device: torch.device | str) -> str:
-    """``cpu``, or ``cuda:0 (NVIDIA H200)`` with the accelerator's name."""
-    device = torch.device(device)
-    if device.type == "cuda" and torch.cuda.is_available():
-        return f"{device} ({torch.cuda.get_device_name(device)})"
-    return str(device)
 
 
 def command_line(argv: Sequence[str] | None = None) -> str:
