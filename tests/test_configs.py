@@ -199,7 +199,13 @@ def test_method_configs_are_all_found() -> None:
         "attribute/u2u_r.yaml",
         "interaction/retrain.yaml",
     } <= set(config_names("method"))
-    assert ATTRIBUTE_EXPERIMENTS == ["attrcloak_ml100k_dd.yaml", "attrcloak_ml100k_df.yaml"]
+    assert ATTRIBUTE_EXPERIMENTS == [
+        "attrcloak_ml100k_dd.yaml",
+        "attrcloak_ml100k_dd_robust.yaml",
+        "attrcloak_ml100k_df.yaml",
+        "attrcloak_ml100k_df_robust.yaml",
+        "erasure_ml100k.yaml",
+    ]
 
 
 @pytest.mark.parametrize(

@@ -8,7 +8,13 @@ so configs say ``class_path: lit_unlearn.callbacks.AttrCloak`` whatever the file
 from lit_unlearn.attacks.callback import AttributeAudit
 from lit_unlearn.attacks.class_audit import ClassAudit
 from lit_unlearn.divergence import DivergenceGuard
-from lit_unlearn.methods.attribute import D2DR, U2UR, AttrCloak, AttributeUnlearning
+from lit_unlearn.methods.attribute import (
+    D2DR,
+    U2UR,
+    AttrCloak,
+    AttributeUnlearning,
+    CalibratedErasure,
+)
 from lit_unlearn.methods.class_unlearning import DSDA, GKT, SSD, UNSIR, FineTune
 from lit_unlearn.methods.federated.audit import EmbeddingAttack, GradientInversionAudit
 from lit_unlearn.methods.interaction import AltEraser, RelativeEarlyStopping, WarmStart
@@ -25,6 +31,7 @@ __all__ = [
     "AttrCloak",
     "AttributeAudit",
     "AttributeUnlearning",
+    "CalibratedErasure",
     "ClassAudit",
     "DivergenceGuard",
     "EmbeddingAttack",

@@ -5,15 +5,18 @@ Math (plain torch, no Lightning):
 * :mod:`.gaussian_mi`: AttrCloak's Gaussian upper bound on I(representation; attribute)
   (Eq. 12-19), with DDP-reducible sufficient statistics;
 * :mod:`.distinguishability`: the U2U / D2D losses of Li et al. (ACM MM 2023);
-* :mod:`.retention`: the data-free retention loss (Eq. 21).
+* :mod:`.retention`: the data-free retention loss (Eq. 21);
+* :mod:`.calibrated`: null-calibrated discriminant erasure (issue 23: removes without inverting).
 
 Glue (Lightning callbacks): :mod:`.base` (the privacy-vs-retention step shared by all three),
-:mod:`.attrcloak` (AttrCloak, MGDA-balanced), :mod:`.baselines` (U2U-R, D2D-R).
+:mod:`.attrcloak` (AttrCloak, MGDA-balanced), :mod:`.baselines` (U2U-R, D2D-R),
+:mod:`.erasure` (CalibratedErasure, one shot).
 The comparison table (Tables IV-VI, Fig. 4-5): :mod:`.experiment`.
 """
 
 from lit_unlearn.methods.attribute.attrcloak import AttrCloak
 from lit_unlearn.methods.attribute.base import AttributeUnlearning
 from lit_unlearn.methods.attribute.baselines import D2DR, U2UR
+from lit_unlearn.methods.attribute.erasure import CalibratedErasure
 
-__all__ = ["D2DR", "U2UR", "AttrCloak", "AttributeUnlearning"]
+__all__ = ["D2DR", "U2UR", "AttrCloak", "AttributeUnlearning", "CalibratedErasure"]

@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from lit_unlearn.attacks.export import load_exported
-from lit_unlearn.methods.attribute import D2DR, U2UR, AttrCloak
+from lit_unlearn.methods.attribute import D2DR, U2UR, AttrCloak, CalibratedErasure
 from lit_unlearn.methods.attribute.experiment import LeakageSpec, TableConfigError, load_table
 from lit_unlearn.methods.attribute.experiment.__main__ import main, parse_args, table_from_args
 from lit_unlearn.optim import MGDA, FixedWeights
@@ -19,6 +19,7 @@ from tests.conftest import CONFIGS, REPO
 
 METHODS = CONFIGS / "method" / "attribute"
 SHIPPED = CONFIGS / "experiment" / "attribute" / "attrcloak_ml100k_table.yaml"
+LEAKAGE_TABLE = CONFIGS / "experiment" / "attribute" / "attrcloak_ml100k_leakage_table.yaml"
 
 
 def _row(name: str, method: str, mode: str, **extra: Any) -> dict[str, Any]:
@@ -212,15 +213,37 @@ def test_shipped_table_describes_the_committed_comparison(monkeypatch: pytest.Mo
         assert (row.mode, row.epochs, cb.lr, cb.precision) == ("data_free", 200, 0.015, "float32")
         assert cb.combiner.fixed_weights == pytest.approx([alpha, 1 - alpha], abs=1e-15)
     assert len(callbacks) == len(spec.rows) == 12
-    # issue 23: every (row, seed) is audited by four attackers, both protocols, a 5-perm null
-    assert spec.leakage == LeakageSpec(
+    # the leakage audit of these methods is the leakage table's (below): off in this 12-row table
+    assert spec.leakage.attackers == () and spec.export
+
+
+def test_shipped_leakage_table_audits_paper_shipped_and_robust_rows(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Issue 23's table: four attackers, both protocols, a 5-permutation null; the paper rows,
+    the shipped configs' rows and the robust rows (privacy term on 30% of users per step)."""
+    monkeypatch.chdir(REPO)
+    spec = load_table(LEAKAGE_TABLE)
+    assert spec.repeats == 3 and spec.leakage == LeakageSpec(
         attackers=("logreg", "mlp", "xgboost", "knn"),
         protocols=("shadow", "kfold"),
         permutations=5,
         folds=5,
         attacker_args={"xgboost": {"n_jobs": 1}},
     )
-    assert spec.export
+    callbacks = {row.name: (row, row.build(None, None)) for row in spec.rows}
+    for name in (
+        "AttrCloak-DD robust (30% users per step)",
+        "AttrCloak-DF robust (30% users per step)",
+    ):
+        _, cb = callbacks[name]
+        assert isinstance(cb, AttrCloak) and cb.privacy_fraction == 0.3
+        assert cb.target == "parameters" and cb.privacy_seed is None  # the run's seed
+    paper = [n for n, (_, cb) in callbacks.items() if getattr(cb, "privacy_fraction", 1.0) == 1.0]
+    assert {"AttrCloak-DF", "AttrCloak-DD on the representation", "U2U-R", "D2D-R"} <= set(paper)
+    assert len(callbacks) == 10
+    assert isinstance(callbacks["CalibratedErasure"][1], CalibratedErasure)
+    assert not callbacks["Exact discriminant removal (calibrate false)"][1].calibrate  # type: ignore[attr-defined]
 
 
 @pytest.mark.parametrize(

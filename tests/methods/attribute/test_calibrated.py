@@ -1,0 +1,166 @@
+"""Null-calibrated discriminant erasure: the math (closed form, invariants, inversion) and the
+one-shot callback (writes a shift, never twice, refuses bad input)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from lit_unlearn.attacks.leakage import measure_leakage
+from lit_unlearn.attacks.logreg import LogisticRegressionAttacker
+from lit_unlearn.methods.attribute import CalibratedErasure
+from lit_unlearn.methods.attribute.calibrated import (
+    calibrated_erasure,
+    discriminant_eigen,
+    erase_attributes,
+)
+from tests.methods.attribute.test_unlearning import bare_trainer, df_data, load, trained  # noqa: F401
+
+
+def planted(n: int = 600, d: int = 32, strength: float = 1.0, seed: int = 0):
+    """A binary attribute (35% / 65%) shifting the representation along one direction."""
+    g = torch.Generator().manual_seed(seed)
+    y = (torch.rand(n, generator=g) < 0.35).long()
+    direction = torch.randn(d, generator=g)
+    x = torch.randn(n, d, generator=g) + strength * y[:, None] * direction / direction.norm()
+    return x, y
+
+
+def kfold_auc(x: torch.Tensor, y: torch.Tensor) -> float:
+    r = measure_leakage(LogisticRegressionAttacker(), x, y, 2, protocol="kfold", n_permutations=0)
+    return r.auc
+
+
+def test_moves_only_the_erased_whitened_coordinates() -> None:
+    """W^T B = I and the shift lies in span(B): the complement (I - B W^T) x never changes."""
+    x, y = planted()
+    vals, vecs, chol, _, _ = discriminant_eigen(x.double(), y, 2)
+    assert vals.shape == (1,) and vecs.shape == (32, 1) and float(vals[0]) > 0
+    w = torch.linalg.solve_triangular(chol.T, vecs, upper=True)
+    b = chol @ vecs
+    torch.testing.assert_close(w.T @ b, torch.eye(1, dtype=torch.float64))
+    res = calibrated_erasure(x, y, 2, generator=torch.Generator().manual_seed(0))
+    assert res.rank == 1 and 0 < float(res.shrink[0]) < 1
+    shift = res.shift.double()
+    # (float32 shift: 1e-6)
+    torch.testing.assert_close(shift - shift @ w @ b.T, torch.zeros_like(shift), atol=1e-6, rtol=0)
+    # Every member of a class moves by the same vector (a class shift, not a per-user edit).
+    assert torch.allclose(shift[y == 1], shift[y == 1][0].expand_as(shift[y == 1]), atol=1e-7)
+
+
+def test_shrink_is_one_minus_root_null_ratio_and_calibrate_false_removes_all() -> None:
+    x, y = planted()
+    gen = torch.Generator().manual_seed(1)
+    res = calibrated_erasure(x, y, 2, generator=gen, permutations=20)
+    expect = 1 - (res.null_mean[0] / res.eigenvalues[0]).sqrt()
+    torch.testing.assert_close(res.shrink[0], expect)
+    exact = calibrated_erasure(x, y, 2, generator=torch.Generator().manual_seed(1), calibrate=False)
+    z = (x + exact.shift).double()
+    # Exact removal: the class means along the discriminant direction are equal in-sample.
+    _, vecs, chol, _, _ = discriminant_eigen(x.double(), y, 2)
+    w = torch.linalg.solve_triangular(chol.T, vecs, upper=True)
+    proj = z @ w
+    assert abs(float(proj[y == 1].mean() - proj[y == 0].mean())) < 1e-6
+
+
+def test_calibrated_removal_lands_at_chance_where_exact_removal_inverts() -> None:
+    """The issue's signature on a planted signal: exact in-sample removal ranks held-out users
+    the wrong way round (5-fold logistic regression), the calibrated shrink does not."""
+    for seed in (0, 1, 2):
+        x, y = planted(seed=seed)
+        assert kfold_auc(x, y) > 0.68
+        gen = torch.Generator().manual_seed(seed)
+        exact = calibrated_erasure(x, y, 2, generator=gen, calibrate=False)
+        calibrated = calibrated_erasure(x, y, 2, generator=torch.Generator().manual_seed(seed))
+        assert kfold_auc(x + exact.shift, y) < 0.40
+        assert abs(kfold_auc(x + calibrated.shift, y) - 0.5) < 0.06
+
+
+def test_noise_is_mostly_left_alone() -> None:
+    """Labels independent of the representation: a direction beats the null's 95th percentile
+    about one time in twenty, and then the calibrated shrink is small (the eigenvalue is near
+    the null's mean), so the representation barely moves."""
+    x, _ = planted(strength=0.0)
+    fired = 0
+    for seed in range(10):
+        y = torch.randint(0, 3, (x.shape[0],), generator=torch.Generator().manual_seed(seed))
+        res = calibrated_erasure(x, y, 3, generator=torch.Generator().manual_seed(seed))
+        if res.rank:
+            fired += 1
+            assert float(res.shrink.max()) < 0.35
+            assert float(res.shift.pow(2).sum(1).mean()) < 0.01 * float(x.var(0).sum())
+        else:
+            assert not res.shift.any()
+    assert fired <= 3
+
+
+def test_unlabelled_users_do_not_move_and_attributes_chain() -> None:
+    x, y = planted()
+    codes = y.clone()
+    codes[:50] = -1
+    res = calibrated_erasure(x, codes, 2, generator=torch.Generator().manual_seed(0))
+    assert not res.shift[:50].any() and res.shift[50:].any()
+    g2 = (torch.arange(x.shape[0]) % 3).long()
+    total, per = erase_attributes(
+        x, {"a": codes, "b": g2}, {"a": 2, "b": 3}, generator=torch.Generator().manual_seed(0)
+    )
+    assert set(per) == {"a", "b"} and total.shape == x.shape
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"num_classes": 1}, "at least 2 classes"),
+        ({"permutations": 0}, "permutations"),
+        ({"quantile": 1.0}, "quantile"),
+    ],
+)
+def test_bad_input_is_a_clear_error(kwargs: dict, match: str) -> None:
+    x, y = planted(n=60, d=4)
+    args = {"num_classes": 2, **kwargs}
+    with pytest.raises(ValueError, match=match):
+        calibrated_erasure(x, y, **args)
+
+
+def test_bad_representations_and_classes() -> None:
+    x, y = planted(n=60, d=4)
+    with pytest.raises(ValueError, match="NaN"):
+        calibrated_erasure(x.index_fill(0, torch.tensor([0]), float("nan")), y, 2)
+    with pytest.raises(ValueError, match="two classes"):
+        calibrated_erasure(x, torch.zeros_like(y), 2)  # every user in one class
+    with pytest.raises(ValueError, match="beyond num_classes"):
+        calibrated_erasure(x, y + 1, 2)
+    for bad in ({"permutations": 0}, {"quantile": 0.0}, {"ridge": float("nan")}):
+        with pytest.raises(ValueError):
+            CalibratedErasure(**bad)
+
+
+def test_callback_writes_the_shift_once_and_keeps_items(
+    trained: Path,  # noqa: F811 (the fixture imported above)
+    tmp_path: Path,
+) -> None:
+    """Data-free, one shot: the representation changes by the erasure, items do not, and a
+    second fit of the same callback (as after a resume) does not apply it again."""
+    task = load(trained)
+    before = task.representation().detach().clone()
+    items = [p.detach().clone() for p in task.model.item_parameters()]
+    cb = CalibratedErasure(checkpoint=str(trained), attributes=["gender"], seed=0)
+    bare_trainer(tmp_path, max_epochs=1, callbacks=[cb]).fit(task, df_data(trained))
+    after = task.representation().detach()
+    assert cb.one_shot_done and "gender" in cb.results
+    torch.testing.assert_close(after - before, cb.results["gender"].shift, atol=1e-5, rtol=0)
+    for b, a in zip(items, task.model.item_parameters(), strict=True):
+        assert torch.equal(b, a)
+    summary = cb.summary()["gender"]
+    assert summary["rank"] == cb.results["gender"].rank >= 1
+    # The flag travels in the callback's state (checkpoints): a resumed fit, whose restored
+    # weights already hold the shift, computes and applies nothing.
+    again = CalibratedErasure(checkpoint=str(trained), attributes=["gender"], seed=0)
+    again.load_state_dict(cb.state_dict())
+    assert again.one_shot_done
+    task2 = load(trained)
+    bare_trainer(tmp_path / "again", max_epochs=1, callbacks=[again]).fit(task2, df_data(trained))
+    assert again.results == {}
+    torch.testing.assert_close(task2.representation().detach(), before, atol=0, rtol=0)
