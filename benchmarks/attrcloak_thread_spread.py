@@ -6,7 +6,9 @@ reductions by thread, so the same seed on another thread count sums in another o
 trained model, and its ranking metrics, can differ in more than the last digit. This study trains
 that model once per thread count (same config, same seed), each in a fresh process with
 ``torch.set_num_threads(n)`` and ``OMP_NUM_THREADS=n``, and reports the test-split sampled and full
-HR@10 / NDCG@10 of the last epoch's weights (the ``last.ckpt`` the table unlearns), the spread
+HR@10 / NDCG@10 of the weights in ``last.ckpt`` (the checkpoint the table unlearns; with the
+monitored ModelCheckpoint, Lightning's ``save_last`` copies each new best, so it holds the best
+validation epoch's weights), the spread
 across thread counts, and whether the weights are bit-identical (a hash of the state dict).
 
 The fit is the CLI's own (the config's trainer, validation every 5 epochs, its attribute audit at
@@ -101,6 +103,13 @@ def train_once(config: str, epochs: int, seed: int, overrides: Sequence[str]) ->
         cli.trainer.fit(cli.model, cli.datamodule)
         seconds = time.perf_counter() - t0
         device = str(cli.trainer.strategy.root_device)
+        # The weights the table unlearns: last.ckpt. With a monitored ModelCheckpoint,
+        # Lightning writes last.ckpt as a copy of each new best (save_last), so it holds the
+        # best validation epoch's weights, not the final epoch's (epoch 25 of 30 here).
+        last = Path(tmp) / "checkpoints" / "last.ckpt"
+        if last.is_file():
+            state = torch.load(last, map_location="cpu", weights_only=False)["state_dict"]
+            cli.model.load_state_dict(state)
         metrics = bare_trainer(1, accelerator=device.split(":")[0]).test(
             cli.model, cli.datamodule, verbose=False
         )[0]
@@ -154,7 +163,9 @@ def report(results: Sequence[dict[str, Any]], args: argparse.Namespace) -> str:
         "",
         f"`{args.config}` ({args.epochs} epochs, seed {args.seed}, the CLI's own fit), one fresh "
         "process per run with `torch.set_num_threads(n)` and `OMP_NUM_THREADS=n`; test split, "
-        "last epoch's weights (the `last.ckpt` `make attrcloak-table` unlearns). `sampled`: the "
+        "the weights in `last.ckpt`, which `make attrcloak-table` unlearns (Lightning's `save_last` "
+        "copies each new best of the monitored checkpoint: the best validation epoch, 25 of 30 "
+        "here, not the final epoch). `sampled`: the "
         "test item against 99 sampled negatives, `full`: against every unseen item.",
         "",
         f"Command: `{command}`",

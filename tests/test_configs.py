@@ -167,12 +167,13 @@ def test_ddp_trainer_config(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     "name",
-    # attrcloak_* unlearn a trained checkpoint: covered by the test that trains one first.
+    # attrcloak_* / erasure_* unlearn a trained checkpoint: covered by the test that trains one
+    # first.
     # class_unlearning/*: tests/methods/class_unlearning/test_configs.py (image data stacks).
     [
         name
         for name in config_names("experiment")
-        if not Path(name).name.startswith(("attrcloak", "alteraser"))
+        if not Path(name).name.startswith(("attrcloak", "alteraser", "erasure"))
         and not name.startswith("class_unlearning/")
     ],
 )

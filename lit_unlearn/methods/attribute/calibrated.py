@@ -54,6 +54,9 @@ class ErasureResult:
         null_quantile: ``[K-1]`` their ``quantile``.
         rank: Directions erased (the leading eigenvalues above ``null_quantile``).
         shrink: ``[rank]`` the fraction of each class deviation removed along each direction.
+        class_shift: ``[K, d]`` the shift of each class (every labelled member moves by it).
+        deviation: ``[K, d]`` each class mean's deviation from the population mean after the
+            erasure (the calibrated target :class:`AttrCloak` can match, ``mean_target``).
     """
 
     shift: Tensor
@@ -62,6 +65,8 @@ class ErasureResult:
     null_quantile: Tensor
     rank: int
     shrink: Tensor
+    class_shift: Tensor
+    deviation: Tensor
 
 
 def _check(x: Tensor, codes: Tensor, num_classes: int) -> None:
@@ -172,7 +177,10 @@ def calibrated_erasure(
     rank = int((vals > null_q).to(torch.int64).cumprod(0).sum())
     shift = torch.zeros_like(x, memory_format=torch.contiguous_format)
     if rank == 0:
-        return ErasureResult(shift, vals, null_mean, null_q, 0, torch.zeros(0, dtype=torch.float64))
+        none = torch.zeros_like(means)
+        return ErasureResult(
+            shift, vals, null_mean, null_q, 0, torch.zeros(0, dtype=torch.float64), none, means - mu
+        )
     ratio = (null_mean[:rank] / vals[:rank]).clamp(min=0.0, max=1.0)
     shrink = 1.0 - ratio.sqrt() if calibrate else torch.ones(rank, dtype=torch.float64)
     v = vecs[:, :rank]
@@ -180,7 +188,10 @@ def calibrated_erasure(
     move = chol @ v  # B = L V, W^T B = I
     per_class = ((means - mu) @ measure * shrink) @ move.T  # [K, d]
     shift[labelled] = -per_class[y].to(x.dtype).to(x.device)
-    return ErasureResult(shift, vals, null_mean, null_q, rank, shrink)
+    # The population mean does not move (the class shifts are size-weighted deviations).
+    return ErasureResult(
+        shift, vals, null_mean, null_q, rank, shrink, -per_class, means - mu - per_class
+    )
 
 
 def erase_attributes(
