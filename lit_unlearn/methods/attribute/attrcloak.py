@@ -6,13 +6,20 @@ from __future__ import annotations
 
 from typing import Literal
 
+import lightning.pytorch as pl
 import torch
 from torch import Tensor
 
 from lit_unlearn.methods.attribute.base import AttributeUnlearning, Mode, Target
-from lit_unlearn.methods.attribute.gaussian_mi import multi_attribute_mi_bound
+from lit_unlearn.methods.attribute.calibrated import ErasureResult, erase_attributes
+from lit_unlearn.methods.attribute.erasure import add_representation_shift
+from lit_unlearn.methods.attribute.gaussian_mi import (
+    gaussian_covariance_bound,
+    multi_attribute_mi_bound,
+)
 from lit_unlearn.optim import MGDA, GradientCombiner
-from lit_unlearn.validation import check_bounds, check_non_negative
+from lit_unlearn.unlearning.contract import RepresentationTask
+from lit_unlearn.validation import check_bounds, check_count, check_non_negative
 
 
 class AttrCloak(AttributeUnlearning):
@@ -50,6 +57,17 @@ class AttrCloak(AttributeUnlearning):
             ``1.0`` = the paper (whole population), ``< 1`` the robust variant that does not
             invert the attribute for held-out users (see :class:`AttributeUnlearning`).
         privacy_seed: Seed of the per-step subsets (``None``: the run's seed).
+        privacy_moments: ``both`` (the paper: class means and covariances matched to the
+            global Gaussian) or ``covariance`` (only the class covariances, to the pooled
+            within-class one: :func:`~lit_unlearn.methods.attribute.gaussian_mi.
+            gaussian_covariance_bound`; the class means are left to
+            :class:`~lit_unlearn.methods.attribute.erasure.CalibratedErasure`).
+        final_erasure: After the last epoch's step (before its checkpoint is saved), apply
+            :func:`~lit_unlearn.methods.attribute.calibrated.erase_attributes` to the
+            representation: the class means, null-calibrated (issue 23's robust recipe with
+            ``privacy_moments: covariance``: second moments matched by the optimiser, first
+            moments erased without inverting held-out users).
+        erasure_permutations: Label permutations of that erasure's null.
     """
 
     def __init__(
@@ -69,7 +87,18 @@ class AttrCloak(AttributeUnlearning):
         target: Target = "parameters",
         privacy_fraction: float = 1.0,
         privacy_seed: int | None = None,
+        privacy_moments: Literal["both", "covariance"] = "both",
+        final_erasure: bool = False,
+        erasure_permutations: int = 30,
     ) -> None:
+        self.final_erasure = bool(final_erasure)
+        self.erasure_permutations = check_count("erasure_permutations", erasure_permutations)
+        self.erasure_results: dict[str, ErasureResult] = {}
+        if privacy_moments not in ("both", "covariance"):
+            raise ValueError(
+                f"privacy_moments must be 'both' or 'covariance', got {privacy_moments!r}"
+            )
+        self.privacy_moments = privacy_moments
         if precision not in ("float64", "float32"):
             raise ValueError(f"precision must be 'float64' or 'float32', got {precision!r}")
         self.precision = precision
@@ -97,7 +126,57 @@ class AttrCloak(AttributeUnlearning):
             bounds=self.df_bounds if mode == "df" else self.dd_bounds, normalize=self.normalize
         )
 
+    def prepare_model(self, task: RepresentationTask) -> None:
+        super().prepare_model(task)
+        if self.final_erasure:
+            # Where the final erasure writes (None for table backbones: the table itself). Not
+            # trained: with target 'parameters' the optimiser holds the user-side parameters.
+            task.enable_representation_offset()
+
+    def trainable_parameters(self, task: RepresentationTask) -> list[torch.nn.Parameter]:
+        params = super().trainable_parameters(task)
+        offset = task.representation_offset
+        if self.final_erasure and self.target == "parameters" and offset is not None:
+            # The offset only receives the final erasure; the backbones list it among their
+            # user-side parameters, so leave it out of the optimiser explicitly.
+            params = [p for p in params if p is not offset]
+        return params
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # Lightning runs ModelCheckpoint after every other callback: the erased representation
+        # is what the last epoch's checkpoint holds.
+        if not self.final_erasure or self.one_shot_done:
+            return
+        if trainer.current_epoch + 1 < (trainer.max_epochs or 0) and not trainer.should_stop:
+            return
+        assert isinstance(pl_module, RepresentationTask)
+        gen = torch.Generator().manual_seed(self._subset_seed)
+        with torch.no_grad():
+            rep = pl_module.representation()
+            shift, self.erasure_results = erase_attributes(
+                rep,
+                self._codes,
+                self._num_classes,
+                permutations=self.erasure_permutations,
+                generator=gen,
+            )
+        add_representation_shift(pl_module, shift.to(rep.dtype))
+        self.one_shot_done = True
+
     def privacy_loss(self, representation: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        if self.privacy_moments == "covariance":
+            per = {
+                name: gaussian_covariance_bound(
+                    representation,
+                    codes,
+                    self._num_classes[name],
+                    shrinkage=self.shrinkage,
+                    dtype=torch.float64 if self.precision == "float64" else torch.float32,
+                    name=name,
+                )
+                for name, codes in self._codes.items()
+            }
+            return torch.stack(list(per.values())).mean(), per
         return multi_attribute_mi_bound(
             representation,
             self._codes,

@@ -24,7 +24,7 @@ from lit_unlearn.methods.attribute.calibrated import ErasureResult, erase_attrib
 from lit_unlearn.unlearning.contract import RepresentationTask
 from lit_unlearn.validation import check_count, check_probability
 
-__all__ = ["CalibratedErasure"]
+__all__ = ["CalibratedErasure", "add_representation_shift"]
 
 
 class CalibratedErasure(AttributeUnlearning):
@@ -118,26 +118,9 @@ class CalibratedErasure(AttributeUnlearning):
                 calibrate=self.calibrate,
                 generator=gen,
             )
-            self._apply(pl_module, shift.to(rep.dtype))
+            add_representation_shift(pl_module, shift.to(rep.dtype))
         self.seconds = time.perf_counter() - start
         self.one_shot_done = True
-
-    @staticmethod
-    def _apply(task: RepresentationTask, shift: Tensor) -> None:
-        offset = task.representation_offset
-        if offset is not None:
-            offset.add_(shift.to(offset.device, offset.dtype))
-            return
-        # Table backbones (MF, NeuMF without a tower): the representation is the user table.
-        params = task.representation_parameters()
-        table = [p for p in params if p.shape == shift.shape]
-        if len(table) != 1:
-            raise ValueError(
-                "CalibratedErasure needs a per-user offset or a single user table to write the "
-                f"shift into; {type(task).__name__} exposes shapes "
-                f"{[tuple(p.shape) for p in params]}"
-            )
-        table[0].add_(shift.to(table[0].device, table[0].dtype))
 
     def configure_optimizer(self, task: RepresentationTask) -> torch.optim.Optimizer | None:
         """A clock (SGD at learning rate 0): the erasure is one shot, but ``global_step`` must
@@ -183,3 +166,28 @@ class CalibratedErasure(AttributeUnlearning):
             }
             for n, r in self.results.items()
         }
+
+
+def add_representation_shift(task: RepresentationTask, shift: Tensor) -> None:
+    """Add ``shift [N, d]`` to every user's representation, in place.
+
+    Into the per-user offset (``Recommender.enable_user_shift``) when the backbone has one, else
+    into the user table of a table backbone (MF, NeuMF without a tower), whose representation
+    is that table.
+
+    Raises:
+        ValueError: Neither exists (enable the offset first, ``prepare_model``).
+    """
+    with torch.no_grad():
+        offset = task.representation_offset
+        if offset is not None:
+            offset.add_(shift.to(offset.device, offset.dtype))
+            return
+        params = task.representation_parameters()
+        table = [p for p in params if p.shape == shift.shape]
+        if len(table) != 1:
+            raise ValueError(
+                "a representation shift needs a per-user offset or a single user table; "
+                f"{type(task).__name__} exposes shapes {[tuple(p.shape) for p in params]}"
+            )
+        table[0].add_(shift.to(table[0].device, table[0].dtype))

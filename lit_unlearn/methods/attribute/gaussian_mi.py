@@ -65,6 +65,7 @@ from torch.autograd.function import FunctionCtx, once_differentiable
 __all__ = [
     "ClassStatistics",
     "class_statistics",
+    "gaussian_covariance_bound",
     "gaussian_kl",
     "gaussian_mi_bound",
     "gaussian_mi_from_statistics",
@@ -469,3 +470,60 @@ def multi_attribute_mi_bound(
     }
     total = torch.stack(list(terms.values())).mean()
     return total, terms
+
+
+def gaussian_covariance_bound(
+    embeddings: Tensor,
+    codes: Tensor,
+    num_classes: int,
+    *,
+    shrinkage: float = 1e-3,
+    dtype: torch.dtype | None = torch.float64,
+    min_class_size: int = 2,
+    name: str | None = None,
+) -> Tensor:
+    """The covariance part of Eq. 18 alone: ``sum_k w_k KL(N(0, Sigma_k) || N(0, Sigma_w))``.
+
+    ``Sigma_w = sum_k w_k Sigma_k`` is the pooled within-class covariance (not the total
+    covariance of Eq. 16, which holds the class means), so the loss sees no class mean and its
+    gradient moves no class mean: with ridged covariances
+    ``0.5 (log det Sigma_w - sum_k w_k log det Sigma_k)``. AttrCloak's ``privacy_moments:
+    covariance`` pairs it with :class:`~lit_unlearn.methods.attribute.erasure.CalibratedErasure`,
+    which sets the class means (exact mean matching inverts held-out users; docs/attrcloak.md).
+
+    Args:
+        embeddings: ``[N, d]`` user embeddings (differentiable).
+        codes: ``[N]`` class codes, ``-1`` = unknown.
+        num_classes: ``K``.
+        shrinkage: Ridge relative to the pooled covariance's mean variance.
+        dtype: Computation dtype.
+        min_class_size: Classes with fewer labelled users are skipped.
+        name: Attribute name for errors.
+
+    Returns:
+        Scalar loss (``>= 0`` up to rounding) in the embeddings' dtype.
+    """
+    counts, sums, outer_sums = sufficient_statistics(
+        embeddings, codes, num_classes, dtype=dtype, name=name
+    )
+    keep = torch.nonzero(counts >= max(min_class_size, 1)).flatten()
+    if keep.numel() < 2:
+        raise ValueError(
+            f"{_label(name)} needs at least 2 classes with >= {max(min_class_size, 1)} labelled "
+            f"users, got class sizes {[int(v) for v in counts.tolist()]}"
+        )
+    counts, sums, outer_sums = counts[keep], sums[keep], outer_sums[keep]
+    _, covs = moments_from_statistics(counts, sums, outer_sums)
+    weights = counts / counts.sum()
+    pooled = (weights[:, None, None] * covs).sum(0)
+    d = embeddings.shape[1]
+    scale = pooled.diagonal().sum() / d
+    labels = ["the pooled within-class covariance"] + [f"class {c}" for c in keep.tolist()]
+    regularised, factor = _regularised_factor(
+        torch.cat([pooled.unsqueeze(0), covs]), shrinkage * scale, scale, labels, name
+    )
+    logdets = _CholeskyLogdet.apply(regularised, factor)
+    loss = 0.5 * (logdets[0] - (weights * logdets[1:]).sum())
+    if not bool(torch.isfinite(loss)):
+        raise FloatingPointError(f"the covariance loss of {_label(name)} is not finite")
+    return loss.to(embeddings.dtype)

@@ -46,6 +46,15 @@ def test_moves_only_the_erased_whitened_coordinates() -> None:
     shift = res.shift.double()
     # (float32 shift: 1e-6)
     torch.testing.assert_close(shift - shift @ w @ b.T, torch.zeros_like(shift), atol=1e-6, rtol=0)
+    # The population mean does not move; each class by its class_shift; deviation is what stays.
+    torch.testing.assert_close(
+        shift.mean(0), torch.zeros(32, dtype=torch.float64), atol=1e-6, rtol=0
+    )
+    torch.testing.assert_close(
+        shift[y == 1][0], res.class_shift[1].to(shift.dtype), atol=1e-6, rtol=0
+    )
+    z = x.double() + shift
+    torch.testing.assert_close(z[y == 1].mean(0) - z.mean(0), res.deviation[1], atol=1e-5, rtol=0)
     # Every member of a class moves by the same vector (a class shift, not a per-user edit).
     assert torch.allclose(shift[y == 1], shift[y == 1][0].expand_as(shift[y == 1]), atol=1e-7)
 
@@ -164,3 +173,46 @@ def test_callback_writes_the_shift_once_and_keeps_items(
     bare_trainer(tmp_path / "again", max_epochs=1, callbacks=[again]).fit(task2, df_data(trained))
     assert again.results == {}
     torch.testing.assert_close(task2.representation().detach(), before, atol=0, rtol=0)
+
+
+def test_covariance_bound_sees_no_class_mean() -> None:
+    """Shifting whole classes changes nothing; its gradient moves no class mean; it is zero when
+    the classes share one covariance and positive when they do not."""
+    from lit_unlearn.methods.attribute.gaussian_mi import gaussian_covariance_bound
+
+    x, y = planted(d=8)
+    base = gaussian_covariance_bound(x, y, 2)
+    moved = x + (y[:, None] == 1) * torch.full((8,), 3.0)
+    torch.testing.assert_close(gaussian_covariance_bound(moved, y, 2), base, atol=1e-5, rtol=0)
+    xr = x.clone().requires_grad_(True)
+    gaussian_covariance_bound(xr, y, 2).backward()
+    assert xr.grad is not None
+    for k in (0, 1):
+        assert float(xr.grad[y == k].sum(0).abs().max()) < 1e-5
+    same = torch.randn(600, 8, generator=torch.Generator().manual_seed(3))
+    assert float(gaussian_covariance_bound(same, y, 2)) < 0.05
+    scaled = same * (1 + 2 * (y[:, None] == 1))  # class 1 three times wider
+    assert float(gaussian_covariance_bound(scaled, y, 2)) > 1.0
+
+
+def test_attrcloak_final_erasure_runs_once_after_the_last_step(
+    trained: Path,  # noqa: F811 (the fixture imported above)
+    tmp_path: Path,
+) -> None:
+    """privacy_moments 'covariance' + final_erasure: the erasure runs once, after the last
+    epoch's step and before its checkpoint, and only the covariance loss is optimised."""
+    from lit_unlearn.methods.attribute import AttrCloak
+
+    task = load(trained)
+    cloak = AttrCloak(
+        checkpoint=str(trained),
+        attributes=["gender"],
+        mode="df",
+        lr=0.01,
+        privacy_moments="covariance",
+        final_erasure=True,
+    )
+    bare_trainer(tmp_path, max_epochs=3, callbacks=[cloak]).fit(task, df_data(trained))
+    assert cloak.one_shot_done and set(cloak.erasure_results) == {"gender"}
+    with pytest.raises(ValueError, match="privacy_moments"):
+        AttrCloak(privacy_moments="means")  # type: ignore[arg-type]

@@ -241,7 +241,13 @@ def test_shipped_leakage_table_audits_paper_shipped_and_robust_rows(
         assert cb.target == "parameters" and cb.privacy_seed is None  # the run's seed
     paper = [n for n, (_, cb) in callbacks.items() if getattr(cb, "privacy_fraction", 1.0) == 1.0]
     assert {"AttrCloak-DF", "AttrCloak-DD on the representation", "U2U-R", "D2D-R"} <= set(paper)
-    assert len(callbacks) == 10
+    assert len(callbacks) == 12
+    for name in (
+        "AttrCloak-DF covariance + calibrated means",
+        "AttrCloak-DD covariance + calibrated means",
+    ):
+        cb = callbacks[name][1]
+        assert cb.privacy_moments == "covariance" and cb.final_erasure  # type: ignore[attr-defined]
     assert isinstance(callbacks["CalibratedErasure"][1], CalibratedErasure)
     assert not callbacks["Exact discriminant removal (calibrate false)"][1].calibrate  # type: ignore[attr-defined]
 
