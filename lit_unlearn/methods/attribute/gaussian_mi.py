@@ -242,6 +242,22 @@ class _CholeskyLogdet(torch.autograd.Function):
         return torch.cholesky_inverse(factor) * grad[:, None, None], None
 
 
+def _scored_classes(counts: Tensor, min_class_size: int, name: str | None) -> Tensor:
+    """Indices of the classes with at least ``min_class_size`` users (at least two of them).
+
+    Raises:
+        ValueError: Fewer than two such classes.
+    """
+    kept = torch.nonzero(counts >= max(min_class_size, 1)).flatten()
+    if kept.numel() < 2:
+        sizes = [int(v) for v in counts.tolist()]
+        raise ValueError(
+            f"{_label(name)} needs at least 2 classes with >= {max(min_class_size, 1)} labelled "
+            f"users for the mutual-information loss, got class sizes {sizes}"
+        )
+    return kept
+
+
 def _regularised_factor(
     covs: Tensor, ridge: Tensor, scale: Tensor, labels: list[str], name: str | None
 ) -> tuple[Tensor, Tensor]:
@@ -353,14 +369,7 @@ def gaussian_mi_from_statistics(
     # propagate through the sum (and an overflowing sum means the statistics are unusable too).
     if not bool(torch.isfinite(counts.sum() + sums.sum() + outer_sums.sum())):
         raise ValueError(f"sufficient statistics of {_label(name)} hold NaN or inf")
-    keep = counts >= max(min_class_size, 1)
-    kept = torch.nonzero(keep).flatten()
-    if kept.numel() < 2:
-        sizes = [int(v) for v in counts.tolist()]
-        raise ValueError(
-            f"{_label(name)} needs at least 2 classes with >= {max(min_class_size, 1)} labelled "
-            f"users for the mutual-information loss, got class sizes {sizes}"
-        )
+    kept = _scored_classes(counts, min_class_size, name)
     if kept.numel() < k:
         counts, sums, outer_sums = counts[kept], sums[kept], outer_sums[kept]
     total = counts.sum()
@@ -506,12 +515,7 @@ def gaussian_covariance_bound(
     counts, sums, outer_sums = sufficient_statistics(
         embeddings, codes, num_classes, dtype=dtype, name=name
     )
-    keep = torch.nonzero(counts >= max(min_class_size, 1)).flatten()
-    if keep.numel() < 2:
-        raise ValueError(
-            f"{_label(name)} needs at least 2 classes with >= {max(min_class_size, 1)} labelled "
-            f"users, got class sizes {[int(v) for v in counts.tolist()]}"
-        )
+    keep = _scored_classes(counts, min_class_size, name)
     counts, sums, outer_sums = counts[keep], sums[keep], outer_sums[keep]
     _, covs = moments_from_statistics(counts, sums, outer_sums)
     weights = counts / counts.sum()
