@@ -7,7 +7,8 @@ records of it.
 multiplies the gradient reaching ``em_u`` by ``-epsilon`` (Ganin & Lempitsky 2015; FedAU2:
 epsilon = 400). ``grl_scale = 0`` makes ``h`` a pure observer trained on the attribute (no
 gradient reaches the representation): the plain "Original + adversary head" whose uploads the
-gradient-inversion attack reads. FedAU2's strategies (SUT, DSVAE) build on this term.
+gradient-inversion attack reads. FedAU2's strategies (Global, Pretrain, the selective trigger
+SUT) are options of the term; its heads (MLP, VAE, DSVAE) live in :mod:`.heads`.
 
 :class:`UploadRecorder` is the honest-but-curious server: it keeps each client's latest upload
 of the head, with the global head it was computed from (FedAU2 App. A.2).
@@ -21,12 +22,21 @@ from typing import Any, Literal, cast
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.func import functional_call
 
 from lit_unlearn.methods.federated.engine import ClientUpdate
+from lit_unlearn.methods.federated.heads import AttributeHead, HeadNoise, build_head
 from lit_unlearn.methods.federated.objectives import ClientTerm, LocalLoss
 from lit_unlearn.models.base import Recommender
+from lit_unlearn.models.fedrap import FedRAP
 
-__all__ = ["AdversaryTerm", "AttributeHead", "UploadRecorder", "gradient_reversal"]
+__all__ = [
+    "AdversaryTerm",
+    "AttributeHead",
+    "UploadRecorder",
+    "gradient_reversal",
+    "normalized_reversal",
+]
 
 
 class _GradientReversal(torch.autograd.Function):
@@ -52,50 +62,79 @@ def gradient_reversal(x: Tensor, scale: float) -> Tensor:
     return cast(Tensor, _GradientReversal.apply(x, scale))
 
 
-class AttributeHead(nn.Module):
-    """The adversary ``h``: ``Linear(d, hidden) -> ReLU -> Linear(hidden, classes)`` (logits).
+class _NormalizedReversal(torch.autograd.Function):
+    """Identity forward; backward ``-tau * g / ||g||`` (FedAU2 Eq. 6, ``eps_u = tau / ||g||``)."""
 
-    Args:
-        input_dim: Width of the user representation it reads (FedNCF: 2d for NeuMF's two
-            user embeddings; FedVAE: d; FedRAP: see the backbone).
-        num_classes: Classes of the attribute.
-        hidden: Hidden width (FedAU2: 100).
-    """
+    generate_vmap_rule = True
 
-    def __init__(self, input_dim: int, num_classes: int, hidden: int = 100) -> None:
-        super().__init__()
-        for name, value, low in (("input_dim", input_dim, 1), ("num_classes", num_classes, 2),
-                                 ("hidden", hidden, 1)):  # fmt: skip
-            if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
-        self.input_dim = input_dim
-        self.num_classes = num_classes
-        self.hidden = nn.Linear(input_dim, hidden)
-        self.out = nn.Linear(hidden, num_classes)
-        for layer in (self.hidden, self.out):
-            nn.init.xavier_uniform_(layer.weight)
-            nn.init.zeros_(layer.bias)
+    @staticmethod
+    def forward(x: Tensor, tau: float) -> Tensor:
+        return x.view_as(x)
 
-    def forward(self, x: Tensor) -> Tensor:
-        return self.out(F.relu(self.hidden(x)))
+    @staticmethod
+    def setup_context(ctx: Any, inputs: tuple[Tensor, float], output: Tensor) -> None:
+        ctx.tau = inputs[1]
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None]:
+        norm = grad.norm().clamp_min(torch.finfo(grad.dtype).tiny)
+        return -ctx.tau * grad / norm, None
+
+
+def normalized_reversal(x: Tensor, tau: float) -> Tensor:
+    """FedAU2's adaptive trigger (Eq. 6): the reversed gradient has norm ``tau``."""
+    return cast(Tensor, _NormalizedReversal.apply(x, tau))
+
+
+Trigger = Literal["always", "correct", "adaptive"]
+Representation = Literal["default", "residual_mean_dims", "residual_mean_items"]
 
 
 class AdversaryTerm(ClientTerm):
-    """``weight * CE(h(GRL(em_u)), y_u)`` on the client's own representation and label.
+    """``weight * CE(h(GRL(em_u; eps_u)), y_u)`` on the client's own representation and label.
 
-    A client whose label is unknown (``-1``) adds nothing (documented skip: it cannot train
-    the adversary). The head's parameters are shared: uploaded and aggregated.
+    FedAU2 Eq. 5, with the strategies of Sec. 4.2 / Fig. 3:
+
+    * ``trigger="always"`` (Global): ``eps_u = grl_scale`` for every client, every round.
+    * ``pretrain_rounds = N`` (Pretrain): for the first ``N`` rounds nothing is reversed
+      (``eps_u = 0``: the head learns the attribute as an observer), then the trigger applies
+      (FedAU2 Sec. 5.2: 10 / 50 / 100 rounds for FedRAP / FedVAE / FedNCF).
+    * ``trigger="correct"`` (SUT, the binary selective unlearning trigger): the head's own
+      prediction ``y_hat_u = argmax h(em_u)`` (the same, possibly stochastic, forward) decides;
+      a client the head gets right is unlearned (``eps_u = grl_scale``), a client it gets wrong
+      is skipped. ``sut_skip="loss"`` drops its whole adversarial term (head and reversal; spec
+      decision 1, the paper's "adversarial training is skipped" and its lower backward time),
+      ``sut_skip="grl"`` keeps training the head on it and only stops the reversal.
+    * ``trigger="adaptive"`` (Eq. 6, the full SUT rule the paper defines but does not use):
+      ``eps_u = tau / ||grad_{em_u} L||``, i.e. the reversed gradient reaching ``em_u`` has
+      norm ``tau`` for every client.
+
+    The head (:mod:`.heads`: ``mlp``, ``vae`` or ``dsvae``) is shared: uploaded and aggregated
+    like the item side. A client whose label is unknown (``-1``) adds nothing (documented skip:
+    it cannot train the adversary).
 
     Args:
-        head: The adversary (default: :class:`AttributeHead` with the given sizes).
-        input_dim: Representation width (used when ``head`` is None).
-        num_classes: Attribute classes (used when ``head`` is None).
+        head: The adversary; default built from ``head_kind`` and the sizes below.
+        input_dim: Representation width (when ``head`` is None).
+        num_classes: Attribute classes (when ``head`` is None).
         weight: lambda of Eq. 5 (unstated in the paper; spec decision 2: 1).
         grl_scale: epsilon of the gradient reversal (0: observer, FedAU2: 400).
         lr: The head's own client learning rate (FedAU2: 0.1 FedNCF / 0.001 FedVAE / 0.1
             FedRAP); None: the clients' optimiser and lr.
         optimizer: The head's own optimiser when ``lr`` is set (``sgd``: its uploads are the
             summed local gradients, FedAU2's threat model).
+        trigger: ``always`` (Global), ``correct`` (SUT) or ``adaptive`` (Eq. 6).
+        pretrain_rounds: Rounds before any reversal (Pretrain); 0: reverse from the start.
+        sut_skip: What SUT skips for a mis-predicted client: ``loss`` or ``grl``.
+        tau: The adaptive trigger's reversed-gradient norm (Eq. 6).
+        head_kind: ``mlp``, ``vae`` or ``dsvae`` (when ``head`` is None; FedAU2 = ``dsvae``).
+        noise_variance: DSVAE's lambda (variance of ``eps1``; FedAU2: 4).
+        noise_site: Where DSVAE's ``eps1`` sits: ``logits`` (Eq. 10) or ``input`` (Cor. 3).
+        hidden: The head's hidden width (FedAU2: 100).
+        representation: What the head reads: ``default`` (the local loss's user
+            representation); for FedRAP ``residual_mean_dims`` (the residual ``D_u`` averaged
+            over its embedding dimensions, an item-length vector: spec decision 7, the paper's
+            "residual aggregated into a single dimension") or ``residual_mean_items``.
     """
 
     def __init__(
@@ -107,25 +146,99 @@ class AdversaryTerm(ClientTerm):
         grl_scale: float = 0.0,
         lr: float | None = None,
         optimizer: Literal["sgd", "adam"] = "sgd",
+        trigger: Trigger = "always",
+        pretrain_rounds: int = 0,
+        sut_skip: Literal["loss", "grl"] = "loss",
+        tau: float = 1.0,
+        head_kind: Literal["mlp", "vae", "dsvae"] = "mlp",
+        noise_variance: float = 4.0,
+        noise_site: Literal["logits", "input"] = "logits",
+        hidden: int = 100,
+        representation: Representation = "default",
     ) -> None:
         super().__init__()
         if lr is not None and not (math.isfinite(lr) and lr > 0):
             raise ValueError(f"lr must be a finite float > 0 or None, got {lr!r}")
         if optimizer not in ("sgd", "adam"):
             raise ValueError(f"optimizer must be 'sgd' or 'adam', got {optimizer!r}")
+        if trigger not in ("always", "correct", "adaptive"):
+            raise ValueError(f"trigger must be 'always', 'correct' or 'adaptive', got {trigger!r}")
+        if sut_skip not in ("loss", "grl"):
+            raise ValueError(f"sut_skip must be 'loss' or 'grl', got {sut_skip!r}")
+        if representation not in ("default", "residual_mean_dims", "residual_mean_items"):
+            raise ValueError(
+                "representation must be 'default', 'residual_mean_dims' or "
+                f"'residual_mean_items', got {representation!r}"
+            )
+        if isinstance(pretrain_rounds, bool) or not isinstance(pretrain_rounds, int):
+            raise ValueError(f"pretrain_rounds must be an int >= 0, got {pretrain_rounds!r}")
+        if pretrain_rounds < 0:
+            raise ValueError(f"pretrain_rounds must be >= 0, got {pretrain_rounds}")
         self.lr = None if lr is None else float(lr)
         self.optimizer = optimizer
-        for name, value in (("weight", weight), ("grl_scale", grl_scale)):
+        for name, value in (("weight", weight), ("grl_scale", grl_scale), ("tau", tau)):
             if isinstance(value, bool) or not isinstance(value, (int, float)):
                 raise ValueError(f"{name} must be a finite float >= 0, got {value!r}")
             if not (math.isfinite(value) and value >= 0):
                 raise ValueError(f"{name} must be a finite float >= 0, got {value!r}")
-        self.head = head if head is not None else AttributeHead(input_dim, num_classes)
+        self.head = (
+            head
+            if head is not None
+            else build_head(head_kind, input_dim, num_classes, hidden, noise_variance, noise_site)
+        )
         self.weight = float(weight)
         self.grl_scale = float(grl_scale)
+        self.trigger: Trigger = trigger
+        self.pretrain_rounds = pretrain_rounds
+        self.sut_skip = sut_skip
+        self.tau = float(tau)
+        self.representation: Representation = representation
+        self.round_index = 0
+
+    def start_round(self, round_index: int) -> None:
+        self.round_index = round_index
+
+    @property
+    def reversing(self) -> bool:
+        """Whether this round reverses at all (False during the Pretrain phase)."""
+        return self.round_index >= self.pretrain_rounds and (
+            self.grl_scale > 0 if self.trigger != "adaptive" else self.tau > 0
+        )
+
+    def head_input(
+        self, model: Recommender, local_loss: LocalLoss, batch: dict[str, Tensor]
+    ) -> Tensor:
+        """The representation the head reads (before any reversal).
+
+        Raises:
+            ValueError: A residual input on a backbone that is not FedRAP, or a width other
+                than the head's ``input_dim``.
+        """
+        if self.representation == "default":
+            rep = local_loss.representation(model, batch)
+        elif not isinstance(model, FedRAP):
+            raise ValueError(
+                f"representation {self.representation!r} reads FedRAP's residual table, the "
+                f"backbone is {type(model).__name__}"
+            )
+        else:
+            residual = model.residual[0]  # [M, N]: the client's own table (id 0)
+            rep = residual.mean(dim=1 if self.representation == "residual_mean_dims" else 0)
+        expected = getattr(self.head, "input_dim", None)
+        if expected is not None and rep.shape[-1] != expected:
+            raise ValueError(
+                f"the adversary head reads {expected} features, the {self.representation!r} "
+                f"representation of {type(model).__name__} has {rep.shape[-1]}: set "
+                "AdversaryTerm's input_dim to it"
+            )
+        return rep
 
     def logits(self, representation: Tensor) -> Tensor:
-        """The head's logits on a representation ``[r]`` or ``[N, r]``."""
+        """The head's logits on a representation ``[r]`` or ``[N, r]``, reversal included."""
+        if not self.reversing:
+            return self.head(representation.detach())
+        if self.trigger == "adaptive":
+            return self.head(normalized_reversal(representation, self.tau))
         return self.head(gradient_reversal(representation, self.grl_scale))
 
     def forward(
@@ -135,11 +248,43 @@ class AdversaryTerm(ClientTerm):
         batch: dict[str, Tensor],
         label: Tensor,
     ) -> Tensor:
-        rep = local_loss.representation(model, batch)
-        logits = self.logits(rep)
-        known = (label >= 0).to(logits.dtype)
-        ce = F.cross_entropy(logits.unsqueeze(0), label.clamp_min(0).reshape(1))
-        return self.weight * known * ce
+        rep = self.head_input(model, local_loss, batch)
+        target = label.clamp_min(0).reshape(1)
+        known = (label >= 0).to(rep.dtype)
+        if self.trigger != "correct" or not self.reversing:
+            ce = F.cross_entropy(self.logits(rep).unsqueeze(0), target)
+            return self.weight * known * ce
+        if self.sut_skip == "loss":
+            # One forward: its prediction decides, and a skipped client's term is 0 (neither
+            # the head nor the embedding gets a gradient from it).
+            logits = self.head(gradient_reversal(rep, self.grl_scale))
+            correct = (logits.detach().argmax(-1) == target[0]).to(rep.dtype)
+            ce = F.cross_entropy(logits.unsqueeze(0), target)
+            return self.weight * known * correct * ce
+        # sut_skip="grl": the head trains on every known client; only the reversal is gated.
+        # Two paths share one noise draw: the head's loss on the detached representation, and
+        # the reversal through a frozen copy of the head (its value equals the first's).
+        noise = self._sample_noise(rep)
+        logits = self._head(rep.detach(), noise)
+        correct = (logits.detach().argmax(-1) == target[0]).to(rep.dtype)
+        frozen = {n: p.detach() for n, p in self.head.named_parameters()}
+        reversed_logits = functional_call(
+            self.head, frozen, (gradient_reversal(rep, self.grl_scale),), {"noise": noise}
+        )
+        ce_head = F.cross_entropy(logits.unsqueeze(0), target)
+        ce_rev = F.cross_entropy(reversed_logits.unsqueeze(0), target)
+        return self.weight * known * (ce_head + correct * ce_rev)
+
+    def _sample_noise(self, rep: Tensor) -> HeadNoise | None:
+        sample = getattr(self.head, "sample_noise", None)
+        if sample is None or not self.head.training:
+            return None
+        return cast("HeadNoise | None", sample(rep))
+
+    def _head(self, rep: Tensor, noise: HeadNoise | None) -> Tensor:
+        if noise is None:
+            return cast(Tensor, self.head(rep))
+        return cast(Tensor, self.head(rep, noise=noise))
 
 
 class UploadRecorder:

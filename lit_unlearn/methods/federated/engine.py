@@ -18,8 +18,9 @@ Nothing is averaged before the upload, so the result equals a loop over clients 
 from __future__ import annotations
 
 import math
+from abc import ABC, abstractmethod
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 import torch
@@ -31,7 +32,7 @@ from lit_unlearn.methods.federated.objectives import ClientTerm, LocalLoss, shuf
 from lit_unlearn.methods.federated.strategy import Aggregator, FedAvg
 from lit_unlearn.models.base import Recommender
 
-__all__ = ["ClientUpdate", "InProcessEngine", "RoundResult", "UploadHook"]
+__all__ = ["ClientTransform", "ClientUpdate", "InProcessEngine", "RoundResult", "UploadHook"]
 
 
 @dataclass(frozen=True)
@@ -79,6 +80,25 @@ class ClientUpdate:
 UploadHook = Callable[[ClientUpdate], None]
 
 
+class ClientTransform(ABC):
+    """A client-side change of what each client keeps and uploads after its local training.
+
+    Runs on the clients, before anything leaves them (local differential privacy: APM's
+    perturbation of the parameters). It must treat clients independently and draw any noise
+    from ``generators[c]`` (client ``c``'s own generator of the round), so a Flower node
+    draws the same as the in-process engine.
+    """
+
+    @abstractmethod
+    def __call__(self, update: ClientUpdate, generators: list[torch.Generator]) -> ClientUpdate:
+        """The changed update (``deltas`` uploaded, ``private`` kept by the clients)."""
+
+
+def replace_update(update: ClientUpdate, **changes: Any) -> ClientUpdate:
+    """``update`` with some fields replaced (a :class:`ClientTransform` helper)."""
+    return replace(update, **changes)
+
+
 class _ClientObjective(nn.Module):
     """One client's loss: the local recommendation loss plus every extra term."""
 
@@ -114,6 +134,8 @@ class InProcessEngine:
             local training of the round (as a client that builds its optimiser per round).
         aggregator: Server strategy (default FedAvg weighted by interactions).
         seed: Seed of client sampling, negatives, shuffling and any randomness in the losses.
+        transforms: Client-side changes of each client's result before it uploads (APM's
+            parameter perturbation), in order.
 
     Raises:
         ValueError: Bad hyperparameters, a fraction that selects no client, a client with no
@@ -134,6 +156,7 @@ class InProcessEngine:
         optimizer: Literal["sgd", "adam"] = "sgd",
         aggregator: Aggregator | None = None,
         seed: int = 0,
+        transforms: list[ClientTransform] | None = None,
     ) -> None:
         if not (isinstance(fraction, (int, float)) and 0 < fraction <= 1):
             raise ValueError(f"fraction must be in (0, 1], got {fraction!r}")
@@ -178,6 +201,7 @@ class InProcessEngine:
         self.optimizer = optimizer
         self.aggregator = aggregator if aggregator is not None else FedAvg()
         self.seed = seed
+        self.transforms = list(transforms or [])
         self.round_index = 0
         self.generator = torch.Generator().manual_seed(seed)
         self.upload_hooks: list[UploadHook] = []
@@ -243,6 +267,9 @@ class InProcessEngine:
         """
         clients = clients.long().cpu()
         self.local_loss.start_round(self.round_index)
+        for term in self.objective.terms:
+            assert isinstance(term, ClientTerm)
+            term.start_round(self.round_index)
         generators = [self.client_generator(round_seed, u) for u in clients.tolist()]
         examples = self.local_loss.examples(self.data, clients, generators)
         # Randomness inside the losses (dropout, reparameterisation, noisy heads) comes from the
@@ -250,7 +277,14 @@ class InProcessEngine:
         device = next(iter(self._params.values())).device
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
             torch.manual_seed(round_seed)
-            return self._train_clients(clients, examples.columns, examples.mask, generators, device)
+            update, result = self._train_clients(
+                clients, examples.columns, examples.mask, generators, device
+            )
+        # The client-side transforms draw from the clients' own generators (after their
+        # examples), never from the round's shared RNG.
+        for transform in self.transforms:
+            update = transform(update, generators)
+        return update, result
 
     def apply(self, update: ClientUpdate) -> None:
         """Aggregate the uploads into the global model, store the private rows, run hooks."""

@@ -208,6 +208,9 @@ class ClientTerm(nn.Module, ABC):
     #: Optimiser of the term's own parameters when ``lr`` is set.
     optimizer: str = "sgd"
 
+    def start_round(self, round_index: int) -> None:
+        """Called before each round's local training (schedules such as a pretraining phase)."""
+
     @abstractmethod
     def forward(
         self,

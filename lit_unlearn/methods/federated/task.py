@@ -18,7 +18,7 @@ from torch import Tensor
 
 from lit_unlearn.datamodules.federated import FederatedData
 from lit_unlearn.methods.federated.clients import ClientData
-from lit_unlearn.methods.federated.engine import InProcessEngine, UploadHook
+from lit_unlearn.methods.federated.engine import ClientTransform, InProcessEngine, UploadHook
 from lit_unlearn.methods.federated.objectives import ClientTerm, LocalLoss, PointwiseBCE
 from lit_unlearn.methods.federated.strategy import Aggregator
 from lit_unlearn.models.base import Recommender
@@ -49,6 +49,8 @@ class FederatedTask(RecommenderTask):
         aggregator: Server strategy (default FedAvg weighted by interactions).
         seed: Seed of the rounds (sampling, negatives, shuffles, noise).
         ks: Cut-offs of HR / NDCG / Recall (FedAU2 reports 5, 10, 15, 20).
+        transforms: Client-side changes of each client's result before upload (the APM
+            baseline's parameter perturbation, :class:`~.apm.APMPerturbation`).
     """
 
     def __init__(
@@ -65,6 +67,7 @@ class FederatedTask(RecommenderTask):
         aggregator: Aggregator | None = None,
         seed: int = 0,
         ks: list[int] | None = None,
+        transforms: list[ClientTransform] | None = None,
     ) -> None:
         # Checked here too (the engine checks again when built at fit start): a bad config
         # fails when it is parsed, not after the data is loaded.
@@ -78,7 +81,7 @@ class FederatedTask(RecommenderTask):
         self.save_hyperparameters(
             ignore=None
             if _given_hyperparameters.get() is not None
-            else ["model", "local_loss", "terms", "aggregator"]
+            else ["model", "local_loss", "terms", "aggregator", "transforms"]
         )
         self.local_loss = local_loss if local_loss is not None else PointwiseBCE()
         self.local_loss.check_model(model)
@@ -90,6 +93,7 @@ class FederatedTask(RecommenderTask):
         self.client_lr = lr
         self.client_optimizer = optimizer
         self.aggregator = aggregator
+        self.transforms = list(transforms or [])
         self.seed = seed
         self.engine: InProcessEngine | None = None
         self._pending_engine_state: dict[str, Any] | None = None
@@ -138,6 +142,7 @@ class FederatedTask(RecommenderTask):
             optimizer=self.client_optimizer,
             aggregator=self.aggregator,
             seed=self.seed,
+            transforms=self.transforms,
         )
         self.engine.upload_hooks.extend(self._upload_hooks)
         if self._pending_engine_state is not None:
