@@ -224,6 +224,16 @@ class InProcessEngine:
         self._grad = vmap(
             grad_and_value(self._client_loss), in_dims=(0, 0, 0, 0), randomness="different"
         )
+        # The first local step of a round: every client starts from the same global state, so
+        # the shared parameters go in once (in_dims None) instead of as C copies; the copies
+        # appear with the first update. This halves a round's memory traffic when clients take
+        # one step (FedVAE: one example per client and round).
+        first_dims = {n: (None if n in self.shared_names else 0) for n in self._params}
+        self._grad_first = vmap(
+            grad_and_value(self._client_loss),
+            in_dims=(first_dims, 0, 0, 0),
+            randomness="different",
+        )
 
     # ------------------------------------------------------------------ one client's loss
     def _client_loss(
@@ -312,16 +322,14 @@ class InProcessEngine:
         num = clients.numel()
         cl_dev = clients.to(device)
         start = {n: self._params[n].detach().clone() for n in self.shared_names}
-        params: dict[str, Tensor] = {
-            n: start[n].unsqueeze(0).repeat(num, *([1] * start[n].ndim)) for n in self.shared_names
-        }
+        # Until the first update the shared parameters are the global ones for every client:
+        # kept unbatched, ``[1, *shape]`` (see ``_grad_first``).
+        params: dict[str, Tensor] = {n: start[n].unsqueeze(0) for n in self.shared_names}
         for n in self.private_names:
             params[n] = self._params[n].detach()[cl_dev].unsqueeze(1).clone()
-        moments = {
-            n: (torch.zeros_like(p), torch.zeros_like(p))
-            for n, p in params.items()
-            if self.param_optim[n][0] == "adam"
-        }
+        # Adam's moments start at zero; they are created by the first step (m = (1 - b1) g).
+        moments: dict[str, tuple[Tensor, Tensor]] = {}
+        adam_names = {n for n in params if self.param_optim[n][0] == "adam"}
         adam_t = torch.zeros(num, dtype=torch.long, device=device)
         labels = self.labels[clients].to(device)
         columns = {k: v.to(device) for k, v in columns.items()}
@@ -337,13 +345,23 @@ class InProcessEngine:
                 columns = {k: v.gather(1, _expand_like(order, v)) for k, v in columns.items()}
                 mask = mask.gather(1, order)
             for s in range(int(steps.max())):
+                first = epoch == 0 and s == 0
                 active = (steps > s).nonzero().flatten()
                 every = active.numel() == num
                 sub = params if every else {n: p[active] for n, p in params.items()}
                 lo, hi = s * batch, (s + 1) * batch
                 b = {k: (v if every else v[active])[:, lo:hi] for k, v in columns.items()}
                 m = (mask if every else mask[active])[:, lo:hi]
-                grads, losses = self._grad(sub, b, m, labels if every else labels[active])
+                if first:
+                    # Every client has >= 1 example, so all are active at the first step.
+                    assert every
+                    # Keys in _grad_first's in_dims order (vmap pairs dict leaves by order).
+                    unbatched = {
+                        n: sub[n][0] if n in self.shared_names else sub[n] for n in self._params
+                    }
+                    grads, losses = self._grad_first(unbatched, b, m, labels)
+                else:
+                    grads, losses = self._grad(sub, b, m, labels if every else labels[active])
                 if not bool(torch.isfinite(losses).all()):
                     bad = (~torch.isfinite(losses)).nonzero().flatten()
                     ids = clients[active.cpu()[bad.cpu()]].tolist()
@@ -353,9 +371,9 @@ class InProcessEngine:
                     )
                 total_loss += float(losses.sum())
                 total_steps += int(losses.numel())
-                if moments:
+                if adam_names:
                     adam_t[active] += 1
-                    adam_grads = {n: g for n, g in grads.items() if n in moments}
+                    adam_grads = {n: g for n, g in grads.items() if n in adam_names}
                     new = self._adam(sub, adam_grads, moments, active, every, adam_t[active])
                     for n, value in new.items():
                         if every:
@@ -363,11 +381,13 @@ class InProcessEngine:
                         else:
                             params[n][active] = value
                 for n, g in grads.items():
-                    if n in moments:
+                    if n in adam_names:
                         continue
                     # SGD in place: the per-client tables are the round's largest tensors.
                     rate = self.param_optim[n][1]
-                    if every:
+                    if first and n in self.shared_names:
+                        params[n] = torch.add(params[n], g, alpha=-rate)  # [1, ...] -> [C, ...]
+                    elif every:
                         params[n].add_(g, alpha=-rate)
                     else:
                         params[n].index_add_(0, active, g, alpha=-rate)
@@ -397,18 +417,28 @@ class InProcessEngine:
         b1, b2 = betas
         out = {}
         for n, g in grads.items():
-            m_all, v_all = moments[n]
-            m = (m_all if every else m_all[active]) * b1 + (1 - b1) * g
-            v = (v_all if every else v_all[active]) * b2 + (1 - b2) * g.square()
-            if every:
+            if n not in moments:
+                # First step: the moments were zero, m = (1 - b1) g and v = (1 - b2) g^2.
+                m = g * (1 - b1)
+                v = g.square().mul_(1 - b2)
                 moments[n] = (m, v)
+            elif every:
+                m, v = moments[n]
+                m.mul_(b1).add_(g, alpha=1 - b1)
+                v.mul_(b2).addcmul_(g, g, value=1 - b2)
             else:
+                m_all, v_all = moments[n]
+                m = m_all[active].mul_(b1).add_(g, alpha=1 - b1)
+                v = v_all[active].mul_(b2).addcmul_(g, g, value=1 - b2)
                 m_all[active], v_all[active] = m, v
             shape = (-1,) + (1,) * (g.ndim - 1)
             c1 = (1 - b1 ** t.to(g.dtype)).view(shape)
             c2 = (1 - b2 ** t.to(g.dtype)).view(shape)
             rate = self.param_optim[n][1]
-            out[n] = sub[n] - rate * (m / c1) / ((v / c2).sqrt() + eps)
+            # In place on temporaries: the per-client item tables are the round's largest
+            # tensors, and Adam's arithmetic over them was most of a round's time.
+            step = (m / c1).div_((v / c2).sqrt_().add_(eps)).mul_(rate)
+            out[n] = sub[n] - step
         return out
 
     # ------------------------------------------------------------------ resume

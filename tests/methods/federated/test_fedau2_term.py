@@ -160,9 +160,7 @@ def test_dsvae_logits_follow_eq10_and_eval_returns_mu() -> None:
     inp = VariationalHead(5, 3, hidden=7, noise_site="input")
     e1 = torch.randn(4, 7) + 1
     z = F.relu(inp.hidden(x))
-    torch.testing.assert_close(
-        inp(x, noise=(e1, eps2)), inp.mu(z * e1) + inp.sigma(z) * eps2
-    )
+    torch.testing.assert_close(inp(x, noise=(e1, eps2)), inp.mu(z * e1) + inp.sigma(z) * eps2)
     head.eval()
     torch.testing.assert_close(head(x), head.mu(F.relu(head.hidden(x))))
     head.train()
