@@ -41,6 +41,7 @@ import torch
 from lit_unlearn.attacks.export import save_exported
 from lit_unlearn.datamodules import RecommendationData
 from lit_unlearn.methods.attribute.experiment.config import RowSpec, TableSpec
+from lit_unlearn.reporting.jsonl import ROWS, JsonlStore
 from lit_unlearn.reporting.plots import safe_stem
 
 __all__ = [
@@ -56,7 +57,6 @@ __all__ = [
     "row_record",
 ]
 
-ROWS = "rows.jsonl"
 EXPORTS = "exports"
 ATTRIBUTES_CSV = "attributes.csv"
 
@@ -104,72 +104,16 @@ def fingerprint(record: Mapping[str, Any]) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-class ResultStore:
+class ResultStore(JsonlStore):
     """``out/rows.jsonl``: append finished runs, find those a restart can skip.
 
     Args:
         out: The table's output directory.
     """
 
-    def __init__(self, out: Path) -> None:
-        self.out = Path(out)
-        self.path = self.out / ROWS
-
-    def records(self) -> list[dict[str, Any]]:
-        """Every complete line, in file order (a last line without its newline is ignored).
-
-        Raises:
-            ValueError: A line other than a cut-short last one is not JSON.
-        """
-        if not self.path.is_file():
-            return []
-        data = self.path.read_bytes()
-        complete = data[: data.rfind(b"\n") + 1]
-        records = []
-        for number, line in enumerate(complete.decode().splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError as err:
-                raise ValueError(
-                    f"{self.path}, line {number} is damaged ({err}); remove the line (or start "
-                    "over with --fresh)"
-                ) from err
-        return records
-
     def done(self) -> dict[tuple[str, int, str], dict[str, Any]]:
         """``(method, seed, fingerprint) -> record``, the last line of each winning."""
         return {(r["method"], int(r["seed"]), r.get("fingerprint", "")): r for r in self.records()}
-
-    def append(self, record: Mapping[str, Any]) -> None:
-        """Append one line (after cutting a last line a kill left without its newline)."""
-        self.out.mkdir(parents=True, exist_ok=True)
-        if self.path.is_file():
-            data = self.path.read_bytes()
-            keep = data.rfind(b"\n") + 1
-            if keep != len(data):
-                with self.path.open("r+b") as f:
-                    f.truncate(keep)
-        line = json.dumps(dict(record), default=_json_default)
-        with self.path.open("a", encoding="utf-8") as f:
-            f.write(line + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-
-    def clear(self) -> None:
-        """Forget every finished run (``--fresh``)."""
-        self.path.unlink(missing_ok=True)
-
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, Path):
-        return str(value)
-    if isinstance(value, tuple):
-        return list(value)
-    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
 
 
 def export_stem(method: str, seed: int) -> str:
