@@ -129,6 +129,15 @@ class FederatedTask(RecommenderTask):
                     f"{list(attrs.names)}"
                 )
             labels = attrs.codes[self.attribute]
+            classes = len(attrs.classes[self.attribute])
+            for k, term in enumerate(self.terms):
+                head_classes = getattr(getattr(term, "head", None), "num_classes", None)
+                if head_classes is not None and head_classes != classes:
+                    raise ValueError(
+                        f"terms[{k}]'s head predicts {head_classes} classes, attribute "
+                        f"{self.attribute!r} has {classes} ({list(attrs.classes[self.attribute])})"
+                        ": set its num_classes"
+                    )
         self.engine = InProcessEngine(
             self.model,
             self.local_loss,

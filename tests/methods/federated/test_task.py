@@ -109,6 +109,13 @@ def test_bad_input_is_refused() -> None:
         pl.Trainer(
             fast_dev_run=True, logger=False, callbacks=[GradientInversionAudit(at_round=1)]
         ).fit(_task(attribute="gender"), dm)
+    wrong_head = FederatedTask(
+        NCF(50, 40, 4, scorer="neumf"),
+        terms=[AdversaryTerm(input_dim=8, num_classes=3)],
+        attribute="gender",
+    )
+    with pytest.raises(ValueError, match="predicts 3 classes, attribute 'gender' has 2"):
+        pl.Trainer(fast_dev_run=True, logger=False).fit(wrong_head, dm)
     with pytest.raises(ValueError, match="rounds_per_epoch"):
         FederatedData(source=source, rounds_per_epoch=0)
     with pytest.raises(ValueError, match="data_dependent"):

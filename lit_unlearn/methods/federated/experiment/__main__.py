@@ -1,0 +1,38 @@
+"""``python -m lit_unlearn.methods.federated.experiment --config T.yaml``: run (or resume) a
+FedAU2 table and render it (Markdown, CSV, PNG; W&B when the config names a project)."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+from pathlib import Path
+
+from lit_unlearn.methods.federated.experiment.render import render
+from lit_unlearn.methods.federated.experiment.runner import run_table
+from lit_unlearn.methods.federated.experiment.spec import load_table
+from lit_unlearn.reporting.jsonl import JsonlStore
+
+
+def main(argv: Sequence[str] | None = None) -> list[Path]:
+    """Run the table's missing cells and render; return the written files."""
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--config", required=True, help="table config (YAML)")
+    parser.add_argument("--only", nargs="*", help="run only these backbones / methods")
+    parser.add_argument("--fresh", action="store_true", help="forget recorded cells first")
+    parser.add_argument(
+        "--render-only", action="store_true", help="render the recorded cells, run nothing"
+    )
+    args = parser.parse_args(argv)
+    spec = load_table(args.config)
+    if args.render_only:
+        records = JsonlStore(spec.out).records()
+    else:
+        records = run_table(spec, only=set(args.only) if args.only else None, fresh=args.fresh)
+    files = render(spec, records)
+    for path in files:
+        print(path)
+    return files
+
+
+if __name__ == "__main__":
+    main()

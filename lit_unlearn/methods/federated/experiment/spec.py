@@ -1,0 +1,271 @@
+"""What a FedAU2 table is made of: backbones x methods x attributes x seeds, read from YAML.
+
+A table config names, for each backbone, the experiment config of its Original run
+(``configs/experiment/federated/ml100k_*.yaml``: data, backbone, engine, the observing
+adversary head); every cell of the table is that config with the method's changes of the
+adversary term (``AdversaryTerm`` init_args) and client-side transforms (APM), the cell's
+attribute and seed. See ``configs/experiment/federated/fedau2_ml100k_table1.yaml``.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+__all__ = ["Cell", "FederatedTableError", "MethodSpec", "TableSpec", "load_table"]
+
+Kind = Literal["table1", "curves", "gradient"]
+
+
+class FederatedTableError(ValueError):
+    """A table config that cannot run (named field, what is wrong)."""
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    """One method (row group) of a table.
+
+    Attributes:
+        name: Row name (``Original``, ``APM``, ``FedAU2``, ``Global``...).
+        term: ``AdversaryTerm`` init_args the method sets on every backbone.
+        backbone_term: Extra init_args per backbone name (FedRAP's residual input...).
+        transforms: Client-side transforms (``class_path`` / ``init_args`` mappings).
+        targets: Attributes the method is run for (None: the table's). Original and APM do not
+            depend on the attribute (the head only observes), so they run once, on the first.
+    """
+
+    name: str
+    term: Mapping[str, Any] = field(default_factory=dict)
+    backbone_term: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    transforms: Sequence[Mapping[str, Any]] = ()
+    targets: tuple[str, ...] | None = None
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One run: a backbone, a method, the attribute its head targets, a seed."""
+
+    backbone: str
+    method: MethodSpec
+    attribute: str
+    seed: int
+
+    @property
+    def name(self) -> str:
+        """Directory-safe id ``{backbone}-{method}-{attribute}-seed{S}``."""
+        safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in self.method.name)
+        return f"{self.backbone}-{safe}-{self.attribute}-seed{self.seed}"
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    """A whole table.
+
+    Attributes:
+        kind: How it is rendered: ``table1`` (FedAU2 Table 1), ``curves`` (Fig. 3: attacker
+            balanced accuracy and NDCG@10 over rounds), ``gradient`` (Fig. 4: DLG / iDLG).
+        out: Output directory (``rows.jsonl``, runs, exports, Markdown / CSV / PNG).
+        backbones: Backbone name -> its Original experiment config.
+        attributes: Attribute -> number of classes, in table order.
+        seeds: Seeds (each seeds the engine and ``seed_everything``; the data split is fixed).
+        methods: The methods, in table order.
+        embedding_every: Rounds between two embedding attacks (FedAU2's external adversary).
+        gradient_at_round: Round of the server's DLG / iDLG attack (FedAU2 App. A.2: 100).
+        cli_args: Extra ``lit-unlearn fit`` arguments per backbone (e.g. fewer rounds).
+        wandb_project: Log the rendered tables to this W&B project (None: no W&B).
+        source: The YAML file it was read from.
+    """
+
+    kind: Kind
+    out: Path
+    backbones: Mapping[str, Path]
+    attributes: Mapping[str, int]
+    seeds: tuple[int, ...]
+    methods: tuple[MethodSpec, ...]
+    embedding_every: int = 100
+    gradient_at_round: int = 100
+    cli_args: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    wandb_project: str | None = None
+    source: Path | None = None
+
+    def cells(self) -> list[Cell]:
+        """Every run of the table, in order (backbone, method, attribute, seed)."""
+        out = []
+        for backbone in self.backbones:
+            for method in self.methods:
+                targets = method.targets if method.targets is not None else tuple(self.attributes)
+                for attribute in targets:
+                    for seed in self.seeds:
+                        out.append(Cell(backbone, method, attribute, seed))
+        return out
+
+    def cell_config(self, cell: Cell) -> dict[str, Any]:
+        """The ``lit-unlearn fit`` config of ``cell`` (the backbone's, changed by the method).
+
+        Raises:
+            FederatedTableError: The backbone config has no adversary term to change.
+        """
+        path = self.backbones[cell.backbone]
+        config = copy.deepcopy(yaml.safe_load(path.read_text()))
+        init = config.get("model", {}).get("init_args", {})
+        terms = init.get("terms") or []
+        if not terms or "AdversaryTerm" not in str(terms[0].get("class_path", "")):
+            raise FederatedTableError(
+                f"{path}: model.init_args.terms[0] must be an AdversaryTerm (the table changes it)"
+            )
+        term_args = dict(terms[0].get("init_args") or {})
+        term_args["num_classes"] = self.attributes[cell.attribute]
+        term_args.update(cell.method.term)
+        term_args.update(cell.method.backbone_term.get(cell.backbone, {}))
+        terms[0]["init_args"] = term_args
+        init["terms"] = terms
+        init["attribute"] = cell.attribute
+        init["seed"] = cell.seed
+        if cell.method.transforms:
+            init["transforms"] = [dict(t) for t in cell.method.transforms]
+        config["seed_everything"] = cell.seed
+        run_dir = self.out / "runs" / cell.name
+        trainer = config.setdefault("trainer", {})
+        trainer["enable_progress_bar"] = False
+        trainer["logger"] = {
+            "class_path": "lightning.pytorch.loggers.CSVLogger",
+            "init_args": {"save_dir": str(self.out / "runs"), "name": cell.name, "version": ""},
+        }
+        trainer["callbacks"] = [
+            {
+                "class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
+                "init_args": {"dirpath": str(run_dir / "checkpoints"), "save_last": True},
+            },
+            {
+                "class_path": "lit_unlearn.callbacks.AttributeAudit",
+                "init_args": {"attackers": ["mlp", "xgboost"], "when": ["fit_end"]},
+            },
+            {
+                "class_path": "lit_unlearn.callbacks.EmbeddingAttack",
+                "init_args": {"every_n_rounds": self.embedding_every, "save_dir": str(run_dir)},
+            },
+            {
+                "class_path": "lit_unlearn.callbacks.GradientInversionAudit",
+                "init_args": {"at_round": self.gradient_at_round, "save_dir": str(run_dir)},
+            },
+        ]
+        return config
+
+
+def _int(value: Any, where: str, low: int = 0) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise FederatedTableError(f"{where} must be an int >= {low}, got {value!r}")
+    return value
+
+
+def _mapping(value: Any, where: str) -> Mapping[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise FederatedTableError(f"{where} must be a mapping, got {type(value).__name__}")
+    return value
+
+
+def _method(
+    raw: Any, index: int, attributes: Mapping[str, int], backbones: Sequence[str]
+) -> MethodSpec:
+    where = f"methods[{index}]"
+    if not isinstance(raw, Mapping) or not isinstance(raw.get("name"), str):
+        raise FederatedTableError(f"{where} must be a mapping with a 'name'")
+    unknown = set(raw) - {"name", "term", "backbone_term", "transforms", "targets"}
+    if unknown:
+        raise FederatedTableError(f"{where} ({raw['name']}): unknown keys {sorted(unknown)}")
+    backbone_term = {str(k): dict(_mapping(v, f"{where}.backbone_term.{k}"))
+                     for k, v in _mapping(raw.get("backbone_term"), where).items()}  # fmt: skip
+    stray = set(backbone_term) - set(backbones)
+    if stray:
+        raise FederatedTableError(f"{where}.backbone_term names no backbone: {sorted(stray)}")
+    transforms = raw.get("transforms") or []
+    if not isinstance(transforms, list) or any(
+        not isinstance(t, Mapping) or "class_path" not in t for t in transforms
+    ):
+        raise FederatedTableError(f"{where}.transforms must be a list of class_path mappings")
+    targets = raw.get("targets")
+    if targets is not None:
+        if not isinstance(targets, list) or not targets:
+            raise FederatedTableError(f"{where}.targets must be a non-empty list")
+        missing = [t for t in targets if t not in attributes]
+        if missing:
+            raise FederatedTableError(f"{where}.targets {missing} are not table attributes")
+        targets = tuple(str(t) for t in targets)
+    return MethodSpec(
+        name=raw["name"],
+        term=dict(_mapping(raw.get("term"), f"{where}.term")),
+        backbone_term=backbone_term,
+        transforms=tuple(dict(t) for t in transforms),
+        targets=targets,
+    )
+
+
+def load_table(path: str | Path) -> TableSpec:
+    """Read and check a table config (paths are relative to the working directory).
+
+    Raises:
+        FederatedTableError: A missing file, an unknown key, a bad value.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FederatedTableError(f"table config {path} does not exist")
+    raw = yaml.safe_load(path.read_text())
+    if not isinstance(raw, Mapping):
+        raise FederatedTableError(f"{path}: expected a mapping at the top level")
+    allowed = {"kind", "out", "backbones", "attributes", "seeds", "methods", "embedding_every",
+               "gradient_at_round", "cli_args", "wandb_project"}  # fmt: skip
+    unknown = set(raw) - allowed
+    if unknown:
+        raise FederatedTableError(f"{path}: unknown keys {sorted(unknown)}")
+    kind = raw.get("kind", "table1")
+    if kind not in ("table1", "curves", "gradient"):
+        raise FederatedTableError(f"kind must be table1, curves or gradient, got {kind!r}")
+    backbones = {str(k): Path(v) for k, v in _mapping(raw.get("backbones"), "backbones").items()}
+    if not backbones:
+        raise FederatedTableError(f"{path}: no backbones")
+    for name, config in backbones.items():
+        if not config.is_file():
+            raise FederatedTableError(f"backbones.{name}: {config} does not exist")
+    attributes = {
+        str(k): _int(v, f"attributes.{k}", 2)
+        for k, v in _mapping(raw.get("attributes"), "attributes").items()
+    }
+    if not attributes:
+        raise FederatedTableError(f"{path}: no attributes (attribute: number of classes)")
+    seeds = raw.get("seeds", [0])
+    if not isinstance(seeds, list) or not seeds:
+        raise FederatedTableError("seeds must be a non-empty list of ints")
+    methods_raw = raw.get("methods")
+    if not isinstance(methods_raw, list) or not methods_raw:
+        raise FederatedTableError(f"{path}: no methods")
+    methods = tuple(_method(m, i, attributes, list(backbones)) for i, m in enumerate(methods_raw))
+    names = [m.name for m in methods]
+    if len(set(names)) != len(names):
+        raise FederatedTableError(f"method names repeat: {names}")
+    cli_args = {
+        str(k): tuple(str(a) for a in (v or []))
+        for k, v in _mapping(raw.get("cli_args"), "cli_args").items()
+    }
+    stray = set(cli_args) - set(backbones)
+    if stray:
+        raise FederatedTableError(f"cli_args names no backbone: {sorted(stray)}")
+    return TableSpec(
+        kind=kind,
+        out=Path(raw.get("out") or f"benchmarks/results/{path.stem}"),
+        backbones=backbones,
+        attributes=attributes,
+        seeds=tuple(_int(s, "seeds[]") for s in seeds),
+        methods=methods,
+        embedding_every=_int(raw.get("embedding_every", 100), "embedding_every", 1),
+        gradient_at_round=_int(raw.get("gradient_at_round", 100), "gradient_at_round", 1),
+        cli_args=cli_args,
+        wandb_project=raw.get("wandb_project"),
+        source=path,
+    )
