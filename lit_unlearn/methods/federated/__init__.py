@@ -13,6 +13,7 @@ from lit_unlearn.methods.federated.adversary import (
     UploadRecorder,
     gradient_reversal,
 )
+from lit_unlearn.methods.federated.apm import APMPerturbation
 from lit_unlearn.methods.federated.clients import ClientData, PaddedExamples
 from lit_unlearn.methods.federated.engine import ClientUpdate, InProcessEngine, RoundResult
 from lit_unlearn.methods.federated.objectives import (
@@ -27,6 +28,7 @@ if TYPE_CHECKING:
     from lit_unlearn.methods.federated.task import FederatedTask
 
 __all__ = [
+    "APMPerturbation",
     "AdversaryTerm",
     "Aggregator",
     "AttributeHead",

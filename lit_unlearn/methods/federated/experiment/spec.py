@@ -94,13 +94,14 @@ class TableSpec:
     source: Path | None = None
 
     def cells(self) -> list[Cell]:
-        """Every run of the table, in order (backbone, method, attribute, seed)."""
+        """Every run of the table, seed by seed (then backbone, method, attribute): a table
+        stopped part-way has whole seeds done."""
         out = []
-        for backbone in self.backbones:
-            for method in self.methods:
-                targets = method.targets if method.targets is not None else tuple(self.attributes)
-                for attribute in targets:
-                    for seed in self.seeds:
+        for seed in self.seeds:
+            for backbone in self.backbones:
+                for method in self.methods:
+                    targets = method.targets or tuple(self.attributes)
+                    for attribute in targets:
                         out.append(Cell(backbone, method, attribute, seed))
         return out
 
