@@ -121,3 +121,20 @@ def test_bad_table_configs_are_refused(tmp_path: Path) -> None:
     ):
         with pytest.raises(FederatedTableError, match=match):
             load_table(_table(tmp_path, **changes))
+
+
+def test_only_narrows_each_axis_it_names(tmp_path: Path) -> None:
+    from lit_unlearn.methods.federated.experiment.runner import _selected
+
+    spec = load_table(_table(tmp_path, attributes={"gender": 2, "age": 3}, seeds=[0, 1]))
+    cells = spec.cells()
+    assert [c.name for c in cells][:3] == [
+        "FedNCF-Original-gender-seed0",
+        "FedNCF-FedAU2-gender-seed0",
+        "FedNCF-FedAU2-age-seed0",
+    ]  # seed by seed; Original runs for its one target
+    pick = [c.name for c in cells if _selected(spec, c, {"FedAU2", "age"})]
+    assert pick == ["FedNCF-FedAU2-age-seed0", "FedNCF-FedAU2-age-seed1"]
+    assert len([c for c in cells if _selected(spec, c, {"FedNCF"})]) == len(cells)
+    with pytest.raises(SystemExit):
+        main(["--config", str(tmp_path / "table.yaml"), "--only", "FedXYZ"])

@@ -17,13 +17,23 @@ def main(argv: Sequence[str] | None = None) -> list[Path]:
     """Run the table's missing cells and render; return the written files."""
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--config", required=True, help="table config (YAML)")
-    parser.add_argument("--only", nargs="*", help="run only these backbones / methods")
+    parser.add_argument(
+        "--only",
+        nargs="*",
+        help="run only the cells of these backbones / methods / attributes (each kind narrows "
+        "its own axis)",
+    )
     parser.add_argument("--fresh", action="store_true", help="forget recorded cells first")
     parser.add_argument(
         "--render-only", action="store_true", help="render the recorded cells, run nothing"
     )
     args = parser.parse_args(argv)
     spec = load_table(args.config)
+    if args.only:
+        known = set(spec.backbones) | {m.name for m in spec.methods} | set(spec.attributes)
+        unknown = sorted(set(args.only) - known)
+        if unknown:
+            parser.error(f"--only: {unknown} name no backbone, method or attribute of the table")
     if args.render_only:
         records = JsonlStore(spec.out).records()
     else:

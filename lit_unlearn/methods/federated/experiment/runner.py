@@ -112,6 +112,15 @@ def run_cell(spec: TableSpec, cell: Cell) -> dict[str, Any]:
     }
 
 
+def _selected(spec: TableSpec, cell: Cell, only: set[str]) -> bool:
+    axes = (
+        (set(spec.backbones), cell.backbone),
+        ({m.name for m in spec.methods}, cell.method.name),
+        (set(spec.attributes), cell.attribute),
+    )
+    return all(not (names & only) or value in only for names, value in axes)
+
+
 def run_table(
     spec: TableSpec, only: set[str] | None = None, fresh: bool = False
 ) -> list[dict[str, Any]]:
@@ -119,8 +128,10 @@ def run_table(
 
     Args:
         spec: The table.
-        only: Run only cells whose backbone or method is in this set (others are kept as
-            recorded).
+        only: Run only the cells these names select (others are kept as recorded): names of
+            backbones, methods and attributes, each kind narrowing its own axis (``{"FedVAE",
+            "FedAU2", "gender"}`` = FedVAE's FedAU2 cells for gender); a kind not named is
+            not narrowed.
         fresh: Forget the recorded cells first.
     """
     store = JsonlStore(spec.out)
@@ -141,7 +152,7 @@ def run_table(
         if k in done:
             records.append(done[k])
             continue
-        if only is not None and not ({cell.backbone, cell.method.name} & only):
+        if only is not None and not _selected(spec, cell, only):
             continue
         print(f"[fedau2 table] {cell.name}", flush=True)
         record = run_cell(spec, cell)
