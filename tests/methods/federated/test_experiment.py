@@ -46,7 +46,7 @@ def _table(tmp_path: Path, **changes: object) -> Path:
     }
     raw.update(changes)
     path = tmp_path / "table.yaml"
-    path.write_text(yaml.safe_dump(raw))
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
     return path
 
 
