@@ -9,7 +9,7 @@ PYTEST_ARGS ?=
 export WANDB_MODE ?= offline
 export PYTHONHASHSEED := 0
 
-.PHONY: venv demo test test-fast lint typecheck bench attrcloak-table attrcloak-leakage-table alteraser-table alteraser-sparse-tables class-unlearning-tables clean
+.PHONY: venv demo test test-fast lint typecheck bench attrcloak-table attrcloak-leakage-table alteraser-table alteraser-sparse-tables class-unlearning-tables fedau2-table1 fedau2-fig3 fedau2-fig4 fedau2-overhead clean
 
 $(BIN)/.installed: setup.cfg pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -56,6 +56,19 @@ attrcloak-leakage-table: venv
 	$(BIN)/lit-unlearn fit --config configs/experiment/ml100k_ncf.yaml --trainer.enable_progress_bar=false
 	OMP_NUM_THREADS=1 $(BIN)/python -m lit_unlearn.methods.attribute.experiment \
 		--config configs/experiment/attribute/attrcloak_ml100k_leakage_table.yaml
+
+# FedAU2 (docs/fedau2.md) on ML-100K: Table 1 (~1 h 45 min per seed on 2 cores), Fig. 3 and
+# Fig. 4; each resumes after a kill (rows.jsonl) and renders Markdown / CSV / PNG.
+FEDAU2 := OMP_NUM_THREADS=1 $(BIN)/python -m lit_unlearn.methods.federated.experiment --config configs/experiment/federated
+fedau2-table1: venv
+	$(FEDAU2)/fedau2_ml100k_table1.yaml
+fedau2-fig3: venv
+	$(FEDAU2)/fedau2_ml100k_fig3.yaml
+fedau2-fig4: venv
+	$(FEDAU2)/fedau2_ml100k_fig4.yaml
+# FedAU2 Table 3: per-step client overhead against the plain client step (same run)
+fedau2-overhead: venv
+	OMP_NUM_THREADS=1 $(BIN)/python benchmarks/fedau2_overhead.py
 
 # AltEraser Tables 3-5 on ML-100K, both scenarios, 5 repetitions each (~20 minutes on 2 cores);
 # every row and hyperparameter is in the experiment YAML and the method configs it names.
