@@ -66,6 +66,8 @@ __all__ = [
 UNDETERMINED = -1
 
 Randomness = Literal["error", "different", "same"]
+Distance = Literal["l2", "cosine"]
+MultiStep = Literal["sum", "mean", "unroll"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -318,6 +320,12 @@ class _MatchObjective:
     of the summed distances each user's own ``d value / d x``: the users' objectives share no
     variable. (Plain autograd over a ``vmap``-ed forward is about twice as fast as nesting
     ``torch.func.grad`` in ``vmap`` for the small working sets L-BFGS ends with.)
+
+    With ``local_steps`` (``unroll``) the dummy gradient is the sum of ``K_u`` plain SGD steps
+    of the head at the user's ``local_lr`` from the start parameters on the one dummy pair,
+    ``sum_k grad_k = (w_0 - w_K) / lr``: what the client's upload is when its own input does not
+    move between steps. With ``distance="cosine"`` the value is ``1 - cos(dummy, observed)``
+    over all parameters flattened together (Geiping et al. 2020) instead of the squared L2.
     """
 
     def __init__(
@@ -329,12 +337,20 @@ class _MatchObjective:
         input_dim: int,
         randomness: Randomness,
         fixed_noise: bool = False,
+        local_steps: Tensor | None = None,
+        local_lr: Tensor | None = None,
+        distance: Distance = "l2",
+        hard_label: int | None = None,
     ) -> None:
         self.params = params
+        self.hard_label = hard_label
         self.param_dims = param_dims
         self.observed = observed
         self.input_dim = input_dim
         self.fixed_noise = fixed_noise
+        self.local_steps = local_steps
+        self.local_lr = local_lr
+        self.distance = distance
         device = next(iter(observed.values())).device
         # Replaying the global RNG from here before every evaluation gives a stochastic head the
         # same noise draws each time (per user with randomness="different", as long as the
@@ -349,6 +365,8 @@ class _MatchObjective:
         self._forward = vmap(forward, in_dims=(0, 0), randomness=randomness)
         self._params_sel = params
         self._observed_sel = observed
+        self._steps_sel = local_steps
+        self._lr_sel = local_lr
         self.select(torch.arange(next(iter(observed.values())).shape[0], device=device))
 
     def select(self, index: Tensor) -> None:
@@ -361,6 +379,37 @@ class _MatchObjective:
             for k, v in self.params.items()
         }
         self._observed_sel = {k: v.index_select(0, index) for k, v in self.observed.items()}
+        if self.local_steps is not None and self.local_lr is not None:
+            self._steps_sel = self.local_steps.index_select(0, index)
+            self._lr_sel = self.local_lr.index_select(0, index)
+
+    def _dummy_gradients(
+        self, names: list[str], leaves: list[Tensor], em: Tensor, target: Tensor
+    ) -> list[Tensor | None]:
+        """Each user's dummy gradient (one step, or the sum over its unrolled SGD steps)."""
+
+        def step(current: list[Tensor]) -> tuple[Tensor | None, ...]:
+            out = self._forward(dict(zip(names, current, strict=True)), em)
+            # Soft-label cross-entropy (the reference's cross_entropy_for_onehot), summed over
+            # users: each user's term depends on its own parameter copy only.
+            ce = -(target * torch.log_softmax(out, dim=-1)).sum()
+            return torch.autograd.grad(ce, current, create_graph=True, allow_unused=True)
+
+        if self._steps_sel is None or self._lr_sel is None:
+            return list(step(leaves))
+        current = list(leaves)
+        total: list[Tensor | None] = [None] * len(leaves)
+        for k in range(int(self._steps_sel.max())):
+            live = (self._steps_sel > k).to(em.dtype)
+            for i, g in enumerate(step(current)):
+                if g is None:
+                    continue
+                shape = (-1,) + (1,) * (g.ndim - 1)
+                g = g * live.view(shape)
+                prev = total[i]
+                total[i] = g if prev is None else prev + g
+                current[i] = current[i] - self._lr_sel.view(shape) * g
+        return total
 
     def __call__(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """``(value [b], gradient [b, P])`` for the selected users' dummies ``x [b, P]``."""
@@ -370,18 +419,33 @@ class _MatchObjective:
             x = x.detach().requires_grad_(True)
             names = list(self._params_sel)
             leaves = [self._params_sel[k].detach().requires_grad_(True) for k in names]
-            out = self._forward(dict(zip(names, leaves, strict=True)), x[:, : self.input_dim])
-            target = torch.softmax(x[:, self.input_dim :], dim=-1)
-            # Soft-label cross-entropy (the reference's cross_entropy_for_onehot), summed over
-            # users: each user's term depends on its own parameter copy only.
-            ce = -(target * torch.log_softmax(out, dim=-1)).sum()
-            dummy = torch.autograd.grad(ce, leaves, create_graph=True, allow_unused=True)
-            value = x.new_zeros(x.shape[0])
-            for k, g in zip(names, dummy, strict=True):
-                observed = self._observed_sel[k]
-                # A parameter the forward never used has a zero dummy gradient.
-                diff = observed.neg() if g is None else g - observed
-                value = value + diff.pow(2).flatten(1).sum(dim=1)
+            if self.hard_label is None:
+                target = torch.softmax(x[:, self.input_dim :], dim=-1)
+            else:
+                # A fixed one-hot label: y' gets no gradient and only em' is optimised.
+                target = torch.zeros_like(x[:, self.input_dim :])
+                target[:, self.hard_label] = 1
+            dummy = self._dummy_gradients(names, leaves, x[:, : self.input_dim], target)
+            if self.distance == "cosine":
+                dot = x.new_zeros(x.shape[0])
+                dummy_sq = x.new_zeros(x.shape[0])
+                observed_sq = x.new_zeros(x.shape[0])
+                for k, g in zip(names, dummy, strict=True):
+                    observed = self._observed_sel[k].flatten(1)
+                    observed_sq = observed_sq + observed.pow(2).sum(dim=1)
+                    if g is not None:
+                        dot = dot + (g.flatten(1) * observed).sum(dim=1)
+                        dummy_sq = dummy_sq + g.flatten(1).pow(2).sum(dim=1)
+                # The tiny floor keeps an all-zero gradient finite (value 1: no match).
+                norms = (dummy_sq * observed_sq).clamp_min(1e-300).sqrt()
+                value = 1 - dot / norms
+            else:
+                value = x.new_zeros(x.shape[0])
+                for k, g in zip(names, dummy, strict=True):
+                    observed = self._observed_sel[k]
+                    # A parameter the forward never used has a zero dummy gradient.
+                    diff = observed.neg() if g is None else g - observed
+                    value = value + diff.pow(2).flatten(1).sum(dim=1)
             (gradient,) = torch.autograd.grad(value.sum(), x)
         return value.detach(), gradient
 
@@ -614,6 +678,49 @@ def _batched_lbfgs(
     return x_out, loss_out, iters_out
 
 
+def _batched_adam(
+    objective: _MatchObjective, x0: Tensor, iterations: int, lr: float
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Minimise independent per-user objectives by Adam, keeping each user's best iterate.
+
+    Adam is elementwise, so one optimiser over the stacked dummies is ``B`` independent ones.
+    The step size is constant (Geiping et al.'s decay by 10 at 3/8, 5/8 and 7/8 of the
+    iterations stalled the matching on real uploads at the budgets an audit can afford). Each
+    user's result is its iterate of lowest matching loss (what the server can see); a user
+    whose loss or gradient turns NaN/inf is frozen.
+
+    Returns:
+        ``(x [B, P], loss [B], iterations int64[B])``.
+    """
+    num_users = x0.shape[0]
+    x = x0.clone()
+    m = torch.zeros_like(x)
+    v = torch.zeros_like(x)
+    b1, b2, eps = 0.9, 0.999, 1e-8
+    objective.select(torch.arange(num_users, device=x0.device))
+    best_x = x0.clone()
+    best_loss = torch.full((num_users,), math.inf, dtype=x0.dtype, device=x0.device)
+    active = torch.ones(num_users, dtype=torch.bool, device=x0.device)
+    iters = torch.zeros(num_users, dtype=torch.long, device=x0.device)
+    for t in range(1, iterations + 2):
+        loss, g = objective(x)
+        finite = torch.isfinite(loss) & torch.isfinite(g).all(dim=1)
+        active &= finite
+        better = active & (loss < best_loss)
+        best_x = torch.where(better.unsqueeze(1), x, best_x)
+        best_loss = torch.where(better, loss, best_loss)
+        if t > iterations or not bool(active.any()):
+            break
+        g = torch.where(active.unsqueeze(1), g, torch.zeros_like(g))
+        m = b1 * m + (1 - b1) * g
+        v = b2 * v + (1 - b2) * g * g
+        step = lr * (m / (1 - b1**t)) / ((v / (1 - b2**t)).sqrt() + eps)
+        x = torch.where(active.unsqueeze(1), x - step, x)
+        iters += active.long()
+    best_loss = torch.where(torch.isinf(best_loss), torch.full_like(best_loss, math.nan), best_loss)
+    return best_x, best_loss, iters
+
+
 def dlg_attack(
     head: nn.Module,
     params: Mapping[str, Tensor] | None,
@@ -634,6 +741,12 @@ def dlg_attack(
     restart_tol: float = 1e-4,
     chunk_size: int | None = None,
     num_threads: int = 1,
+    multi_step: MultiStep = "sum",
+    local_steps: int | Tensor | None = None,
+    local_lr: float | Tensor | None = None,
+    distance: Distance = "l2",
+    optimizer: Literal["lbfgs", "adam"] = "lbfgs",
+    label_search: bool = False,
 ) -> DLGResult:
     """DLG (Zhu et al. 2019) label recovery from per-user gradients of a shared head.
 
@@ -697,6 +810,28 @@ def dlg_attack(
         chunk_size: Attack at most this many users at a time (bounds memory); ``None`` = all.
         num_threads: CPU threads while attacking (restored afterwards); the tensors are tiny,
             so one thread is fastest, as for :class:`~lit_unlearn.attacks.MLPAttacker`.
+        multi_step: How an upload made of several local SGD steps is matched (a client that
+            trains the head for ``K`` minibatches uploads the *sum* of ``K`` gradients, taken
+            at moving parameters and, in a recommender, a moving embedding).
+            ``"sum"`` (the reference): the upload is matched as one gradient, as if ``K = 1``;
+            with ``K > 1`` the summed last-layer bias gradient can exceed what one soft label
+            can produce (``|p - y| <= 1`` per class) and the matching drifts to wrong labels.
+            ``"mean"``: the upload is divided by ``K`` first (the mean step's gradient).
+            ``"unroll"``: the dummy pair is run through ``K`` plain SGD steps of the head at
+            ``local_lr`` from the start parameters, and the sum of those steps' gradients is
+            matched (multi-step inversion, Geiping et al. 2020, Sec. 5); it costs ``K`` times
+            more per evaluation. Both need ``local_steps``; the server knows ``K`` from the
+            protocol's local batch size and each client's interaction count (FedAvg's weight).
+        local_steps: ``K``, the local SGD steps behind each upload: an int (all users) or
+            ``int[num_users]``; values below 1 are treated as 1. Needed by ``"mean"`` and
+            ``"unroll"``.
+        local_lr: The client's learning rate of the head, a float or ``[num_users]``; needed
+            by ``"unroll"``.
+        distance: ``"l2"`` (the reference, Eq. 4: squared Euclidean distance summed over the
+            parameters) or ``"cosine"`` (``1 - cos`` of the flattened dummy and observed
+            gradients, Geiping et al. 2020): blind to the gradient's scale, so a dummy whose
+            magnitude cannot match the upload's can still match its direction. The loss
+            reported, and ``restart_tol``, are then in cosine units.
 
     Returns:
         A :class:`DLGResult`, one row per user, on the gradients' device.
@@ -721,6 +856,16 @@ def dlg_attack(
         raise ValueError(f"randomness must be 'error', 'different' or 'same', got {randomness!r}")
     if not dtype.is_floating_point:
         raise ValueError(f"dtype must be a floating dtype, got {dtype}")
+    if optimizer not in ("lbfgs", "adam"):
+        raise ValueError(f"optimizer must be 'lbfgs' or 'adam', got {optimizer!r}")
+    if multi_step not in ("sum", "mean", "unroll"):
+        raise ValueError(f"multi_step must be 'sum', 'mean' or 'unroll', got {multi_step!r}")
+    if distance not in ("l2", "cosine"):
+        raise ValueError(f"distance must be 'l2' or 'cosine', got {distance!r}")
+    if multi_step != "sum" and local_steps is None:
+        raise ValueError(f"multi_step={multi_step!r} needs local_steps (K per user)")
+    if multi_step == "unroll" and local_lr is None:
+        raise ValueError("multi_step='unroll' needs local_lr (the client's learning rate)")
 
     reference = {k: v.detach() for k, v in head.named_parameters()}
     if not reference:
@@ -759,6 +904,21 @@ def dlg_attack(
     at_upload = {k: v.detach().to(device=device, dtype=dtype) for k, v in params.items()}
     dim = _input_dim(head) if input_dim is None else input_dim
     _int_at_least("input_dim", dim, 1)
+    steps_per_user: Tensor | None = None
+    lr_per_user: Tensor | None = None
+    if multi_step != "sum":
+        steps_per_user = _per_user("local_steps", local_steps, num_users, device, torch.long)
+        steps_per_user = steps_per_user.clamp_min(1)
+        if multi_step == "mean":
+            k_users = steps_per_user.to(dtype)
+            observed = {
+                k: v / k_users.view((-1,) + (1,) * (v.ndim - 1)) for k, v in observed.items()
+            }
+            steps_per_user = None
+        else:
+            lr_per_user = _per_user("local_lr", local_lr, num_users, device, dtype)
+            if not bool((lr_per_user > 0).all() & torch.isfinite(lr_per_user).all()):
+                raise ValueError("local_lr must be finite and > 0")
 
     with (
         _torch_threads(num_threads),
@@ -769,7 +929,7 @@ def dlg_attack(
         # The head in the attack's dtype on a copy, so the caller's module is left untouched.
         work_head = _head_copy(head, dtype, device)
         num_classes = _num_outputs(work_head, at_upload, param_dims, dim, device, dtype)
-        generator = torch.Generator().manual_seed(seed)
+        generator = torch.Generator()
         width = dim + num_classes
 
         def draw() -> Tensor:
@@ -777,7 +937,7 @@ def dlg_attack(
             # on the device, the chunking, or which users a restart retries).
             return torch.randn(num_users, width, generator=generator, dtype=dtype).to(device)
 
-        def attack(rows: Tensor, start: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        def attack(rows: Tensor, start: Tensor, hard: int | None) -> tuple[Tensor, Tensor, Tensor]:
             size = rows.numel() if chunk_size is None else chunk_size
             parts: list[tuple[Tensor, Tensor, Tensor]] = []
             for first in range(0, rows.numel(), size):
@@ -793,7 +953,16 @@ def dlg_attack(
                     dim,
                     randomness,
                     fixed_noise,
+                    None if steps_per_user is None else steps_per_user.index_select(0, chunk),
+                    None if lr_per_user is None else lr_per_user.index_select(0, chunk),
+                    distance,
+                    hard,
                 )
+                if optimizer == "adam":
+                    parts.append(
+                        _batched_adam(objective, start[first : first + size], steps * max_iter, lr)
+                    )
+                    continue
                 parts.append(
                     _batched_lbfgs(
                         objective,
@@ -814,34 +983,77 @@ def dlg_attack(
             )
 
         everyone = torch.arange(num_users, device=device)
-        x, loss, iterations = attack(everyone, draw())
-        attempts = torch.ones(num_users, dtype=torch.long, device=device)
         # What "converged" means per user: a mismatch small next to the upload itself.
         scale = torch.stack([v.pow(2).flatten(1).sum(dim=1) for v in observed.values()]).sum(0)
-        for _ in range(restarts):
-            start = draw()
-            retry = (~(loss <= restart_tol * scale)).nonzero().squeeze(1)
-            if retry.numel() == 0:
-                break
-            x_new, loss_new, iters_new = attack(retry, start.index_select(0, retry))
-            # The server can compare matching losses without knowing any label. (A NaN loss
-            # only survives when every attempt of the user gave NaN.)
-            old = loss.index_select(0, retry)
-            better = (loss_new < old) | (torch.isnan(old) & ~torch.isnan(loss_new))
-            won = retry[better]
-            x[won] = x_new[better]
-            loss[won] = loss_new[better]
-            iterations[retry] += iters_new
-            attempts[retry] += 1
-    y_logits = x[:, dim:]
+        if distance == "cosine":
+            scale = torch.ones_like(scale)
+
+        def with_restarts(hard: int | None) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+            # The same starting points for every label tried.
+            generator.manual_seed(seed)
+            x, loss, iterations = attack(everyone, draw(), hard)
+            attempts = torch.ones(num_users, dtype=torch.long, device=device)
+            for _ in range(restarts):
+                start = draw()
+                retry = (~(loss <= restart_tol * scale)).nonzero().squeeze(1)
+                if retry.numel() == 0:
+                    break
+                x_new, loss_new, iters_new = attack(retry, start.index_select(0, retry), hard)
+                # The server can compare matching losses without knowing any label. (A NaN
+                # loss only survives when every attempt of the user gave NaN.)
+                old = loss.index_select(0, retry)
+                better = (loss_new < old) | (torch.isnan(old) & ~torch.isnan(loss_new))
+                won = retry[better]
+                x[won] = x_new[better]
+                loss[won] = loss_new[better]
+                iterations[retry] += iters_new
+                attempts[retry] += 1
+            return x, loss, iterations, attempts
+
+        if not label_search:
+            x, loss, iterations, attempts = with_restarts(None)
+            y_logits = x[:, dim:]
+            labels = y_logits.argmax(dim=1)
+            label_probs = torch.softmax(y_logits, dim=1)
+        else:
+            runs = [with_restarts(c) for c in range(num_classes)]
+            losses = torch.stack([run[1] for run in runs], dim=1)
+            # A NaN loss (every attempt diverged) never wins.
+            labels = torch.nan_to_num(losses, nan=math.inf).argmin(dim=1)
+            pick = labels.view(1, -1, 1)
+            x = torch.stack([run[0] for run in runs]).gather(0, pick.expand(1, num_users, width))[0]
+            loss = losses.gather(1, labels.unsqueeze(1)).squeeze(1)
+            iterations = torch.stack([run[2] for run in runs]).sum(dim=0)
+            attempts = torch.stack([run[3] for run in runs]).sum(dim=0)
+            label_probs = torch.nn.functional.one_hot(labels, num_classes).to(dtype)
     return DLGResult(
-        labels=y_logits.argmax(dim=1),
-        label_probs=torch.softmax(y_logits, dim=1),
+        labels=labels,
+        label_probs=label_probs,
         embeddings=x[:, :dim],
         loss=loss,
         iterations=iterations,
         attempts=attempts,
     )
+
+
+def _per_user(
+    name: str,
+    value: float | Tensor | None,
+    num_users: int,
+    device: torch.device,
+    dtype: torch.dtype,
+) -> Tensor:
+    """A scalar or ``[num_users]`` option as a ``[num_users]`` tensor."""
+    if value is None:
+        raise ValueError(f"{name} is required")
+    t = torch.as_tensor(value).detach()
+    if t.ndim == 0:
+        t = t.expand(num_users)
+    if tuple(t.shape) != (num_users,):
+        raise ValueError(f"{name} must be a scalar or [{num_users}], got shape {tuple(t.shape)}")
+    if dtype == torch.long and t.is_floating_point() and not bool((t == t.round()).all()):
+        raise ValueError(f"{name} must hold whole numbers")
+    return t.to(device=device, dtype=dtype)
 
 
 def _head_copy(head: nn.Module, dtype: torch.dtype, device: torch.device) -> nn.Module:
