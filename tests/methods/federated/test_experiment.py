@@ -51,8 +51,12 @@ def _table(tmp_path: Path, **changes: object) -> Path:
 
 
 @pytest.mark.slow
-def test_a_tiny_table_runs_records_resumes_and_renders(tmp_path: Path) -> None:
-    config = _table(tmp_path)
+def test_a_tiny_table_runs_records_resumes_and_renders(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    config = _table(tmp_path, wandb_project="lit-unlearn-test")
     files = main(["--config", str(config)])
     out = tmp_path / "out"
     records = JsonlStore(out).records()
@@ -72,6 +76,7 @@ def test_a_tiny_table_runs_records_resumes_and_renders(tmp_path: Path) -> None:
     assert list(summary["method"]) == ["Original", "FedAU2"]
     assert {"table.md", "summary.csv", "runs.csv", "table1.png"} <= {p.name for p in files}
     assert "FedAU2" in (out / "table.md").read_text()
+    assert list((out / "wandb").glob("offline-run-*"))  # the tables went to W&B (offline)
     # Resume: nothing reruns (the records' fingerprints match), the table renders the same.
     mtime = (out / "rows.jsonl").stat().st_mtime_ns
     main(["--config", str(config)])

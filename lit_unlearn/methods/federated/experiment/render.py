@@ -252,7 +252,13 @@ def render(spec: TableSpec, records: Sequence[Mapping[str, Any]]) -> list[Path]:
     (out / "table.md").write_text("\n".join(header) + "\n" + body + "\n")
     files.append(out / "table.md")
     if spec.wandb_project:
+        import os
+
         from lit_unlearn.reporting.tracking import log_wandb_report
+
+        # Offline unless the caller chose (`wandb sync` later): tables run on machines
+        # without network, where an online init would wait for a connection.
+        os.environ.setdefault("WANDB_MODE", "offline")
 
         log_wandb_report(
             out,
