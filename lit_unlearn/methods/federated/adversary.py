@@ -131,6 +131,12 @@ class AdversaryTerm(ClientTerm):
         noise_variance: DSVAE's lambda (variance of ``eps1``; FedAU2: 4).
         noise_site: Where DSVAE's ``eps1`` sits: ``logits`` (Eq. 10) or ``input`` (Cor. 3).
         hidden: The head's hidden width (FedAU2: 100).
+        reverse_through: Which logits the reversal differentiates: ``noisy`` (the head's
+            own stochastic forward, as the paper) or ``mean`` (the noise-free ``mu`` of a
+            VAE / DSVAE head, while the head itself still trains, and uploads, through its
+            noise). DSVAE's ``eps1`` flips the sign of the reversed gradient for 31% of the
+            draws at lambda = 4, which weakens the removal; ``mean`` keeps the gradient-side
+            protection (the uploads are unchanged) and reverses at full strength.
         representation: What the head reads: ``default`` (the local loss's user
             representation); for FedRAP ``residual_mean_dims`` (the residual ``D_u`` averaged
             over its embedding dimensions, an item-length vector: spec decision 7, the paper's
@@ -155,6 +161,7 @@ class AdversaryTerm(ClientTerm):
         noise_site: Literal["logits", "input"] = "logits",
         hidden: int = 100,
         representation: Representation = "default",
+        reverse_through: Literal["noisy", "mean"] = "noisy",
     ) -> None:
         super().__init__()
         if lr is not None and not (math.isfinite(lr) and lr > 0):
@@ -163,6 +170,8 @@ class AdversaryTerm(ClientTerm):
             raise ValueError(f"optimizer must be 'sgd' or 'adam', got {optimizer!r}")
         if trigger not in ("always", "correct", "adaptive"):
             raise ValueError(f"trigger must be 'always', 'correct' or 'adaptive', got {trigger!r}")
+        if reverse_through not in ("noisy", "mean"):
+            raise ValueError(f"reverse_through must be 'noisy' or 'mean', got {reverse_through!r}")
         if sut_skip not in ("loss", "grl"):
             raise ValueError(f"sut_skip must be 'loss' or 'grl', got {sut_skip!r}")
         if representation not in ("default", "residual_mean_dims", "residual_mean_items"):
@@ -193,6 +202,7 @@ class AdversaryTerm(ClientTerm):
         self.sut_skip = sut_skip
         self.tau = float(tau)
         self.representation: Representation = representation
+        self.reverse_through = reverse_through
         self.round_index = 0
 
     def start_round(self, round_index: int) -> None:
@@ -251,29 +261,39 @@ class AdversaryTerm(ClientTerm):
         rep = self.head_input(model, local_loss, batch)
         target = label.clamp_min(0).reshape(1)
         known = (label >= 0).to(rep.dtype)
-        if self.trigger != "correct" or not self.reversing:
+        sut = self.trigger == "correct"
+        two_paths = self.reverse_through == "mean" or (sut and self.sut_skip == "grl")
+        if not self.reversing or (not sut and not two_paths):
             ce = F.cross_entropy(self.logits(rep).unsqueeze(0), target)
             return self.weight * known * ce
-        if self.sut_skip == "loss":
+        if not two_paths:  # SUT, skipping a mis-predicted client's whole term
             # One forward: its prediction decides, and a skipped client's term is 0 (neither
             # the head nor the embedding gets a gradient from it).
             logits = self.head(gradient_reversal(rep, self.grl_scale))
             correct = (logits.detach().argmax(-1) == target[0]).to(rep.dtype)
             ce = F.cross_entropy(logits.unsqueeze(0), target)
             return self.weight * known * correct * ce
-        # sut_skip="grl": the head trains on every known client; only the reversal is gated.
-        # Two paths share one noise draw: the head's loss on the detached representation, and
-        # the reversal through a frozen copy of the head (its value equals the first's).
+        # Two paths sharing one noise draw: the head's own loss on the detached representation
+        # (what it trains and uploads), and the reversal through a frozen copy of the head
+        # (its noisy logits, whose value equals the first path's, or its noise-free mean).
         noise = self._sample_noise(rep)
         logits = self._head(rep.detach(), noise)
         correct = (logits.detach().argmax(-1) == target[0]).to(rep.dtype)
         frozen = {n: p.detach() for n, p in self.head.named_parameters()}
-        reversed_logits = functional_call(
-            self.head, frozen, (gradient_reversal(rep, self.grl_scale),), {"noise": noise}
+        reversed_rep = (
+            normalized_reversal(rep, self.tau)
+            if self.trigger == "adaptive"
+            else gradient_reversal(rep, self.grl_scale)
         )
+        kwargs: dict[str, Any] = (
+            {"mean": True} if self.reverse_through == "mean" else {"noise": noise}
+        )
+        reversed_logits = functional_call(self.head, frozen, (reversed_rep,), kwargs)
         ce_head = F.cross_entropy(logits.unsqueeze(0), target)
         ce_rev = F.cross_entropy(reversed_logits.unsqueeze(0), target)
-        return self.weight * known * (ce_head + correct * ce_rev)
+        head_gate = correct if sut and self.sut_skip == "loss" else torch.ones_like(correct)
+        reverse_gate = correct if sut else torch.ones_like(correct)
+        return self.weight * known * (head_gate * ce_head + reverse_gate * ce_rev)
 
     def _sample_noise(self, rep: Tensor) -> HeadNoise | None:
         sample = getattr(self.head, "sample_noise", None)

@@ -82,7 +82,7 @@ class AttributeHead(nn.Module):
         """A deterministic head draws nothing."""
         return None
 
-    def forward(self, x: Tensor, noise: HeadNoise | None = None) -> Tensor:
+    def forward(self, x: Tensor, noise: HeadNoise | None = None, mean: bool = False) -> Tensor:
         return self.out(F.relu(self.hidden(x)))
 
 
@@ -148,10 +148,11 @@ class VariationalHead(nn.Module):
         )
         return eps1, eps2
 
-    def forward(self, x: Tensor, noise: HeadNoise | None = None) -> Tensor:
+    def forward(self, x: Tensor, noise: HeadNoise | None = None, mean: bool = False) -> Tensor:
+        """Logits; ``mean=True`` (or ``eval()`` without ``noise``): ``mu``, the noise-free mean."""
         z = F.relu(self.hidden(x))
-        if not self.training and noise is None:
-            return self.mu(z)  # the noise's mean
+        if mean or (not self.training and noise is None):
+            return self.mu(z)
         eps1, eps2 = noise if noise is not None else self.sample_noise(x)
         sigma = self.sigma(z)
         if eps1 is None:  # plain VAE: mu + sigma * eps2

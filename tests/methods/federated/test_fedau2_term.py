@@ -286,3 +286,40 @@ def test_fedrap_residual_input_is_item_long_and_refused_elsewhere() -> None:
 def test_a_head_of_the_wrong_width_is_a_clear_error() -> None:
     with pytest.raises(ValueError, match="set AdversaryTerm's input_dim"):
         _engine(AdversaryTerm(input_dim=5, num_classes=2, grl_scale=1.0)).run_round()
+
+
+def test_reversing_through_the_mean_is_full_strength_while_the_head_stays_noisy() -> None:
+    torch.manual_seed(0)
+    term = AdversaryTerm(
+        input_dim=6, num_classes=2, grl_scale=400.0, head_kind="dsvae", reverse_through="mean"
+    )
+    rep = torch.randn(6)
+    # The reversal: exactly -scale * dCE(mu logits)/drep, whatever the noise draw.
+    x = rep.clone().requires_grad_(True)
+    F.cross_entropy(term.head(x, mean=True).unsqueeze(0), torch.tensor([1])).backward()
+    assert x.grad is not None
+    for seed in range(3):
+        torch.manual_seed(seed)
+        _, g_rep, g_w = _term_grads(term, rep, 1)
+        torch.testing.assert_close(g_rep, -400.0 * x.grad)
+        assert torch.count_nonzero(g_w) > 0
+    # The head's own gradient (its upload) still goes through the noise: it varies by draw.
+    grads = []
+    for seed in range(2):
+        torch.manual_seed(seed)
+        grads.append(_term_grads(term, rep, 1)[2])
+    assert not torch.allclose(grads[0], grads[1])
+
+
+def test_sut_through_the_mean_gates_only_the_reversal_with_grl_skip() -> None:
+    torch.manual_seed(0)
+    term = AdversaryTerm(
+        input_dim=6, num_classes=2, grl_scale=400.0, trigger="correct", sut_skip="loss",
+        reverse_through="mean",
+    )  # fmt: skip
+    rep = torch.randn(6)
+    label = _label_it_predicts(term, rep, right=False)
+    value, g_rep, g_w = _term_grads(term, rep, label)  # an MLP head: deterministic
+    assert float(value) == 0 and torch.count_nonzero(g_rep) == 0 and torch.count_nonzero(g_w) == 0
+    with pytest.raises(ValueError, match="reverse_through"):
+        AdversaryTerm(reverse_through="both")  # type: ignore[arg-type]
