@@ -213,8 +213,14 @@ def test_method_configs_are_all_found() -> None:
 @pytest.mark.parametrize(
     "name", [n for n in config_names("method") if not n.startswith("class_unlearning/")]
 )
-def test_method_config(name: str, tmp_path: Path) -> None:
-    """Every unlearning method config plugs into a trainer/data/model stack."""
+def test_method_config(name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every unlearning method config plugs into a trainer/data/model stack (federated ones
+    into the federated synthetic experiment)."""
+    if name.startswith("federated/"):
+        base = str(CONFIGS / "experiment" / "federated" / "synthetic_fedncf.yaml")
+        monkeypatch.chdir(tmp_path)  # the experiment's checkpoint dir is relative
+        fit(["--config", base, "--config", str(CONFIGS / "method" / name)], tmp_path)
+        return
     data, model = (
         (DATA_FORGET, MODEL_ENMF) if name in INTERACTION_METHODS else (DATA_SYNTH, MODEL_MF)
     )
