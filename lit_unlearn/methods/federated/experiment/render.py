@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from lit_unlearn.methods.federated.experiment.spec import TableSpec
+from lit_unlearn.methods.federated.experiment.spec import MethodSpec, TableSpec
 from lit_unlearn.reporting.plots import pyplot, save_figure
 from lit_unlearn.reporting.tables import markdown_table
 
@@ -75,13 +75,14 @@ def cell_metrics(record: Mapping[str, Any], attribute: str) -> dict[str, float]:
 
 
 def _runs_for(
-    records: Sequence[Mapping[str, Any]], backbone: str, method: str, attribute: str
+    records: Sequence[Mapping[str, Any]], backbone: str, method: MethodSpec, attribute: str
 ) -> list[Mapping[str, Any]]:
-    mine = [r for r in records if r["backbone"] == backbone and r["method"] == method]
-    targeted = [r for r in mine if r["attribute"] == attribute]
-    # Original / APM do not depend on the attribute (their head only observes): one run
-    # serves every attribute's row.
-    return targeted or mine
+    mine = [r for r in records if r["backbone"] == backbone and r["method"] == method.name]
+    if method.targets is not None and attribute not in method.targets:
+        # Original / APM do not depend on the attribute (their head only observes): the run
+        # of their one target serves every attribute's row.
+        return mine
+    return [r for r in mine if r["attribute"] == attribute]
 
 
 def summary_frame(spec: TableSpec, records: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
@@ -91,7 +92,7 @@ def summary_frame(spec: TableSpec, records: Sequence[Mapping[str, Any]]) -> pd.D
         for attribute, classes in spec.attributes.items():
             original: float | None = None
             for method in spec.methods:
-                runs = _runs_for(records, backbone, method.name, attribute)
+                runs = _runs_for(records, backbone, method, attribute)
                 if not runs:
                     continue
                 frame = pd.DataFrame([cell_metrics(r, attribute) for r in runs])
@@ -130,6 +131,23 @@ def _pm_cell(mean: float, sd: float) -> str:
     if np.isnan(mean):
         return "-"
     return f"{mean:.3f}" if np.isnan(sd) else f"{mean:.3f} ± {sd:.3f}"
+
+
+def _untargeted_section(per_run: pd.DataFrame) -> str:
+    """The attributes a run did not target (gender when unlearning age and vice versa)."""
+    if per_run.empty:
+        return ""
+    other = per_run[per_run["target"] != per_run["audited"]]
+    if other.empty:
+        return ""
+    cols = ["BAcc", "macro-F1", "MLP BAcc", "XGBOOST BAcc"]
+    grouped = other.groupby(["backbone", "method", "target", "audited"], sort=False)[cols]
+    means = grouped.mean().reset_index()
+    means.insert(4, "n", grouped.size().to_numpy())
+    return (
+        "\n\nAttributes the run did not target (the head unlearned `target`; the attackers "
+        "audited `audited`), means over seeds:\n\n" + markdown_table(means)
+    )
 
 
 def _plot_table1(frame: pd.DataFrame, out: Path) -> list[Path]:
@@ -236,6 +254,7 @@ def render(spec: TableSpec, records: Sequence[Mapping[str, Any]]) -> list[Path]:
                 "micro-F1", "BAcc", "MLP BAcc", "XGBOOST BAcc", "DLG acc", "iDLG acc",
                 "HR@10 sampled vs first row (%)", "s/round"]  # fmt: skip
         body = markdown_table(_pm(frame, cols)) if not frame.empty else "(no finished run)"
+        body += _untargeted_section(per_run)
         files += _plot_table1(frame, out)
     elif spec.kind == "curves":
         curves = _curves(spec, records)
