@@ -18,6 +18,7 @@ from lit_unlearn.methods.federated import (
 )
 from lit_unlearn.methods.federated.heads import AttributeHead, VariationalHead, build_head
 from lit_unlearn.models import NCF, FedRAP
+from lit_unlearn.models.base import Recommender
 
 
 class _Fixed(PointwiseBCE):
@@ -27,7 +28,7 @@ class _Fixed(PointwiseBCE):
         super().__init__()
         self.rep = rep
 
-    def representation(self, model, batch):  # type: ignore[no-untyped-def]
+    def representation(self, model: Recommender, batch: dict[str, Tensor]) -> Tensor:
         return self.rep
 
 
@@ -35,7 +36,7 @@ def _term_grads(term: AdversaryTerm, rep: Tensor, label: int) -> tuple[Tensor, T
     """(term value, d term / d rep, d term / d head's last weight)."""
     rep = rep.clone().requires_grad_(True)
     term.zero_grad()
-    out = term(None, _Fixed(rep), {}, torch.tensor(label))  # type: ignore[arg-type]
+    out = term(None, _Fixed(rep), {}, torch.tensor(label))
     out.backward()
     last = [m for m in term.head.modules() if isinstance(m, torch.nn.Linear)][-1]
     grad_rep = rep.grad if rep.grad is not None else torch.zeros_like(rep)
@@ -203,7 +204,7 @@ def test_build_head_and_bad_arguments() -> None:
         ({"head_kind": "gan"}, "head must be"),
     ):
         with pytest.raises(ValueError, match=match):
-            AdversaryTerm(**kw)  # type: ignore[arg-type]
+            AdversaryTerm(**kw)
 
 
 def _engine(term: AdversaryTerm, model_kind: str = "ncf", seed: int = 0) -> InProcessEngine:
@@ -275,9 +276,11 @@ def test_fedrap_residual_input_is_item_long_and_refused_elsewhere() -> None:
         input_dim=20, num_classes=2, grl_scale=10.0, representation="residual_mean_dims"
     )
     engine = _engine(term, "fedrap")
-    d_before = engine.model.residual.detach().clone()  # type: ignore[union-attr]
+    model = engine.model
+    assert isinstance(model, FedRAP)
+    d_before = model.residual.detach().clone()
     engine.run_round()
-    assert not torch.equal(d_before, engine.model.residual.detach())  # type: ignore[union-attr]
+    assert not torch.equal(d_before, model.residual.detach())
     bad = AdversaryTerm(input_dim=20, num_classes=2, representation="residual_mean_dims")
     with pytest.raises(ValueError, match="FedRAP"):
         _engine(bad, "ncf").run_round()
