@@ -44,18 +44,26 @@ def cli_objects(
 
 
 def cli_run_objects(
-    configs: Sequence[str], extra: Sequence[str], model_kind: type, data_kind: type
+    configs: Sequence[str],
+    extra: Sequence[str],
+    model_kind: type,
+    data_kind: type,
+    logger: bool = False,
 ) -> tuple[Any, Any, pl.Trainer]:
-    """Model, data and trainer of ``lit-unlearn fit --config ...`` (logger off), type-checked.
+    """Model, data and trainer of ``lit-unlearn fit --config ...``, type-checked.
 
     The seed (``seed_everything``) is applied before the model is built, as the CLI does.
+    ``logger=False`` turns the configs' logger off (timing, table rows that log nothing);
+    ``True`` keeps it (a table run whose CSV log it reads afterwards).
 
     Raises:
         TypeError: The configs do not describe a ``model_kind`` and a ``data_kind``.
     """
     from lit_unlearn.cli import build_cli  # the CLI imports every experiment-facing module
 
-    args = [a for c in configs for a in ("--config", c)] + list(extra) + ["--trainer.logger=false"]
+    args = [a for c in configs for a in ("--config", c)] + list(extra)
+    if not logger:
+        args.append("--trainer.logger=false")
     cli = build_cli(args, run=False)
     if not isinstance(cli.model, model_kind) or not isinstance(cli.datamodule, data_kind):
         raise TypeError(

@@ -23,9 +23,12 @@ from typing import Any
 import pandas as pd
 import yaml
 
+from lit_unlearn.datamodules.federated import FederatedData
 from lit_unlearn.methods.federated.experiment.spec import Cell, TableSpec
+from lit_unlearn.methods.federated.task import FederatedTask
 from lit_unlearn.reporting.jsonl import JsonlStore
 from lit_unlearn.reporting.provenance import provenance
+from lit_unlearn.runs import cli_run_objects
 
 __all__ = ["config_fingerprint", "run_cell", "run_table"]
 
@@ -60,8 +63,6 @@ def _curve(metrics_csv: Path) -> list[dict[str, float]]:
 
 def run_cell(spec: TableSpec, cell: Cell) -> dict[str, Any]:
     """Fit and test one cell; return its record (nothing is appended here)."""
-    from lit_unlearn.cli import build_cli
-
     config = spec.cell_config(cell)
     run_dir = spec.out / "runs" / cell.name
     if run_dir.exists():
@@ -72,8 +73,9 @@ def run_cell(spec: TableSpec, cell: Cell) -> dict[str, Any]:
     config_path.parent.mkdir(parents=True, exist_ok=True)
     config_path.write_text(yaml.safe_dump(config, sort_keys=False))
     extra = spec.cli_args.get(cell.backbone, ())
-    cli = build_cli(["--config", str(config_path), *extra], run=False)
-    trainer, task, data = cli.trainer, cli.model, cli.datamodule
+    task, data, trainer = cli_run_objects(
+        [str(config_path)], extra, FederatedTask, FederatedData, logger=True
+    )
     start = time.perf_counter()
     trainer.fit(task, datamodule=data)
     fit_seconds = time.perf_counter() - start
