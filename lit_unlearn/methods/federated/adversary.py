@@ -39,51 +39,36 @@ __all__ = [
 ]
 
 
-class _GradientReversal(torch.autograd.Function):
+class _Reversal(torch.autograd.Function):
+    """Identity forward; backward ``-scale * g``, or ``-scale * g / ||g||`` when normalised."""
+
     generate_vmap_rule = True
 
     @staticmethod
-    def forward(x: Tensor, scale: float) -> Tensor:
+    def forward(x: Tensor, scale: float, normalize: bool) -> Tensor:
         return x.view_as(x)
 
     @staticmethod
-    def setup_context(ctx: Any, inputs: tuple[Tensor, float], output: Tensor) -> None:
-        ctx.scale = inputs[1]
+    def setup_context(ctx: Any, inputs: tuple[Tensor, float, bool], output: Tensor) -> None:
+        ctx.scale, ctx.normalize = inputs[1], inputs[2]
 
     @staticmethod
-    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None]:
-        return -ctx.scale * grad, None
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None, None]:
+        if ctx.normalize:
+            grad = grad / grad.norm().clamp_min(torch.finfo(grad.dtype).tiny)
+        return -ctx.scale * grad, None, None
 
 
 def gradient_reversal(x: Tensor, scale: float) -> Tensor:
     """GRL(x): identity forward, gradient times ``-scale`` backward (0: no gradient at all)."""
     if scale == 0:
         return x.detach()
-    return cast(Tensor, _GradientReversal.apply(x, scale))
-
-
-class _NormalizedReversal(torch.autograd.Function):
-    """Identity forward; backward ``-tau * g / ||g||`` (FedAU2 Eq. 6, ``eps_u = tau / ||g||``)."""
-
-    generate_vmap_rule = True
-
-    @staticmethod
-    def forward(x: Tensor, tau: float) -> Tensor:
-        return x.view_as(x)
-
-    @staticmethod
-    def setup_context(ctx: Any, inputs: tuple[Tensor, float], output: Tensor) -> None:
-        ctx.tau = inputs[1]
-
-    @staticmethod
-    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None]:
-        norm = grad.norm().clamp_min(torch.finfo(grad.dtype).tiny)
-        return -ctx.tau * grad / norm, None
+    return cast(Tensor, _Reversal.apply(x, scale, False))
 
 
 def normalized_reversal(x: Tensor, tau: float) -> Tensor:
     """FedAU2's adaptive trigger (Eq. 6): the reversed gradient has norm ``tau``."""
-    return cast(Tensor, _NormalizedReversal.apply(x, tau))
+    return cast(Tensor, _Reversal.apply(x, tau, True))
 
 
 Trigger = Literal["always", "correct", "adaptive"]

@@ -37,6 +37,7 @@ paper's); the accounting (basic sequential composition, no amplification by samp
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -46,7 +47,7 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from lit_unlearn.methods.federated.engine import ClientTransform, ClientUpdate, replace_update
+from lit_unlearn.methods.federated.engine import ClientTransform, ClientUpdate
 
 __all__ = ["APMPerturbation", "ComponentBudget", "laplace_epsilon", "laplace_noise"]
 
@@ -303,7 +304,7 @@ class APMPerturbation(ClientTransform):
             return update
         deltas = self._perturb(update.deltas, generators, self.clip)
         private = self._perturb(update.private, generators, self.private_bound)
-        return replace_update(update, deltas=deltas, private=private)
+        return dataclasses.replace(update, deltas=deltas, private=private)
 
     def _perturb(
         self, tensors: Mapping[str, Tensor], generators: list[torch.Generator], bound: float | None

@@ -20,7 +20,7 @@ from __future__ import annotations
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import torch
@@ -92,11 +92,6 @@ class ClientTransform(ABC):
     @abstractmethod
     def __call__(self, update: ClientUpdate, generators: list[torch.Generator]) -> ClientUpdate:
         """The changed update (``deltas`` uploaded, ``private`` kept by the clients)."""
-
-
-def replace_update(update: ClientUpdate, **changes: Any) -> ClientUpdate:
-    """``update`` with some fields replaced (a :class:`ClientTransform` helper)."""
-    return replace(update, **changes)
 
 
 class _ClientObjective(nn.Module):

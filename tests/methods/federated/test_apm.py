@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from pathlib import Path
 
@@ -19,7 +20,7 @@ from lit_unlearn.methods.federated import (
     PointwiseBCE,
 )
 from lit_unlearn.methods.federated.apm import laplace_epsilon, laplace_noise
-from lit_unlearn.methods.federated.engine import ClientTransform, replace_update
+from lit_unlearn.methods.federated.engine import ClientTransform
 from lit_unlearn.models import NCF
 
 CONFIG = Path(__file__).resolve().parents[3] / "configs/method/federated/apm.yaml"
@@ -97,12 +98,12 @@ def test_uploads_and_private_rows_get_the_per_component_scale() -> None:
 def test_uploads_are_clipped_per_coordinate_before_the_noise() -> None:
     update = _update(num=2, rows=4, dim=3)
     big = torch.tensor([-5.0, -0.05, 0.0, 0.05, 5.0, 1.0]).repeat(4).view(2, 4, 3)
-    update = replace_update(update, deltas={**update.deltas, ITEM: big})
+    update = dataclasses.replace(update, deltas={**update.deltas, ITEM: big})
     clipped = APMPerturbation(noise=0.0, clip=0.1)(update, _gens([0, 1]))
     torch.testing.assert_close(clipped.deltas[ITEM], big.clamp(-0.1, 0.1))
     # private rows are not clipped unless private_bound is set; then they are
     rows = torch.full((2, 1, 3), 2.0)
-    update = replace_update(update, private={USER: rows})
+    update = dataclasses.replace(update, private={USER: rows})
     assert torch.equal(APMPerturbation(0.0, clip=0.1)(update, _gens([0, 1])).private[USER], rows)
     bounded = APMPerturbation(0.0, clip=0.1, private_bound=0.5)(update, _gens([0, 1]))
     torch.testing.assert_close(bounded.private[USER], torch.full((2, 1, 3), 0.5))

@@ -169,7 +169,7 @@ def _plot_table1(frame: pd.DataFrame, out: Path) -> list[Path]:
     return [save_figure(fig, out / "table1.png")]
 
 
-def _curves(spec: TableSpec, records: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
+def _curves(records: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
     rows = []
     for r in records:
         base = {k: r[k] for k in ("backbone", "method", "attribute", "seed")}
@@ -257,7 +257,7 @@ def render(spec: TableSpec, records: Sequence[Mapping[str, Any]]) -> list[Path]:
         body += _untargeted_section(per_run)
         files += _plot_table1(frame, out)
     elif spec.kind == "curves":
-        curves = _curves(spec, records)
+        curves = _curves(records)
         curves.to_csv(out / "curves.csv", index=False)
         files.append(out / "curves.csv")
         cols = ["BAcc", "NDCG@10 sampled", "HR@10 sampled", "MLP BAcc", "XGBOOST BAcc", "s/round"]
