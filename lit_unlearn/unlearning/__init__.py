@@ -2,7 +2,10 @@
 
 * :mod:`.contract`: :class:`UnlearnableTask` / :class:`RepresentationTask`, what a task offers;
 * :mod:`.base`: :class:`UnlearningCallback`, which loads the model to unlearn, freezes what the
-  method must not touch and takes over the task's training step.
+  method must not touch and takes over the task's training step;
+* :mod:`.calibrated`: null-calibrated discriminant erasure, plain torch math shared by the
+  attribute family (``CalibratedErasure``, AttrCloak's final erasure) and the federated one
+  (``FederatedErasure``).
 """
 
 from lit_unlearn.unlearning.base import UnlearningCallback

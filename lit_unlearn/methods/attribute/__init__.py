@@ -6,7 +6,8 @@ Math (plain torch, no Lightning):
   (Eq. 12-19), with DDP-reducible sufficient statistics;
 * :mod:`.distinguishability`: the U2U / D2D losses of Li et al. (ACM MM 2023);
 * :mod:`.retention`: the data-free retention loss (Eq. 21);
-* :mod:`.calibrated`: null-calibrated discriminant erasure (issue 23: removes without inverting).
+* :mod:`lit_unlearn.unlearning.calibrated` (shared with the federated family): null-calibrated
+  discriminant erasure (issue 23: removes without inverting); :mod:`.erasure` is its glue.
 
 Glue (Lightning callbacks): :mod:`.base` (the privacy-vs-retention step shared by all three),
 :mod:`.attrcloak` (AttrCloak, MGDA-balanced), :mod:`.baselines` (U2U-R, D2D-R),

@@ -11,13 +11,13 @@ import torch
 from torch import Tensor
 
 from lit_unlearn.methods.attribute.base import AttributeUnlearning, Mode, Target
-from lit_unlearn.methods.attribute.calibrated import ErasureResult, erase_attributes
 from lit_unlearn.methods.attribute.erasure import add_representation_shift
 from lit_unlearn.methods.attribute.gaussian_mi import (
     gaussian_covariance_bound,
     multi_attribute_mi_bound,
 )
 from lit_unlearn.optim import MGDA, GradientCombiner
+from lit_unlearn.unlearning.calibrated import ErasureResult, erase_attributes
 from lit_unlearn.unlearning.contract import RepresentationTask
 from lit_unlearn.validation import check_bounds, check_count, check_non_negative
 
@@ -63,7 +63,7 @@ class AttrCloak(AttributeUnlearning):
             gaussian_covariance_bound`; the class means are left to
             :class:`~lit_unlearn.methods.attribute.erasure.CalibratedErasure`).
         final_erasure: After the last epoch's step (before its checkpoint is saved), apply
-            :func:`~lit_unlearn.methods.attribute.calibrated.erase_attributes` to the
+            :func:`~lit_unlearn.unlearning.calibrated.erase_attributes` to the
             representation: the class means, null-calibrated (issue 23's robust recipe with
             ``privacy_moments: covariance``: second moments matched by the optimiser, first
             moments erased without inverting held-out users).

@@ -1,6 +1,6 @@
 """``CalibratedErasure``: one-shot, null-calibrated removal of attributes from user representations.
 
-The Lightning glue of :mod:`lit_unlearn.methods.attribute.calibrated` (the math and why it does
+The Lightning glue of :mod:`lit_unlearn.unlearning.calibrated` (the math and why it does
 not invert): at fit start, on the model to unlearn, every attribute's significant discriminant
 directions are found against a permutation null and each class's deviation along them is shrunk
 by ``1 - sqrt(lambda_null / lambda)``; the result is written as a per-user shift of the
@@ -20,7 +20,7 @@ from lightning.pytorch.core.optimizer import LightningOptimizer
 from torch import Tensor
 
 from lit_unlearn.methods.attribute.base import AttributeUnlearning, Mode
-from lit_unlearn.methods.attribute.calibrated import ErasureResult, erase_attributes
+from lit_unlearn.unlearning.calibrated import ErasureResult, erase_attributes
 from lit_unlearn.unlearning.contract import RepresentationTask
 from lit_unlearn.validation import check_count, check_probability
 

@@ -2,7 +2,8 @@
 
 Math apart from glue: :mod:`.clients` (what a client holds), :mod:`.objectives` (its local
 loss and extra terms), :mod:`.strategy` (aggregation), :mod:`.engine` (the in-process
-research engine, plain PyTorch); :mod:`.task` is the Lightning glue.
+research engine, plain PyTorch), :mod:`.erasure` (the null-calibrated erasure after the last
+round, from securely aggregated sums); :mod:`.task` is the Lightning glue.
 """
 
 from typing import TYPE_CHECKING
@@ -25,6 +26,7 @@ from lit_unlearn.methods.federated.objectives import (
 from lit_unlearn.methods.federated.strategy import Aggregator, FedAvg
 
 if TYPE_CHECKING:
+    from lit_unlearn.methods.federated.erasure import FederatedErasure
     from lit_unlearn.methods.federated.task import FederatedTask
 
 __all__ = [
@@ -36,6 +38,7 @@ __all__ = [
     "ClientTerm",
     "ClientUpdate",
     "FedAvg",
+    "FederatedErasure",
     "FederatedTask",
     "InProcessEngine",
     "LocalLoss",
@@ -55,4 +58,8 @@ def __getattr__(name: str) -> object:
         from lit_unlearn.methods.federated.task import FederatedTask
 
         return FederatedTask
+    if name == "FederatedErasure":
+        from lit_unlearn.methods.federated.erasure import FederatedErasure
+
+        return FederatedErasure
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

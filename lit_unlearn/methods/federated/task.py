@@ -19,6 +19,7 @@ from torch import Tensor
 from lit_unlearn.datamodules.federated import FederatedData
 from lit_unlearn.methods.federated.clients import ClientData
 from lit_unlearn.methods.federated.engine import ClientTransform, InProcessEngine, UploadHook
+from lit_unlearn.methods.federated.erasure import FederatedErasure, apply_user_shift
 from lit_unlearn.methods.federated.objectives import ClientTerm, LocalLoss, PointwiseBCE
 from lit_unlearn.methods.federated.strategy import Aggregator
 from lit_unlearn.models.base import Recommender
@@ -28,6 +29,7 @@ from lit_unlearn.validation import check_count, check_positive
 __all__ = ["FederatedTask"]
 
 _STATE_KEY = "lit_unlearn_federated"
+_ERASED_KEY = "lit_unlearn_federated_erased"
 
 
 class FederatedTask(RecommenderTask):
@@ -51,6 +53,10 @@ class FederatedTask(RecommenderTask):
         ks: Cut-offs of HR / NDCG / Recall (FedAU2 reports 5, 10, 15, 20).
         transforms: Client-side changes of each client's result before upload (the APM
             baseline's parameter perturbation, :class:`~.apm.APMPerturbation`).
+        final_erasure: Null-calibrated erasure of ``attribute`` from the clients' private
+            representations after the last round, before the last checkpoint
+            (:class:`~.erasure.FederatedErasure`; None: none). The erased model trains no
+            further.
     """
 
     def __init__(
@@ -68,6 +74,7 @@ class FederatedTask(RecommenderTask):
         seed: int = 0,
         ks: list[int] | None = None,
         transforms: list[ClientTransform] | None = None,
+        final_erasure: FederatedErasure | None = None,
     ) -> None:
         # Checked here too (the engine checks again when built at fit start): a bad config
         # fails when it is parsed, not after the data is loaded.
@@ -81,8 +88,10 @@ class FederatedTask(RecommenderTask):
         self.save_hyperparameters(
             ignore=None
             if _given_hyperparameters.get() is not None
-            else ["model", "local_loss", "terms", "aggregator", "transforms"]
+            else ["model", "local_loss", "terms", "aggregator", "transforms", "final_erasure"]
         )
+        if final_erasure is not None and attribute is None:
+            raise ValueError("final_erasure erases `attribute`: name it (e.g. attribute: gender)")
         self.local_loss = local_loss if local_loss is not None else PointwiseBCE()
         self.local_loss.check_model(model)
         self.terms = torch.nn.ModuleList(terms or [])
@@ -94,6 +103,8 @@ class FederatedTask(RecommenderTask):
         self.client_optimizer = optimizer
         self.aggregator = aggregator
         self.transforms = list(transforms or [])
+        self.final_erasure = final_erasure
+        self.erased = False
         self.seed = seed
         self.engine: InProcessEngine | None = None
         self._pending_engine_state: dict[str, Any] | None = None
@@ -180,6 +191,11 @@ class FederatedTask(RecommenderTask):
             return self.unlearning.training_step(self, batch, batch_idx)
         if self.engine is None:
             raise RuntimeError("FederatedTask: no engine; fit with a FederatedData DataModule")
+        if self.erased:
+            raise RuntimeError(
+                "this model's attribute was erased after its last round (final_erasure); it "
+                "trains no further: resume from a checkpoint before the erasure or start anew"
+            )
         result = self.engine.run_round()
         clock = self.optimizers()
         assert isinstance(clock, LightningOptimizer)
@@ -187,7 +203,39 @@ class FederatedTask(RecommenderTask):
         loss = torch.tensor(result.loss)
         self.track_loss("train/loss", loss, batch_size=1)
         self.log("train/round", float(result.round_index + 1), on_step=True, on_epoch=False)
+        if self.final_erasure is not None and self.rounds_done >= self._planned_rounds():
+            self.erase()
         return loss
+
+    def _planned_rounds(self) -> float:
+        """Rounds this fit runs (one training step each; inf when unbounded)."""
+        return float(self.trainer.estimated_stepping_batches)
+
+    def erase(self) -> None:
+        """Run :attr:`final_erasure` now: plan from the clients' sums, apply on the clients."""
+        if self.final_erasure is None or self.engine is None or self.engine.labels is None:
+            raise RuntimeError("erase() needs final_erasure, an engine and the clients' labels")
+        codes = self.engine.labels
+        with torch.no_grad():
+            rep = self.representation()
+        num_classes = int(codes.max()) + 1
+        dm = self._trainer.datamodule if self._trainer is not None else None  # type: ignore[attr-defined]
+        if isinstance(dm, FederatedData) and self.attribute is not None:
+            num_classes = len(dm.user_attributes.classes[self.attribute])
+        plan = self.final_erasure.plan(rep, codes, num_classes)
+        shift = self.final_erasure.shifts(plan, codes)
+        apply_user_shift(self.model, shift)
+        self.erased = True
+        self.erasure_plan = plan
+        self.log_dict(
+            {
+                "erasure/rank": float(plan.rank),
+                "erasure/shrink": float(plan.shrink[0]) if plan.rank else 0.0,
+                "erasure/mean_squared_shift": float(shift.square().sum(1).mean()),
+            },
+            on_step=True,
+            on_epoch=False,
+        )
 
     @property
     def rounds_done(self) -> int:
@@ -199,9 +247,11 @@ class FederatedTask(RecommenderTask):
         super().on_save_checkpoint(checkpoint)
         if self.engine is not None:
             checkpoint[_STATE_KEY] = self.engine.state_dict()
+        checkpoint[_ERASED_KEY] = self.erased
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         super().on_load_checkpoint(checkpoint)  # refuses other data or another model first
+        self.erased = bool(checkpoint.get(_ERASED_KEY, False))
         state = checkpoint.get(_STATE_KEY)
         if state is not None:
             if self.engine is not None:

@@ -42,6 +42,12 @@ def _table(tmp_path: Path, **changes: object) -> Path:
                 "name": "FedAU2",
                 "term": {"grl_scale": 400.0, "trigger": "correct", "head_kind": "dsvae"},
             },
+            {
+                "name": "FedAU2+Erasure",
+                "term": {"grl_scale": 400.0, "trigger": "correct", "head_kind": "dsvae"},
+                "erasure": {"replicates": 5},
+                "backbones": ["FedNCF"],
+            },
         ],
     }
     raw.update(changes)
@@ -63,6 +69,7 @@ def test_a_tiny_table_runs_records_resumes_and_renders(
     assert [(r["method"], r["attribute"]) for r in records] == [
         ("Original", "gender"),
         ("FedAU2", "gender"),
+        ("FedAU2+Erasure", "gender"),
     ]
     for r in records:
         assert r["rounds"] == 8
@@ -73,7 +80,7 @@ def test_a_tiny_table_runs_records_resumes_and_renders(
         export = np.load(r["export"])
         assert export["representation"].shape[0] == export["user_id"].shape[0] == 120
     summary = pd.read_csv(out / "summary.csv")
-    assert list(summary["method"]) == ["Original", "FedAU2"]
+    assert list(summary["method"]) == ["Original", "FedAU2", "FedAU2+Erasure"]
     assert {"table.md", "summary.csv", "runs.csv", "table1.png"} <= {p.name for p in files}
     assert "FedAU2" in (out / "table.md").read_text()
     assert list((out / "wandb").glob("offline-run-*"))  # the tables went to W&B (offline)
@@ -81,7 +88,7 @@ def test_a_tiny_table_runs_records_resumes_and_renders(
     mtime = (out / "rows.jsonl").stat().st_mtime_ns
     main(["--config", str(config)])
     assert (out / "rows.jsonl").stat().st_mtime_ns == mtime
-    assert len(JsonlStore(out).records()) == 2
+    assert len(JsonlStore(out).records()) == 3
 
 
 @pytest.mark.parametrize("name", TABLES)
@@ -105,6 +112,11 @@ def test_every_cell_of_the_shipped_tables_is_a_valid_fit_config(name: str, tmp_p
             if hasattr(term, key):
                 assert getattr(term, key) == value, (cell.name, key)
         assert len(cli.model.transforms) == len(cell.method.transforms)
+        erasure = cli.model.final_erasure
+        assert (erasure is None) == (cell.method.erasure is None)
+        if erasure is not None:
+            assert erasure.seed == cell.seed
+            assert cell.backbone != "FedRAP"  # its residual tables do not move: refused
 
 
 def test_bad_table_configs_are_refused(tmp_path: Path) -> None:
@@ -120,6 +132,8 @@ def test_bad_table_configs_are_refused(tmp_path: Path) -> None:
         ({"methods": [{"name": "A", "backbone_term": {"FedX": {}}}]}, "names no backbone"),
         ({"methods": [{"name": "A", "transforms": [{"init_args": {}}]}]}, "class_path"),
         ({"methods": [{"name": "A", "lr": 1}]}, "unknown keys"),
+        ({"methods": [{"name": "A", "backbones": ["FedX"]}]}, "backbones must be"),
+        ({"methods": [{"name": "A", "erasure": [1]}]}, "erasure"),
         ({"cli_args": {"FedX": []}}, "names no backbone"),
         ({"seeds": []}, "seeds"),
         ({"colour": "red"}, "unknown keys"),

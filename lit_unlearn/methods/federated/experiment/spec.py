@@ -35,15 +35,20 @@ class MethodSpec:
         term: ``AdversaryTerm`` init_args the method sets on every backbone.
         backbone_term: Extra init_args per backbone name (FedRAP's residual input...).
         transforms: Client-side transforms (``class_path`` / ``init_args`` mappings).
+        erasure: ``FederatedErasure`` init_args: erase the attribute after the last round (None:
+            no erasure; ``{}``: the defaults). Its seed is the cell's.
         targets: Attributes the method is run for (None: the table's). Original and APM do not
             depend on the attribute (the head only observes), so they run once, on the first.
+        backbones: Backbones the method runs on (None: all of the table's).
     """
 
     name: str
     term: Mapping[str, Any] = field(default_factory=dict)
     backbone_term: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     transforms: Sequence[Mapping[str, Any]] = ()
+    erasure: Mapping[str, Any] | None = None
     targets: tuple[str, ...] | None = None
+    backbones: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -100,6 +105,8 @@ class TableSpec:
         for seed in self.seeds:
             for backbone in self.backbones:
                 for method in self.methods:
+                    if method.backbones is not None and backbone not in method.backbones:
+                        continue
                     targets = method.targets or tuple(self.attributes)
                     for attribute in targets:
                         out.append(Cell(backbone, method, attribute, seed))
@@ -129,6 +136,11 @@ class TableSpec:
         init["seed"] = cell.seed
         if cell.method.transforms:
             init["transforms"] = [dict(t) for t in cell.method.transforms]
+        if cell.method.erasure is not None:
+            init["final_erasure"] = {
+                "class_path": "lit_unlearn.methods.federated.FederatedErasure",
+                "init_args": {**cell.method.erasure, "seed": cell.seed},
+            }
         config["seed_everything"] = cell.seed
         run_dir = self.out / "runs" / cell.name
         trainer = config.setdefault("trainer", {})
@@ -178,7 +190,15 @@ def _method(
     where = f"methods[{index}]"
     if not isinstance(raw, Mapping) or not isinstance(raw.get("name"), str):
         raise FederatedTableError(f"{where} must be a mapping with a 'name'")
-    unknown = set(raw) - {"name", "term", "backbone_term", "transforms", "targets"}
+    unknown = set(raw) - {
+        "name",
+        "term",
+        "backbone_term",
+        "transforms",
+        "erasure",
+        "targets",
+        "backbones",
+    }
     if unknown:
         raise FederatedTableError(f"{where} ({raw['name']}): unknown keys {sorted(unknown)}")
     backbone_term = {str(k): dict(_mapping(v, f"{where}.backbone_term.{k}"))
@@ -199,12 +219,26 @@ def _method(
         if missing:
             raise FederatedTableError(f"{where}.targets {missing} are not table attributes")
         targets = tuple(str(t) for t in targets)
+    only = raw.get("backbones")
+    if only is not None:
+        if not isinstance(only, list) or not only or any(b not in backbones for b in only):
+            raise FederatedTableError(
+                f"{where}.backbones must be a non-empty list of the table's backbones "
+                f"{list(backbones)}, got {only!r}"
+            )
+        only = tuple(str(b) for b in only)
     return MethodSpec(
         name=raw["name"],
         term=dict(_mapping(raw.get("term"), f"{where}.term")),
         backbone_term=backbone_term,
         transforms=tuple(dict(t) for t in transforms),
+        erasure=(
+            None
+            if raw.get("erasure") is None
+            else dict(_mapping(raw.get("erasure"), f"{where}.erasure"))
+        ),
         targets=targets,
+        backbones=only,
     )
 
 

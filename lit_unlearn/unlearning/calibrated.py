@@ -40,7 +40,14 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-__all__ = ["ErasureResult", "calibrated_erasure", "discriminant_eigen", "erase_attributes"]
+__all__ = [
+    "ErasureResult",
+    "calibrated_erasure",
+    "class_shifts",
+    "discriminant_eigen",
+    "discriminant_from_moments",
+    "erase_attributes",
+]
 
 
 @dataclass(frozen=True)
@@ -103,7 +110,7 @@ def discriminant_eigen(
         L [d, d] with S_w + ridge = L L^T, class means [K, d], population mean [d])``. Classes
         without users get the population mean (no deviation).
     """
-    n, d = z.shape
+    n = z.shape[0]
     onehot = torch.nn.functional.one_hot(y, num_classes).to(z.dtype)
     counts = onehot.sum(0)
     mu = z.mean(0)
@@ -112,15 +119,57 @@ def discriminant_eigen(
     s_b = dev.T @ dev / n
     resid = z - means[y]
     s_w = resid.T @ resid / n
-    scale = s_w.diagonal().mean().clamp_min(torch.finfo(z.dtype).tiny)
-    s_w = s_w + ridge * scale * torch.eye(d, dtype=z.dtype, device=z.device)
+    vals, vecs, chol = _whitened_eigen(s_b, s_w, num_classes, ridge)
+    return vals, vecs, chol, means, mu
+
+
+def discriminant_from_moments(
+    counts: Tensor, sums: Tensor, outer: Tensor, ridge: float = 1e-3
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """:func:`discriminant_eigen` from sums alone (what secure aggregation can give a server).
+
+    With ``n_k`` users, ``sum_k = sum_{y_u = k} z_u`` and ``outer = sum_u z_u z_u^T``:
+    ``S_b = sum_k n_k (m_k - mu)(m_k - mu)^T / n`` and
+    ``S_w = (outer - sum_k n_k m_k m_k^T) / n``, the same matrices as from the rows (up to
+    rounding: compute the sums in float64).
+
+    Args:
+        counts: ``[K]`` users per class.
+        sums: ``[K, d]`` per-class sums of the representations.
+        outer: ``[d, d]`` sum of every labelled user's outer product.
+        ridge: As :func:`discriminant_eigen`.
+
+    Returns:
+        As :func:`discriminant_eigen`.
+    """
+    num_classes = sums.shape[0]
+    n = counts.sum()
+    if not float(n) > 0:
+        raise ValueError("no labelled user in the statistics")
+    mu = sums.sum(0) / n
+    empty = (counts == 0).to(sums.dtype)[:, None]
+    means = (sums + empty * mu) / counts.clamp_min(1)[:, None]
+    dev = (means - mu) * counts.sqrt()[:, None]
+    s_b = dev.T @ dev / n
+    s_w = (outer - (means * counts[:, None]).T @ means) / n
+    vals, vecs, chol = _whitened_eigen(s_b, (s_w + s_w.T) / 2, num_classes, ridge)
+    return vals, vecs, chol, means, mu
+
+
+def _whitened_eigen(
+    s_b: Tensor, s_w: Tensor, num_classes: int, ridge: float
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Eigenpairs of ``L^{-1} S_b L^{-T}`` with ``S_w + ridge = L L^T`` (leading ``K - 1``)."""
+    d = s_w.shape[0]
+    scale = s_w.diagonal().mean().clamp_min(torch.finfo(s_w.dtype).tiny)
+    s_w = s_w + ridge * scale * torch.eye(d, dtype=s_w.dtype, device=s_w.device)
     chol = torch.linalg.cholesky(s_w)
-    eye = torch.eye(d, dtype=z.dtype, device=z.device)
+    eye = torch.eye(d, dtype=s_w.dtype, device=s_w.device)
     inv = torch.linalg.solve_triangular(chol, eye, upper=False)
     m = inv @ s_b @ inv.T
     vals, vecs = torch.linalg.eigh((m + m.T) / 2)
     k = min(num_classes - 1, d)
-    return vals.flip(0)[:k], vecs.flip(1)[:, :k], chol, means, mu
+    return vals.flip(0)[:k], vecs.flip(1)[:, :k], chol
 
 
 def calibrated_erasure(
@@ -174,24 +223,55 @@ def calibrated_erasure(
     null_q = torch.quantile(null, quantile, dim=0)
     # The leading run of eigenvalues above the null (a direction below it ends the run: the
     # later ones are ranked by noise).
-    rank = int((vals > null_q).to(torch.int64).cumprod(0).sum())
+    rank, shrink, class_shift = class_shifts(
+        vals, vecs, chol, means, mu, null_mean, null_q, calibrate=calibrate
+    )
     shift = torch.zeros_like(x, memory_format=torch.contiguous_format)
+    if rank > 0:
+        shift[labelled] = class_shift[y].to(x.dtype).to(x.device)
+    # The population mean does not move (the class shifts are size-weighted deviations).
+    return ErasureResult(
+        shift, vals, null_mean, null_q, rank, shrink, class_shift, means - mu + class_shift
+    )
+
+
+def class_shifts(
+    vals: Tensor,
+    vecs: Tensor,
+    chol: Tensor,
+    means: Tensor,
+    mu: Tensor,
+    null_mean: Tensor,
+    null_quantile: Tensor,
+    *,
+    calibrate: bool = True,
+) -> tuple[int, Tensor, Tensor]:
+    """Steps 1-3 of the module docstring from the discriminant and its null.
+
+    Args:
+        vals, vecs, chol, means, mu: :func:`discriminant_eigen`'s (or
+            :func:`discriminant_from_moments`') output for the real labels.
+        null_mean: ``[K-1]`` mean same-rank eigenvalue under relabelled data.
+        null_quantile: ``[K-1]`` the threshold a direction must beat.
+        calibrate: ``False``: shrink by 1 (exact removal, for the ablation).
+
+    Returns:
+        ``(rank, shrink [rank], class_shift [K, d])``: the leading run of eigenvalues above the
+        threshold, the fraction removed along each, and the shift every member of class ``k``
+        gets (``-`` its deviation's shrunk part along the chosen whitened coordinates).
+    """
+    # The leading run of eigenvalues above the null (a direction below it ends the run: the
+    # later ones are ranked by noise).
+    rank = int((vals > null_quantile).to(torch.int64).cumprod(0).sum())
     if rank == 0:
-        none = torch.zeros_like(means)
-        return ErasureResult(
-            shift, vals, null_mean, null_q, 0, torch.zeros(0, dtype=torch.float64), none, means - mu
-        )
+        return 0, torch.zeros(0, dtype=vals.dtype), torch.zeros_like(means)
     ratio = (null_mean[:rank] / vals[:rank]).clamp(min=0.0, max=1.0)
-    shrink = 1.0 - ratio.sqrt() if calibrate else torch.ones(rank, dtype=torch.float64)
+    shrink = 1.0 - ratio.sqrt() if calibrate else torch.ones(rank, dtype=vals.dtype)
     v = vecs[:, :rank]
     measure = torch.linalg.solve_triangular(chol.T, v, upper=True)  # W = L^{-T} V
     move = chol @ v  # B = L V, W^T B = I
     per_class = ((means - mu) @ measure * shrink) @ move.T  # [K, d]
-    shift[labelled] = -per_class[y].to(x.dtype).to(x.device)
-    # The population mean does not move (the class shifts are size-weighted deviations).
-    return ErasureResult(
-        shift, vals, null_mean, null_q, rank, shrink, -per_class, means - mu - per_class
-    )
+    return rank, shrink, -per_class
 
 
 def erase_attributes(

@@ -11,7 +11,7 @@ import torch
 from lit_unlearn.attacks.leakage import measure_leakage
 from lit_unlearn.attacks.logreg import LogisticRegressionAttacker
 from lit_unlearn.methods.attribute import CalibratedErasure
-from lit_unlearn.methods.attribute.calibrated import (
+from lit_unlearn.unlearning.calibrated import (
     calibrated_erasure,
     discriminant_eigen,
     erase_attributes,

@@ -1,0 +1,257 @@
+"""Federated null-calibrated erasure: remove an attribute's linear signal from private embeddings.
+
+Adversarial training (FedAU2's GRL) fools the *current* adversary head; it does not remove
+what another attacker trained afterwards finds (docs/fedau2.md: on ML-100K the outside MLP's
+balanced accuracy stays 0.62 after FedAU2). This step removes the signal itself, once, after
+the last round, with the null calibration of issue 23 so held-out users are neither leaked to
+nor inverted (:mod:`lit_unlearn.unlearning.calibrated`, steps 1-3), in a protocol a
+federated deployment can run:
+
+1. **Statistics by secure aggregation.** Each labelled client ``u`` computes its own
+   representation ``z_u`` and contributes ``onehot(y_u)`` (a count), ``onehot(y_u) z_u^T`` (a
+   class sum) and ``z_u z_u^T``; the server receives only the sums over clients (secure
+   aggregation, Bonawitz et al. 2017), never a row or a label: ``n_k``, ``sum_k``, ``outer``.
+   :func:`~lit_unlearn.unlearning.calibrated.discriminant_from_moments` gives the same
+   discriminant as the rows would.
+2. **The null without the labels.** A permutation of labels needs them; instead the server
+   broadcasts the class proportions ``n_k / n`` and every client draws ``R`` pseudo-labels from
+   them with its own generator and contributes the same sums under each (``outer`` does not
+   depend on the labels). The i.i.d. relabelling is the permutation null up to the class sizes
+   varying by ``O(sqrt(n))``.
+3. **The shift, applied on the clients.** The server broadcasts the ``[K, d]`` class shifts
+   (shrunk deviations along the significant whitened directions) and each client adds its own
+   class's to its private representation. The server learns class-level aggregates, which a
+   released model's embeddings reveal anyway.
+
+The in-process engine holds every client's state, so it evaluates the sums in one batched
+expression; :func:`client_statistics` is the per-client contribution (tests check the sum of
+contributions equals the batch). It is linear: what class *covariances* carry stays for
+non-linear attackers (docs/fedau2.md measures it).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from lit_unlearn.models.base import Recommender
+from lit_unlearn.models.fedrap import FedRAP
+from lit_unlearn.unlearning.calibrated import class_shifts, discriminant_from_moments
+from lit_unlearn.validation import check_count, check_probability
+
+__all__ = [
+    "ClassStatistics",
+    "ErasurePlan",
+    "FederatedErasure",
+    "apply_user_shift",
+    "client_statistics",
+]
+
+
+@dataclass(frozen=True)
+class ClassStatistics:
+    """The securely aggregated sums of step 1 (float64).
+
+    Attributes:
+        counts: ``[K]`` users per class.
+        sums: ``[K, d]`` per-class sums of the representations.
+        outer: ``[d, d]`` sum of the users' outer products.
+    """
+
+    counts: Tensor
+    sums: Tensor
+    outer: Tensor
+
+    def __add__(self, other: ClassStatistics) -> ClassStatistics:
+        return ClassStatistics(
+            self.counts + other.counts, self.sums + other.sums, self.outer + other.outer
+        )
+
+
+def client_statistics(z: Tensor, label: int, num_classes: int) -> ClassStatistics:
+    """One client's contribution: its count, class sum and outer product (float64).
+
+    Args:
+        z: ``[d]`` the client's representation.
+        label: Its class code in ``[0, K)``.
+        num_classes: ``K``.
+    """
+    z = z.detach().to(torch.float64)
+    counts = torch.zeros(num_classes, dtype=torch.float64)
+    counts[label] = 1.0
+    return ClassStatistics(counts, counts[:, None] * z[None, :], torch.outer(z, z))
+
+
+def _batch_statistics(z: Tensor, onehot: Tensor) -> ClassStatistics:
+    """The sum of :func:`client_statistics` over the rows of ``z`` (float64)."""
+    return ClassStatistics(onehot.sum(0), onehot.T @ z, z.T @ z)
+
+
+@dataclass(frozen=True)
+class ErasurePlan:
+    """What the server computed and broadcast for one attribute.
+
+    Attributes:
+        class_shift: ``[K, d]`` the shift each class's members add to their representation.
+        rank: Directions erased.
+        shrink: ``[rank]`` fraction of each class deviation removed along each direction.
+        eigenvalues: ``[K-1]`` the data's discriminant eigenvalues.
+        null_mean: ``[K-1]`` the pseudo-label null's mean same-rank eigenvalue.
+        null_quantile: ``[K-1]`` its ``quantile``.
+        counts: ``[K]`` labelled users per class.
+    """
+
+    class_shift: Tensor
+    rank: int
+    shrink: Tensor
+    eigenvalues: Tensor
+    null_mean: Tensor
+    null_quantile: Tensor
+    counts: Tensor
+
+
+class FederatedErasure:
+    """Null-calibrated erasure of one attribute after the last round (module docstring).
+
+    Args:
+        replicates: Pseudo-label draws behind the null eigenvalues (``R``).
+        quantile: A direction is erased when its eigenvalue beats this quantile of the null's.
+        ridge: Relative ridge of the within-class covariance.
+        calibrate: ``False`` removes the chosen directions' class deviations entirely (exact
+            removal, which inverts held-out users: the ablation).
+        seed: Seed of the clients' pseudo-label generators (client ``u`` seeds its own with
+            ``(seed, u)``).
+
+    Raises:
+        ValueError: An argument out of range.
+    """
+
+    def __init__(
+        self,
+        replicates: int = 30,
+        quantile: float = 0.95,
+        ridge: float = 1e-3,
+        calibrate: bool = True,
+        seed: int = 0,
+    ) -> None:
+        self.replicates = check_count("replicates", replicates)
+        self.quantile = check_probability("quantile", quantile, allow_one=False)
+        if not self.quantile > 0.0:
+            raise ValueError(f"quantile must be in (0, 1), got {quantile}")
+        if isinstance(ridge, bool) or not isinstance(ridge, (int, float)) or not ridge >= 0:
+            raise ValueError(f"ridge must be a finite number >= 0, got {ridge!r}")
+        if ridge == float("inf"):
+            raise ValueError("ridge must be finite")
+        self.ridge = float(ridge)
+        self.calibrate = bool(calibrate)
+        if isinstance(seed, bool) or not isinstance(seed, int):
+            raise ValueError(f"seed must be an int, got {seed!r}")
+        self.seed = seed
+
+    def pseudo_labels(self, users: Tensor, proportions: Tensor) -> Tensor:
+        """``[N, R]`` pseudo-labels, row ``i`` drawn by client ``users[i]`` with its own generator.
+
+        Each client's draws depend only on ``(seed, user)`` and the broadcast proportions, so a
+        deployment's clients draw exactly these.
+        """
+        rows = []
+        for user in users.tolist():
+            g = torch.Generator().manual_seed(self.seed * 1_000_003 + int(user))
+            rows.append(torch.multinomial(proportions, self.replicates, True, generator=g))
+        return torch.stack(rows)
+
+    def plan(self, representation: Tensor, codes: Tensor, num_classes: int) -> ErasurePlan:
+        """The server's side: statistics (real and pseudo-labelled) -> class shifts.
+
+        Args:
+            representation: ``[U, d]`` every client's representation (each row stays with its
+                client in a deployment; only the sums below are formed from it).
+            codes: ``[U]`` class codes, ``-1`` = the client has no label (contributes nothing,
+                is not moved).
+            num_classes: ``K``.
+
+        Raises:
+            ValueError: Malformed input, NaN/inf representations, or fewer than two classes
+                with at least two labelled clients.
+        """
+        if representation.ndim != 2 or codes.shape != (representation.shape[0],):
+            raise ValueError(
+                f"need representation [U, d] and codes [U], got {tuple(representation.shape)} "
+                f"and {tuple(codes.shape)}"
+            )
+        if codes.is_floating_point() or (codes.numel() and int(codes.max()) >= num_classes):
+            raise ValueError(f"codes must be integers in [-1, {num_classes}), got {codes}")
+        if not bool(torch.isfinite(representation).all()):
+            raise ValueError("the representations hold NaN or inf: nothing to erase from")
+        users = torch.nonzero(codes >= 0).flatten()
+        y = codes[users].cpu()
+        counts = torch.bincount(y, minlength=num_classes)
+        if int((counts >= 2).sum()) < 2:
+            raise ValueError(
+                f"erasure needs two classes with >= 2 labelled clients, got {counts.tolist()}"
+            )
+        z = representation.detach()[users].to("cpu", torch.float64)
+        real = _batch_statistics(z, nn.functional.one_hot(y, num_classes).double())
+        vals, vecs, chol, means, mu = discriminant_from_moments(
+            real.counts, real.sums, real.outer, self.ridge
+        )
+        fake = self.pseudo_labels(users, real.counts / real.counts.sum())
+        null = []
+        for r in range(self.replicates):
+            onehot = nn.functional.one_hot(fake[:, r], num_classes).double()
+            stats = _batch_statistics(z, onehot)
+            eigen = discriminant_from_moments(stats.counts, stats.sums, real.outer, self.ridge)
+            null.append(eigen[0])
+        null_t = torch.stack(null)
+        null_mean = null_t.mean(0)
+        null_q = torch.quantile(null_t, self.quantile, dim=0)
+        rank, shrink, shift = class_shifts(
+            vals, vecs, chol, means, mu, null_mean, null_q, calibrate=self.calibrate
+        )
+        return ErasurePlan(shift, rank, shrink, vals, null_mean, null_q, real.counts)
+
+    def shifts(self, plan: ErasurePlan, codes: Tensor) -> Tensor:
+        """``[U, d]`` each client's own class shift (zero for clients without a label)."""
+        out = torch.zeros(codes.numel(), plan.class_shift.shape[1], dtype=torch.float64)
+        known = codes >= 0
+        out[known] = plan.class_shift[codes[known].cpu()]
+        return out
+
+
+def apply_user_shift(model: Recommender, shift: Tensor) -> None:
+    """Add ``shift [U, d]`` to every user's representation, on the clients' private state.
+
+    A table backbone (NeuMF: ``[GMF row, MLP row]``) gets the shift split over its private
+    tables in the order its representation concatenates them; any other backbone (FedVAE: the
+    encoder's mean) gets a per-user offset (:meth:`Recommender.enable_user_shift`), a row each
+    client keeps.
+
+    Raises:
+        ValueError: FedRAP (its audited residual tables do not move), ``shift`` is not
+            ``[num_users, representation_dim]``, or a table backbone's private tables do not
+            add up to the representation.
+    """
+    if isinstance(model, FedRAP):
+        raise ValueError(
+            "FedRAP's audited representation includes its residual tables, which no per-user "
+            "shift of the user embedding moves: erasure supports FedNCF and FedVAE"
+        )
+    expected = (model.num_users, model.representation_dim)
+    if tuple(shift.shape) != expected:
+        raise ValueError(f"shift must be {list(expected)}, got {list(shift.shape)}")
+    with torch.no_grad():
+        if not model.representation_is_table:
+            offset = model.enable_user_shift()
+            offset.add_(shift.to(offset.device, offset.dtype))
+            return
+        tables = [p for p in model.user_parameters() if p.shape[0] == model.num_users]
+        widths = [int(p.shape[1]) for p in tables]
+        if sum(widths) != shift.shape[1]:
+            raise ValueError(
+                f"{type(model).__name__}'s user tables have widths {widths}, the representation "
+                f"{shift.shape[1]}"
+            )
+        for table, part in zip(tables, shift.split(widths, dim=1), strict=True):
+            table.add_(part.to(table.device, table.dtype))
