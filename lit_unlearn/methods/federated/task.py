@@ -19,7 +19,11 @@ from torch import Tensor
 from lit_unlearn.datamodules.federated import FederatedData
 from lit_unlearn.methods.federated.clients import ClientData
 from lit_unlearn.methods.federated.engine import ClientTransform, InProcessEngine, UploadHook
-from lit_unlearn.methods.federated.erasure import FederatedErasure, apply_user_shift
+from lit_unlearn.methods.federated.erasure import (
+    ErasurePlan,
+    FederatedErasure,
+    apply_user_shift,
+)
 from lit_unlearn.methods.federated.objectives import ClientTerm, LocalLoss, PointwiseBCE
 from lit_unlearn.methods.federated.strategy import Aggregator
 from lit_unlearn.models.base import Recommender
@@ -105,6 +109,7 @@ class FederatedTask(RecommenderTask):
         self.transforms = list(transforms or [])
         self.final_erasure = final_erasure
         self.erased = False
+        self.erasure_plan: ErasurePlan | None = None  # what the last erasure did (this fit)
         self.seed = seed
         self.engine: InProcessEngine | None = None
         self._pending_engine_state: dict[str, Any] | None = None

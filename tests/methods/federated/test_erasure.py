@@ -191,6 +191,7 @@ def test_task_erases_after_the_last_round_and_refuses_to_train_on(tmp_path: Path
     trainer.fit(task, dm)
     assert task.erased and task.rounds_done == 6
     plan = task.erasure_plan
+    assert plan is not None
     assert plan.rank == 1
     codes = task.engine.labels if task.engine is not None else None
     assert codes is not None

@@ -77,6 +77,7 @@ def test_a_tiny_table_runs_records_resumes_and_renders(
         assert {a["attacker"] for a in r["audit"]} == {"mlp", "xgboost"}
         assert {g["attack"] for g in r["gradient"]} == {"dlg", "idlg"}
         assert set(r["attacks"]) == {"4", "8"}  # every 4 rounds; JSON keys
+        assert (r["erasure"] is None) == (r["method"] != "FedAU2+Erasure")
         export = np.load(r["export"])
         assert export["representation"].shape[0] == export["user_id"].shape[0] == 120
     summary = pd.read_csv(out / "summary.csv")

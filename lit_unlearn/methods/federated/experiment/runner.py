@@ -61,6 +61,21 @@ def _curve(metrics_csv: Path) -> list[dict[str, float]]:
     ]
 
 
+def _erasure(task: FederatedTask) -> dict[str, Any] | None:
+    """What the final erasure did (None when the cell has none)."""
+    plan = task.erasure_plan
+    if plan is None:
+        return None
+    return {
+        "rank": plan.rank,
+        "shrink": plan.shrink.tolist(),
+        "eigenvalues": plan.eigenvalues.tolist(),
+        "null_mean": plan.null_mean.tolist(),
+        "null_quantile": plan.null_quantile.tolist(),
+        "class_shift_norm": plan.class_shift.norm(dim=1).tolist(),
+    }
+
+
 def run_cell(spec: TableSpec, cell: Cell) -> dict[str, Any]:
     """Fit and test one cell; return its record (nothing is appended here)."""
     config = spec.cell_config(cell)
@@ -108,6 +123,7 @@ def run_cell(spec: TableSpec, cell: Cell) -> dict[str, Any]:
         "audit": audits,
         "gradient": [r.as_dict() for r in gradient.results],
         "curve": _curve(run_dir / "metrics.csv"),
+        "erasure": _erasure(task),
         "export": str(export) if export.is_file() else None,
         "config": str(config_path),
         "provenance": provenance(),
