@@ -214,7 +214,11 @@ def _plot_gradient(frame: pd.DataFrame, out: Path) -> list[Path]:
     if plt is None or frame.empty:
         return []
     fig, ax = plt.subplots(figsize=(max(5, 0.9 * len(frame)), 4))
-    labels = [f"{b}\n{m}" for b, m in zip(frame["backbone"], frame["method"], strict=True)]
+    # One word per line: "DSVAE lambda=16" beside its neighbours overlapped on one line.
+    labels = [
+        "\n".join([b, *str(m).split()])
+        for b, m in zip(frame["backbone"], frame["method"], strict=True)
+    ]
     x = np.arange(len(frame))
     ax.bar(x - 0.2, frame["DLG acc"], 0.4, label="DLG")
     ax.bar(x + 0.2, frame["iDLG acc"], 0.4, label="iDLG")
