@@ -13,12 +13,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
+from pathlib import Path
 
 import torch
 
-from lit_unlearn.datamodules import FederatedData
-from lit_unlearn.datamodules.sources.movielens import MovieLens100K
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.federated_ceiling import load_data
 from lit_unlearn.methods.federated import ClientData, FedAvg, InProcessEngine, PointwiseBCE
 from lit_unlearn.metrics.ranking import metrics_from_ranks, sampled_ranks
 from lit_unlearn.models import NCF, FedRAP, Recommender
@@ -39,18 +42,7 @@ def main() -> None:
     parser.add_argument("--l1-global", type=float, default=1e-4)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    dm = FederatedData(
-        source=MovieLens100K(root=args.root),
-        attributes=["gender"],
-        age_scheme="fedau2",
-        user_k=5,
-        item_k=5,
-        balance="gender",
-        protocols=["sampled"],
-        download=False,
-        seed=0,
-    )
-    dm.setup("fit")
+    dm = load_data(args.root)  # FedAU2's ML-100K, as the ceiling benchmark reads it
     val = dm._eval_stages()["val"]
     users, pos, negatives = val["pairs"][:, 0], val["pairs"][:, 1], val["negatives"]
     data = ClientData.from_pairs(dm.client_pairs(), dm.num_users, dm.num_items)
