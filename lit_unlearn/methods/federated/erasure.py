@@ -39,7 +39,7 @@ from torch import Tensor, nn
 from lit_unlearn.models.base import Recommender
 from lit_unlearn.models.fedrap import FedRAP
 from lit_unlearn.unlearning.calibrated import class_shifts, discriminant_from_moments
-from lit_unlearn.validation import check_count, check_probability
+from lit_unlearn.validation import check_count, check_non_negative, check_probability
 
 __all__ = [
     "ClassStatistics",
@@ -140,11 +140,7 @@ class FederatedErasure:
         self.quantile = check_probability("quantile", quantile, allow_one=False)
         if not self.quantile > 0.0:
             raise ValueError(f"quantile must be in (0, 1), got {quantile}")
-        if isinstance(ridge, bool) or not isinstance(ridge, (int, float)) or not ridge >= 0:
-            raise ValueError(f"ridge must be a finite number >= 0, got {ridge!r}")
-        if ridge == float("inf"):
-            raise ValueError("ridge must be finite")
-        self.ridge = float(ridge)
+        self.ridge = check_non_negative("ridge", ridge)
         self.calibrate = bool(calibrate)
         if isinstance(seed, bool) or not isinstance(seed, int):
             raise ValueError(f"seed must be an int, got {seed!r}")
