@@ -110,6 +110,7 @@ class FederatedTask(RecommenderTask):
         self.final_erasure = final_erasure
         self.erased = False
         self.erasure_plan: ErasurePlan | None = None  # what the last erasure did (this fit)
+        self._attribute_classes = 0  # set with the labels when the engine is built
         self.seed = seed
         self.engine: InProcessEngine | None = None
         self._pending_engine_state: dict[str, Any] | None = None
@@ -146,6 +147,7 @@ class FederatedTask(RecommenderTask):
                 )
             labels = attrs.codes[self.attribute]
             classes = len(attrs.classes[self.attribute])
+            self._attribute_classes = classes
             for k, term in enumerate(self.terms):
                 head_classes = getattr(getattr(term, "head", None), "num_classes", None)
                 if head_classes is not None and head_classes != classes:
@@ -223,11 +225,7 @@ class FederatedTask(RecommenderTask):
         codes = self.engine.labels
         with torch.no_grad():
             rep = self.representation()
-        num_classes = int(codes.max()) + 1
-        dm = self._trainer.datamodule if self._trainer is not None else None  # type: ignore[attr-defined]
-        if isinstance(dm, FederatedData) and self.attribute is not None:
-            num_classes = len(dm.user_attributes.classes[self.attribute])
-        plan = self.final_erasure.plan(rep, codes, num_classes)
+        plan = self.final_erasure.plan(rep, codes, self._attribute_classes)
         shift = self.final_erasure.shifts(plan, codes)
         apply_user_shift(self.model, shift)
         self.erased = True
