@@ -47,6 +47,7 @@ __all__ = [
     "discriminant_eigen",
     "discriminant_from_moments",
     "erase_attributes",
+    "labelled_rows",
 ]
 
 
@@ -172,6 +173,24 @@ def _whitened_eigen(
     return vals.flip(0)[:k], vecs.flip(1)[:, :k], chol
 
 
+def labelled_rows(x: Tensor, codes: Tensor, num_classes: int) -> tuple[Tensor, Tensor, Tensor]:
+    """Check the input and keep the labelled users: ``(indices, codes, rows in float64, CPU)``.
+
+    Raises:
+        ValueError: Malformed or non-finite input, or fewer than two classes with at least two
+            labelled users.
+    """
+    _check(x, codes, num_classes)
+    labelled = torch.nonzero(codes >= 0).flatten()
+    y = codes[labelled].cpu()
+    sizes = torch.bincount(y, minlength=num_classes)
+    if int((sizes >= 2).sum()) < 2:
+        raise ValueError(
+            f"need two classes with >= 2 labelled users, got class sizes {sizes.tolist()}"
+        )
+    return labelled, y, x.detach()[labelled].to("cpu", torch.float64)
+
+
 def calibrated_erasure(
     x: Tensor,
     codes: Tensor,
@@ -203,19 +222,11 @@ def calibrated_erasure(
         ValueError: Malformed input, fewer than two users in two classes, or
             ``permutations < 1``.
     """
-    _check(x, codes, num_classes)
     if permutations < 1:
         raise ValueError(f"permutations must be >= 1, got {permutations}")
     if not 0.0 < quantile < 1.0:
         raise ValueError(f"quantile must be in (0, 1), got {quantile}")
-    labelled = torch.nonzero(codes >= 0).flatten()
-    y = codes[labelled].cpu()
-    sizes = torch.bincount(y, minlength=num_classes)
-    if int((sizes >= 2).sum()) < 2:
-        raise ValueError(
-            f"need two classes with >= 2 labelled users, got class sizes {sizes.tolist()}"
-        )
-    z = x.detach()[labelled].to("cpu", torch.float64)
+    labelled, y, z = labelled_rows(x, codes, num_classes)
     vals, vecs, chol, means, mu = discriminant_eigen(z, y, num_classes, ridge)
     perms = [torch.randperm(y.numel(), generator=generator) for _ in range(permutations)]
     null = torch.stack([discriminant_eigen(z, y[p], num_classes, ridge)[0] for p in perms])

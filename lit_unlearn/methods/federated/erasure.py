@@ -38,7 +38,11 @@ from torch import Tensor, nn
 
 from lit_unlearn.models.base import Recommender
 from lit_unlearn.models.fedrap import FedRAP
-from lit_unlearn.unlearning.calibrated import class_shifts, discriminant_from_moments
+from lit_unlearn.unlearning.calibrated import (
+    class_shifts,
+    discriminant_from_moments,
+    labelled_rows,
+)
 from lit_unlearn.validation import check_count, check_non_negative, check_probability
 
 __all__ = [
@@ -172,23 +176,7 @@ class FederatedErasure:
             ValueError: Malformed input, NaN/inf representations, or fewer than two classes
                 with at least two labelled clients.
         """
-        if representation.ndim != 2 or codes.shape != (representation.shape[0],):
-            raise ValueError(
-                f"need representation [U, d] and codes [U], got {tuple(representation.shape)} "
-                f"and {tuple(codes.shape)}"
-            )
-        if codes.is_floating_point() or (codes.numel() and int(codes.max()) >= num_classes):
-            raise ValueError(f"codes must be integers in [-1, {num_classes}), got {codes}")
-        if not bool(torch.isfinite(representation).all()):
-            raise ValueError("the representations hold NaN or inf: nothing to erase from")
-        users = torch.nonzero(codes >= 0).flatten()
-        y = codes[users].cpu()
-        counts = torch.bincount(y, minlength=num_classes)
-        if int((counts >= 2).sum()) < 2:
-            raise ValueError(
-                f"erasure needs two classes with >= 2 labelled clients, got {counts.tolist()}"
-            )
-        z = representation.detach()[users].to("cpu", torch.float64)
+        users, y, z = labelled_rows(representation, codes, num_classes)
         real = _batch_statistics(z, nn.functional.one_hot(y, num_classes).double())
         vals, vecs, chol, means, mu = discriminant_from_moments(
             real.counts, real.sums, real.outer, self.ridge
