@@ -48,6 +48,7 @@ from lit_unlearn.validation import check_count, check_non_negative, check_probab
 __all__ = [
     "ClassStatistics",
     "ErasurePlan",
+    "ErasureSums",
     "FederatedErasure",
     "apply_user_shift",
     "client_statistics",
@@ -91,6 +92,29 @@ def client_statistics(z: Tensor, label: int, num_classes: int) -> ClassStatistic
 def _batch_statistics(z: Tensor, onehot: Tensor) -> ClassStatistics:
     """The sum of :func:`client_statistics` over the rows of ``z`` (float64)."""
     return ClassStatistics(onehot.sum(0), onehot.T @ z, z.T @ z)
+
+
+@dataclass(frozen=True)
+class ErasureSums:
+    """Everything the clients' secure sum delivers to the server (float64).
+
+    Attributes:
+        real: The statistics under the true labels (step 1).
+        null_counts: ``[R, K]`` class counts under each pseudo-label replicate (step 2).
+        null_sums: ``[R, K, d]`` class sums under each replicate (the outer products do not
+            depend on the labels: ``real.outer`` serves every replicate).
+    """
+
+    real: ClassStatistics
+    null_counts: Tensor
+    null_sums: Tensor
+
+    def __add__(self, other: ErasureSums) -> ErasureSums:
+        return ErasureSums(
+            self.real + other.real,
+            self.null_counts + other.null_counts,
+            self.null_sums + other.null_sums,
+        )
 
 
 @dataclass(frozen=True)
@@ -150,24 +174,103 @@ class FederatedErasure:
             raise ValueError(f"seed must be an int, got {seed!r}")
         self.seed = seed
 
-    def pseudo_labels(self, users: Tensor, proportions: Tensor) -> Tensor:
-        """``[N, R]`` pseudo-labels, row ``i`` drawn by client ``users[i]`` with its own generator.
+    def client_draws(self, user: int, proportions: Tensor) -> Tensor:
+        """``[R]`` client ``user``'s pseudo-labels, drawn with its own generator.
 
-        Each client's draws depend only on ``(seed, user)`` and the broadcast proportions, so a
-        deployment's clients draw exactly these.
+        They depend only on ``(seed, user)`` and the broadcast proportions, so a deployment's
+        client draws exactly what the in-process engine draws for it.
         """
-        rows = []
-        for user in users.tolist():
-            g = torch.Generator().manual_seed(self.seed * 1_000_003 + int(user))
-            rows.append(torch.multinomial(proportions, self.replicates, True, generator=g))
-        return torch.stack(rows)
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + int(user))
+        return torch.multinomial(proportions, self.replicates, True, generator=g)
+
+    def pseudo_labels(self, users: Tensor, proportions: Tensor) -> Tensor:
+        """``[N, R]`` pseudo-labels, row ``i`` drawn by client ``users[i]``
+        (:meth:`client_draws`)."""
+        return torch.stack([self.client_draws(int(u), proportions) for u in users.tolist()])
+
+    def contribution(
+        self, z: Tensor, users: Tensor, labels: Tensor, proportions: Tensor, num_classes: int
+    ) -> ErasureSums:
+        """The sums that clients ``users`` (labels ``labels``, representations ``z``) add.
+
+        One client's (``N = 1``) is what it sends; the sum over clients equals the batch's
+        (the sums are linear in the rows).
+
+        Args:
+            z: ``[N, d]`` the clients' representations.
+            users: ``[N]`` their user ids (seed their pseudo-label generators).
+            labels: ``[N]`` their class codes, each in ``[0, K)``.
+            proportions: ``[K]`` the broadcast class proportions (step 2).
+            num_classes: ``K``.
+
+        Raises:
+            ValueError: Shapes that do not match, a label outside ``[0, K)``, or proportions
+                that are not a distribution over ``K`` classes.
+        """
+        if z.ndim != 2 or users.shape != (z.shape[0],) or labels.shape != (z.shape[0],):
+            raise ValueError(
+                f"z [N, d], users [N] and labels [N] expected, got {list(z.shape)}, "
+                f"{list(users.shape)}, {list(labels.shape)}"
+            )
+        if labels.numel() and not (int(labels.min()) >= 0 and int(labels.max()) < num_classes):
+            raise ValueError(f"labels must be in [0, {num_classes}), got {labels.tolist()}")
+        proportions = proportions.detach().to("cpu", torch.float64)
+        if proportions.shape != (num_classes,) or not bool(
+            torch.isfinite(proportions).all() and (proportions >= 0).all() and proportions.sum() > 0
+        ):
+            raise ValueError(f"proportions must be [{num_classes}] weights, got {proportions}")
+        rows = z.detach().to("cpu", torch.float64)
+        real = _batch_statistics(rows, nn.functional.one_hot(labels.cpu(), num_classes).double())
+        if users.numel():
+            fake = nn.functional.one_hot(self.pseudo_labels(users, proportions), num_classes)
+        else:
+            fake = torch.zeros(0, self.replicates, num_classes, dtype=torch.long)
+        fake_d = fake.double().permute(1, 0, 2)  # [R, N, K]
+        return ErasureSums(real, fake_d.sum(1), fake_d.transpose(1, 2) @ rows)
+
+    def plan_from_sums(self, sums: ErasureSums) -> ErasurePlan:
+        """The server's side, from the aggregated sums only: class shifts (steps 1-3).
+
+        Raises:
+            ValueError: Sums of another replicate count, fewer than two classes with at least
+                two labelled clients, or non-finite sums.
+        """
+        real = sums.real
+        if sums.null_counts.shape[0] != self.replicates:
+            raise ValueError(
+                f"the sums hold {sums.null_counts.shape[0]} pseudo-label replicates, this "
+                f"erasure draws {self.replicates}"
+            )
+        if int((real.counts >= 2).sum()) < 2:
+            raise ValueError(
+                "need two classes with >= 2 labelled clients, got class sizes "
+                f"{real.counts.long().tolist()}"
+            )
+        if not all(bool(torch.isfinite(t).all()) for t in (real.sums, real.outer, sums.null_sums)):
+            raise ValueError("the aggregated sums hold NaN or inf")
+        vals, vecs, chol, means, mu = discriminant_from_moments(
+            real.counts, real.sums, real.outer, self.ridge
+        )
+        null = []
+        for r in range(self.replicates):
+            eigen = discriminant_from_moments(
+                sums.null_counts[r], sums.null_sums[r], real.outer, self.ridge
+            )
+            null.append(eigen[0])
+        null_t = torch.stack(null)
+        null_mean = null_t.mean(0)
+        null_q = torch.quantile(null_t, self.quantile, dim=0)
+        rank, shrink, shift = class_shifts(
+            vals, vecs, chol, means, mu, null_mean, null_q, calibrate=self.calibrate
+        )
+        return ErasurePlan(shift, rank, shrink, vals, null_mean, null_q, real.counts)
 
     def plan(self, representation: Tensor, codes: Tensor, num_classes: int) -> ErasurePlan:
-        """The server's side: statistics (real and pseudo-labelled) -> class shifts.
+        """Steps 1-3 over every client at once (the in-process engine's view).
 
         Args:
             representation: ``[U, d]`` every client's representation (each row stays with its
-                client in a deployment; only the sums below are formed from it).
+                client in a deployment; only the sums of :meth:`contribution` are formed).
             codes: ``[U]`` class codes, ``-1`` = the client has no label (contributes nothing,
                 is not moved).
             num_classes: ``K``.
@@ -177,24 +280,9 @@ class FederatedErasure:
                 with at least two labelled clients.
         """
         users, y, z = labelled_rows(representation, codes, num_classes)
-        real = _batch_statistics(z, nn.functional.one_hot(y, num_classes).double())
-        vals, vecs, chol, means, mu = discriminant_from_moments(
-            real.counts, real.sums, real.outer, self.ridge
-        )
-        fake = self.pseudo_labels(users, real.counts / real.counts.sum())
-        null = []
-        for r in range(self.replicates):
-            onehot = nn.functional.one_hot(fake[:, r], num_classes).double()
-            stats = _batch_statistics(z, onehot)
-            eigen = discriminant_from_moments(stats.counts, stats.sums, real.outer, self.ridge)
-            null.append(eigen[0])
-        null_t = torch.stack(null)
-        null_mean = null_t.mean(0)
-        null_q = torch.quantile(null_t, self.quantile, dim=0)
-        rank, shrink, shift = class_shifts(
-            vals, vecs, chol, means, mu, null_mean, null_q, calibrate=self.calibrate
-        )
-        return ErasurePlan(shift, rank, shrink, vals, null_mean, null_q, real.counts)
+        counts = torch.bincount(y, minlength=num_classes).double()
+        sums = self.contribution(z, users, y, counts / counts.sum(), num_classes)
+        return self.plan_from_sums(sums)
 
     def shifts(self, plan: ErasurePlan, codes: Tensor) -> Tensor:
         """``[U, d]`` each client's own class shift (zero for clients without a label)."""

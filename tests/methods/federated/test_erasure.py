@@ -77,6 +77,37 @@ def test_client_contributions_sum_to_the_batch() -> None:
     torch.testing.assert_close(total.outer, batch.outer)
 
 
+def test_one_client_at_a_time_plans_what_the_batch_plans() -> None:
+    """A deployment sums each client's own contribution (its rows never leave it): the plan
+    from those sums equals the in-process plan over all rows."""
+    x, y = _planted(n=60, d=4)
+    codes = y.clone()
+    codes[[3, 17]] = -1  # two clients without a label contribute nothing
+    erasure = FederatedErasure(replicates=9, seed=2)
+    labelled = torch.nonzero(codes >= 0).flatten()
+    counts = torch.zeros(2, dtype=torch.float64)
+    for u in labelled.tolist():  # step 1a: the class counts, summed
+        counts[int(codes[u])] += 1
+    proportions = counts / counts.sum()
+    total = None
+    for u in labelled.tolist():
+        row, label = x[u : u + 1], codes[u : u + 1]
+        one = erasure.contribution(row, torch.tensor([u]), label, proportions, 2)
+        total = one if total is None else total + one
+    assert total is not None
+    summed = erasure.plan_from_sums(total)
+    batched = erasure.plan(x, codes, 2)
+    assert summed.rank == batched.rank
+    torch.testing.assert_close(summed.class_shift, batched.class_shift, rtol=1e-9, atol=1e-9)
+    torch.testing.assert_close(summed.null_quantile, batched.null_quantile)
+    with pytest.raises(ValueError, match="replicates"):
+        FederatedErasure(replicates=4).plan_from_sums(total)
+    with pytest.raises(ValueError, match="labels"):
+        erasure.contribution(x[:2], torch.tensor([0, 1]), torch.tensor([0, 2]), proportions, 2)
+    with pytest.raises(ValueError, match="proportions"):
+        erasure.contribution(x[:1], torch.tensor([0]), y[:1], torch.tensor([0.0, 0.0]), 2)
+
+
 def test_pseudo_labels_are_each_clients_own() -> None:
     erasure = FederatedErasure(replicates=7, seed=3)
     p = torch.tensor([0.25, 0.75])
