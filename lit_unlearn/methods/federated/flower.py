@@ -58,8 +58,25 @@ Exactness: a client's draws (negatives, shuffles) come from its own generator
 (:meth:`InProcessEngine.client_generator` of its user id), so a node draws what the in-process
 engine draws for it. Randomness *inside* the loss (dropout, Mult-VAE's reparameterisation)
 comes from the global RNG of the whole vmapped batch in process and cannot match a one-client
-node; keep ``dropout = 0`` where equality matters. This app trains NCF (``dot`` or ``neumf``)
-with :class:`~.objectives.PointwiseBCE` (FedNCF) and no extra client terms.
+node; keep ``dropout = 0`` where equality matters (and the ``mlp`` head: the VAE / DSVAE
+heads draw their noise per batch). This app trains NCF (``dot`` or ``neumf``) with
+:class:`~.objectives.PointwiseBCE` (FedNCF).
+
+FedAU2 on Flower: with ``attribute-classes = K >= 2`` in the run config every client also
+trains :class:`~.adversary.AdversaryTerm` (GRL scale, trigger, head kind and lr from the run
+config), the head shared and aggregated like the item side. Each node holds its own label
+(node config ``label=<class code>``; absent: unknown, the node adds no adversarial term); the
+label never leaves the node: not in the discovery reply, not in any upload.
+
+The final erasure (``erase = true``; :class:`~.erasure.FederatedErasure`) runs after the last
+round as three exchanges with every node, custom query actions of the ``ClientApp``:
+``erasure_counts`` (each node's one-hot class count), ``erasure_sums`` (given the class
+proportions: its class sum, outer product and pseudo-labelled sums) and ``erasure_apply``
+(given the ``[K, d]`` class shifts: the node adds its class's to its private rows). The server
+forms only sums of the replies and returns the plan in the result (``erasure``). Here the
+server adds the replies in the clear; a deployment wraps the first two exchanges in Flower's
+secure aggregation (SecAgg+) so that it sees only the sums, as the protocol assumes. The
+nodes' erased rows equal the in-process engine's rows after its erasure (tested).
 """
 
 from __future__ import annotations
@@ -88,8 +105,16 @@ from flwr.clientapp import ClientApp
 from flwr.serverapp import Grid, ServerApp
 from torch import Tensor
 
+from lit_unlearn.methods.federated.adversary import AdversaryTerm
 from lit_unlearn.methods.federated.clients import ClientData
 from lit_unlearn.methods.federated.engine import InProcessEngine
+from lit_unlearn.methods.federated.erasure import (
+    ClassStatistics,
+    ErasurePlan,
+    ErasureSums,
+    FederatedErasure,
+    apply_user_shift,
+)
 from lit_unlearn.methods.federated.objectives import PointwiseBCE
 from lit_unlearn.methods.federated.strategy import FedAvg
 from lit_unlearn.models.ncf import NCF
@@ -138,6 +163,24 @@ class FlowerRunConfig:
             empty: nowhere). See :func:`load_result`.
         node_timeout: Seconds the ServerApp waits for a node of every user.
         round_timeout: Seconds it waits for a round's replies.
+        attribute_classes: Classes of the attribute the nodes hold (node config ``label``);
+            0: no attribute, no adversary. With ``K >= 2`` every client trains FedAU2's
+            :class:`~.adversary.AdversaryTerm` (a shared head, aggregated like the item side).
+        grl_scale: The term's gradient-reversal scale (0: the head only observes).
+        head_kind: ``mlp``, ``vae`` or ``dsvae``.
+        head_hidden: The head's hidden width.
+        head_lr: The head's own SGD learning rate (0: the clients' optimiser and lr).
+        trigger: ``always`` (Global), ``correct`` (SUT) or ``adaptive``.
+        sut_skip: What SUT skips for a mis-predicted client: ``loss`` or ``grl``.
+        pretrain_rounds: Rounds before any reversal.
+        noise_variance: DSVAE's lambda.
+        adversary_weight: The term's weight.
+        erase: After the last round, erase the attribute from every node's private rows
+            (:class:`~.erasure.FederatedErasure`, three message exchanges; needs
+            ``attribute_classes >= 2``).
+        erasure_replicates: Its pseudo-label replicates.
+        erasure_quantile: Its null quantile.
+        erasure_ridge: Its relative ridge.
     """
 
     num_users: int = 4
@@ -160,6 +203,20 @@ class FlowerRunConfig:
     output_path: str = ""
     node_timeout: float = 120.0
     round_timeout: float = 600.0
+    attribute_classes: int = 0
+    grl_scale: float = 0.0
+    head_kind: str = "mlp"
+    head_hidden: int = 100
+    head_lr: float = 0.0
+    trigger: str = "always"
+    sut_skip: str = "loss"
+    pretrain_rounds: int = 0
+    noise_variance: float = 4.0
+    adversary_weight: float = 1.0
+    erase: bool = False
+    erasure_replicates: int = 30
+    erasure_quantile: float = 0.95
+    erasure_ridge: float = 0.001
 
     def __post_init__(self) -> None:
         for name in ("num_users", "num_items", "embedding_dim", "num_rounds", "local_epochs"):
@@ -171,6 +228,18 @@ class FlowerRunConfig:
         for name in ("node_timeout", "round_timeout"):
             if not (math.isfinite(getattr(self, name)) and getattr(self, name) > 0):
                 raise ValueError(f"{_key(name)} must be a finite number > 0")
+        if self.attribute_classes == 1 or self.attribute_classes < 0:
+            raise ValueError(
+                f"attribute-classes must be 0 (no attribute) or >= 2, got {self.attribute_classes}"
+            )
+        if not (math.isfinite(self.head_lr) and self.head_lr >= 0):
+            raise ValueError(f"head-lr must be a finite number >= 0, got {self.head_lr}")
+        if self.attribute_classes:
+            self.build_parts(num_users=1)  # the term checks its own arguments (RNG forked)
+        if self.erase:
+            if not self.attribute_classes:
+                raise ValueError("erase needs the nodes' labels: set attribute-classes >= 2")
+            self.build_erasure()
 
     @classmethod
     def from_user_config(cls, config: Mapping[str, Any]) -> FlowerRunConfig:
@@ -209,9 +278,37 @@ class FlowerRunConfig:
         ``num_users`` overrides the user count (a node's one-row model); the global RNG is
         left as it was.
         """
+        return self.build_parts(num_users)[0]
+
+    def build_terms(self, input_dim: int) -> list[AdversaryTerm]:
+        """The clients' extra terms: FedAU2's adversary when the nodes hold an attribute.
+
+        Built right after the model under the same seed (:meth:`build_parts`), so the head
+        starts as ``torch.manual_seed(seed); NCF(...); AdversaryTerm(...)`` does.
+        """
+        if not self.attribute_classes:
+            return []
+        return [
+            AdversaryTerm(
+                input_dim=input_dim,
+                num_classes=self.attribute_classes,
+                weight=self.adversary_weight,
+                grl_scale=self.grl_scale,
+                lr=self.head_lr or None,
+                trigger=cast(Literal["always", "correct", "adaptive"], self.trigger),
+                pretrain_rounds=self.pretrain_rounds,
+                sut_skip=cast(Literal["loss", "grl"], self.sut_skip),
+                head_kind=cast(Literal["mlp", "vae", "dsvae"], self.head_kind),
+                noise_variance=self.noise_variance,
+                hidden=self.head_hidden,
+            )
+        ]
+
+    def build_parts(self, num_users: int | None = None) -> tuple[NCF, list[AdversaryTerm]]:
+        """The seeded backbone and, after it under the same seed, the terms' heads."""
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.seed)
-            return NCF(
+            model = NCF(
                 self.num_users if num_users is None else num_users,
                 self.num_items,
                 self.embedding_dim,
@@ -219,6 +316,16 @@ class FlowerRunConfig:
                 dropout=self.dropout,
                 scorer=cast(Literal["dot", "neumf"], self.scorer),
             )
+            return model, self.build_terms(model.representation_dim)
+
+    def build_erasure(self) -> FederatedErasure:
+        """The final erasure (step seeds: the run's ``seed``)."""
+        return FederatedErasure(
+            replicates=self.erasure_replicates,
+            quantile=self.erasure_quantile,
+            ridge=self.erasure_ridge,
+            seed=self.seed,
+        )
 
     def build_engine(
         self,
@@ -226,13 +333,18 @@ class FlowerRunConfig:
         data: ClientData,
         engine_cls: type[InProcessEngine] = InProcessEngine,
         fraction: float | None = None,
+        terms: list[AdversaryTerm] | None = None,
+        labels: Tensor | None = None,
     ) -> InProcessEngine:
         """The in-process engine with this config's hyperparameters over ``model`` / ``data``
-        (``fraction`` overrides the config's: a node's engine holds one client)."""
+        (``fraction`` overrides the config's: a node's engine holds one client; ``terms`` and
+        ``labels``: :meth:`build_parts`' terms and the clients' attribute codes)."""
         return engine_cls(
             model,
             PointwiseBCE(self.num_negatives),
             data,
+            labels=labels,
+            terms=list(terms or []),
             fraction=self.fraction if fraction is None else fraction,
             local_epochs=self.local_epochs,
             local_batch_size=self.local_batch_size or None,
@@ -309,7 +421,9 @@ def _toml_value(value: Any) -> str:
 def load_result(path: str | os.PathLike[str]) -> dict[str, Any]:
     """The ServerApp's output (``output-path``): ``shared`` (the final global shared parameters,
     name -> tensor), ``clients`` / ``round_seconds`` / ``loss`` (per round), ``setup_seconds``
-    (node discovery) and ``nodes`` (user -> node id); or ``error`` (what stopped the run)."""
+    (node discovery), ``nodes`` (user -> node id) and ``erasure`` (the final erasure's plan:
+    ``rank``, ``shrink``, ``eigenvalues``, ``null_mean``, ``null_quantile``, ``class_shift``,
+    ``counts``; None without ``erase``); or ``error`` (what stopped the run)."""
     return cast(dict[str, Any], torch.load(Path(path), weights_only=True))
 
 
@@ -383,10 +497,27 @@ def _node_items(context: Context, config: FlowerRunConfig, user: int) -> Tensor:
     return items
 
 
-def _node_engine(config: FlowerRunConfig, user: int, items: Tensor) -> _NodeEngine:
+def _node_label(context: Context, config: FlowerRunConfig, user: int) -> int:
+    """The node's attribute code (node config ``label``; absent or -1: unknown)."""
+    label = context.node_config.get("label", -1)
+    if isinstance(label, bool) or not isinstance(label, int):
+        raise ValueError(f"node of user {user}: label must be an int class code, got {label!r}")
+    if label != -1 and not 0 <= label < config.attribute_classes:
+        raise ValueError(
+            f"node of user {user}: label {label} is not a class of the run's attribute "
+            f"(attribute-classes={config.attribute_classes}: codes 0..."
+            f"{config.attribute_classes - 1}, or -1 for unknown)"
+        )
+    return label
+
+
+def _node_engine(config: FlowerRunConfig, user: int, items: Tensor, label: int = -1) -> _NodeEngine:
     """The engine over a one-user model (the user is local id 0) and the user's own data."""
     data = ClientData.from_pairs(torch.stack([torch.zeros_like(items), items]), 1, config.num_items)
-    engine = config.build_engine(config.build_model(num_users=1), data, _NodeEngine, fraction=1.0)
+    model, terms = config.build_parts(num_users=1)
+    engine = config.build_engine(
+        model, data, _NodeEngine, fraction=1.0, terms=terms, labels=torch.tensor([label])
+    )
     assert isinstance(engine, _NodeEngine)
     engine.user = user
     return engine
@@ -406,27 +537,28 @@ def _initial_private_rows(
 
 
 def _query(msg: Message, context: Context) -> Message:
-    """Say which user this node is (and check its config and data before any round)."""
+    """Say which user this node is (and check its config and data before any round).
+
+    The reply names the user and its interaction count, never its label."""
     config = FlowerRunConfig.from_user_config(context.run_config)
     user = _node_user(context, config)
     items = _node_items(context, config, user)
+    _node_label(context, config, user)
     info = ConfigRecord({"partition-id": user, "num-examples": int(items.numel())})
     return Message(RecordDict({"node": info}), reply_to=msg)
 
 
-def _train(msg: Message, context: Context) -> Message:
-    """One round of local training of this node's user, exactly as the in-process engine."""
-    config = FlowerRunConfig.from_user_config(context.run_config)
-    user = _node_user(context, config)
-    order = msg.content.config_records["instruction"]
-    if _int(order, "user") != user:
-        raise ValueError(
-            f"train message for user {order['user']!r} reached the node of user {user}"
-        )
-    round_index, round_seed = _int(order, "round"), _int(order, "round-seed")
-    items = _node_items(context, config, user)
-    engine = _node_engine(config, user, items)
+def _load_state(
+    msg: Message, context: Context, config: FlowerRunConfig, user: int, engine: InProcessEngine
+) -> None:
+    """Load the global arrays of ``msg`` and this node's private rows into ``engine``.
 
+    Raises:
+        RuntimeError: The node's rows are another user's, or from another round than the
+            server's last round for this user (stale or lost state).
+        ValueError: Parameter names that differ between server and node.
+    """
+    order = msg.content.config_records["instruction"]
     if _STATE_PRIVATE in context.state:
         meta = context.state.config_records[_STATE_META]
         if _int(meta, "user") != user:
@@ -454,6 +586,30 @@ def _train(msg: Message, context: Context) -> Message:
         for n, row in private.items():
             params[n][0] = row
 
+
+def _store_private(context: Context, engine: InProcessEngine, user: int, last_round: int) -> None:
+    """Keep the node's private rows (row 0 of its one-user tables) in ``context.state``."""
+    params = dict(engine.objective.named_parameters())
+    context.state[_STATE_PRIVATE] = ArrayRecord(
+        {n: params[n][0].detach().clone() for n in engine.private_names}
+    )
+    context.state[_STATE_META] = ConfigRecord({"user": user, "last-round": last_round})
+
+
+def _train(msg: Message, context: Context) -> Message:
+    """One round of local training of this node's user, exactly as the in-process engine."""
+    config = FlowerRunConfig.from_user_config(context.run_config)
+    user = _node_user(context, config)
+    order = msg.content.config_records["instruction"]
+    if _int(order, "user") != user:
+        raise ValueError(
+            f"train message for user {order['user']!r} reached the node of user {user}"
+        )
+    round_index, round_seed = _int(order, "round"), _int(order, "round-seed")
+    items = _node_items(context, config, user)
+    engine = _node_engine(config, user, items, _node_label(context, config, user))
+    _load_state(msg, context, config, user, engine)
+
     engine.round_index = round_index
     update, result = engine.local_updates(torch.tensor([0]), round_seed)
 
@@ -468,9 +624,92 @@ def _train(msg: Message, context: Context) -> Message:
     return Message(RecordDict({"deltas": deltas, "metrics": metrics}), reply_to=msg)
 
 
+# The final erasure (FederatedErasure's steps 1-3) as three exchanges with every node. Each
+# node's reply is a summand of a sum the server needs; run these messages under Flower's
+# secure aggregation (SecAgg+) in a deployment and the server sees only the sums.
+def _erasure_node(
+    msg: Message, context: Context
+) -> tuple[FlowerRunConfig, int, int, InProcessEngine]:
+    """The node's config, user, label and its engine holding the final model's state."""
+    config = FlowerRunConfig.from_user_config(context.run_config)
+    if not config.erase:
+        raise ValueError("an erasure message reached a node of a run without erase = true")
+    user = _node_user(context, config)
+    order = msg.content.config_records["instruction"]
+    if _int(order, "user") != user:
+        raise ValueError(
+            f"erasure message for user {order['user']!r} reached the node of user {user}"
+        )
+    label = _node_label(context, config, user)
+    engine = _node_engine(config, user, _node_items(context, config, user), label)
+    _load_state(msg, context, config, user, engine)
+    return config, user, label, engine
+
+
+def _erasure_counts(msg: Message, context: Context) -> Message:
+    """Step 2's first half: this node's one-hot class count (zeros without a label)."""
+    config, _, label, _ = _erasure_node(msg, context)
+    counts = torch.zeros(config.attribute_classes, dtype=torch.float64)
+    if label >= 0:
+        counts[label] = 1.0
+    return Message(RecordDict({"sums": ArrayRecord({"counts": counts})}), reply_to=msg)
+
+
+def _erasure_sums(msg: Message, context: Context) -> Message:
+    """Steps 1-2: this node's class sum, outer product and pseudo-labelled class sums."""
+    config, user, label, engine = _erasure_node(msg, context)
+    erasure = config.build_erasure()
+    with torch.no_grad():
+        z = engine.model.user_representation()[:1]
+    proportions = torch.from_numpy(msg.content.array_records["erasure"]["proportions"].numpy())
+    known = torch.tensor([label]) >= 0  # a node without a label adds zeros
+    sums = erasure.contribution(
+        z[known],
+        torch.tensor([user])[known],
+        torch.tensor([label])[known],
+        proportions,
+        config.attribute_classes,
+    )
+    return Message(RecordDict({"sums": _sums_record(sums)}), reply_to=msg)
+
+
+def _erasure_apply(msg: Message, context: Context) -> Message:
+    """Step 3: add this node's class shift to its private rows (kept in ``context.state``)."""
+    _, user, label, engine = _erasure_node(msg, context)
+    shift = torch.from_numpy(msg.content.array_records["erasure"]["class-shift"].numpy())
+    if label >= 0:
+        apply_user_shift(engine.model, shift[label][None])
+    _store_private(
+        context, engine, user, _int(msg.content.config_records["instruction"], "last-round")
+    )
+    return Message(RecordDict({"done": ConfigRecord({"user": user})}), reply_to=msg)
+
+
+def _sums_record(sums: ErasureSums) -> ArrayRecord:
+    return ArrayRecord(
+        {
+            "counts": sums.real.counts,
+            "sums": sums.real.sums,
+            "outer": sums.real.outer,
+            "null-counts": sums.null_counts,
+            "null-sums": sums.null_sums,
+        }
+    )
+
+
+def _record_sums(record: ArrayRecord) -> ErasureSums:
+    t = {k: torch.from_numpy(record[k].numpy()) for k in record}
+    return ErasureSums(
+        ClassStatistics(t["counts"], t["sums"], t["outer"]), t["null-counts"], t["null-sums"]
+    )
+
+
 client_app = ClientApp()
 client_app.query()(_query)
 client_app.train()(_train)
+client_app.query("erasure_counts")(_erasure_counts)
+client_app.query("erasure_sums")(_erasure_sums)
+client_app.query("erasure_apply")(_erasure_apply)
 
 
 # ---------------------------------------------------------------------------------- server side
@@ -553,7 +792,8 @@ def _serve(grid: Grid, config: FlowerRunConfig) -> dict[str, Any]:
         items=torch.zeros(num_users, dtype=torch.long),
         num_items=config.num_items,
     )
-    engine = config.build_engine(config.build_model(), placeholder)
+    model, terms = config.build_parts()
+    engine = config.build_engine(model, placeholder, terms=terms)  # no labels: the nodes hold them
     params = dict(engine.objective.named_parameters())
     started = time.perf_counter()
     nodes = _discover(grid, config)
@@ -608,13 +848,78 @@ def _serve(grid: Grid, config: FlowerRunConfig) -> dict[str, Any]:
         total = sum(float(cast(float, m["loss"])) * s for m, s in zip(metrics, steps, strict=True))
         losses.append(total / max(sum(steps), 1))
         round_seconds.append(time.perf_counter() - t0)
+    erasure = _erase(grid, config, engine, nodes, last_round) if config.erase else None
     return {
+        "erasure": erasure,
         "shared": {n: params[n].detach().clone() for n in engine.shared_names},
         "clients": clients_per_round,
         "round_seconds": round_seconds,
         "loss": losses,
         "setup_seconds": setup_seconds,
         "nodes": {u: int(n) for u, n in nodes.items()},
+    }
+
+
+def _erase(
+    grid: Grid,
+    config: FlowerRunConfig,
+    engine: InProcessEngine,
+    nodes: dict[int, int],
+    last_round: dict[int, int],
+) -> dict[str, Any]:
+    """The final erasure over every node: counts, sums, then each node's class shift.
+
+    The server forms only sums of the nodes' replies (:class:`~.erasure.FederatedErasure`'s
+    protocol) and returns what it computed: the plan, never a node's row or label.
+    """
+    erasure = config.build_erasure()
+    params = dict(engine.objective.named_parameters())
+    global_arrays = ArrayRecord({n: params[n].detach().clone() for n in engine.shared_names})
+
+    def exchange(action: str, extra: dict[str, Tensor]) -> list[Message]:
+        messages = []
+        for u, node in sorted(nodes.items()):
+            content = RecordDict(
+                {
+                    "global": global_arrays,
+                    "instruction": ConfigRecord({"user": u, "last-round": last_round[u]}),
+                    "erasure": ArrayRecord(extra),
+                }
+            )
+            messages.append(
+                Message(
+                    content,
+                    dst_node_id=node,
+                    message_type=f"{MessageType.QUERY}.{action}",
+                    group_id=action,
+                    ttl=config.round_timeout,
+                )
+            )
+        return _exchange(grid, messages, config.round_timeout, f"erasure ({action})")
+
+    counts = sum(
+        (
+            torch.from_numpy(m.content.array_records["sums"]["counts"].numpy())
+            for m in exchange("erasure_counts", {})
+        ),
+        torch.zeros(config.attribute_classes, dtype=torch.float64),
+    )
+    if not counts.sum() > 0:
+        raise RuntimeError("erasure: no node holds a label (node config label=<class code>)")
+    replies = exchange("erasure_sums", {"proportions": counts / counts.sum()})
+    total = _record_sums(replies[0].content.array_records["sums"])
+    for m in replies[1:]:
+        total = total + _record_sums(m.content.array_records["sums"])
+    plan: ErasurePlan = erasure.plan_from_sums(total)
+    exchange("erasure_apply", {"class-shift": plan.class_shift})
+    return {
+        "rank": plan.rank,
+        "shrink": plan.shrink,
+        "eigenvalues": plan.eigenvalues,
+        "null_mean": plan.null_mean,
+        "null_quantile": plan.null_quantile,
+        "class_shift": plan.class_shift,
+        "counts": plan.counts,
     }
 
 

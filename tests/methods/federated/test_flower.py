@@ -42,6 +42,8 @@ from flwr.serverapp import Grid
 from flwr.supercore.task_identity import TaskIdentity
 
 from lit_unlearn.methods.federated import ClientData, FedAvg, InProcessEngine, PointwiseBCE
+from lit_unlearn.methods.federated.adversary import AdversaryTerm
+from lit_unlearn.methods.federated.erasure import FederatedErasure, apply_user_shift
 from lit_unlearn.methods.federated.flower import (
     FlowerRunConfig,
     client_app,
@@ -49,6 +51,7 @@ from lit_unlearn.methods.federated.flower import (
     server_app,
     write_app,
 )
+from lit_unlearn.methods.federated.objectives import ClientTerm
 from lit_unlearn.models import NCF
 
 BIN = Path(sys.executable).parent
@@ -85,14 +88,21 @@ def _config(output: Path) -> FlowerRunConfig:
     )
 
 
-def _in_process(config: FlowerRunConfig) -> tuple[InProcessEngine, list[list[int]]]:
+def _in_process(
+    config: FlowerRunConfig, labels: list[int] | None = None, term: dict[str, Any] | None = None
+) -> tuple[InProcessEngine, list[list[int]]]:
     """The reference: the in-process engine with the same seed and hyperparameters, after
-    ``ROUNDS`` rounds, and its clients per round."""
+    ``config.num_rounds`` rounds, and its clients per round (``term``: FedAU2's adversary,
+    built after the model as a config seeds it)."""
     torch.manual_seed(config.seed)
+    model = NCF(NUM_USERS, NUM_ITEMS, 8, hidden_layers=1, scorer="neumf")
+    terms: list[ClientTerm] = [AdversaryTerm(input_dim=16, **term)] if term is not None else []
     engine = InProcessEngine(
-        NCF(NUM_USERS, NUM_ITEMS, 8, hidden_layers=1, scorer="neumf"),
+        model,
         PointwiseBCE(4),
         ClientData.from_pairs(_pairs(), NUM_USERS, NUM_ITEMS),
+        labels=torch.tensor(labels) if labels is not None else None,
+        terms=terms,
         fraction=0.5,
         local_epochs=2,
         local_batch_size=4,
@@ -100,7 +110,7 @@ def _in_process(config: FlowerRunConfig) -> tuple[InProcessEngine, list[list[int
         aggregator=FedAvg(),
         seed=config.seed,
     )
-    clients = [engine.run_round().clients.tolist() for _ in range(ROUNDS)]
+    clients = [engine.run_round().clients.tolist() for _ in range(config.num_rounds)]
     return engine, clients
 
 
@@ -176,12 +186,20 @@ def task_identity(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def _serve_in_memory(
-    tmp_path: Path, partition_ids: list[int], config: FlowerRunConfig, forget: bool = False
+    tmp_path: Path,
+    partition_ids: list[int],
+    config: FlowerRunConfig,
+    forget: bool = False,
+    labels: dict[int, int] | None = None,
 ) -> tuple[dict[str, Any], MemoryGrid]:
     data = tmp_path / "pairs.npz"
     np.savez(data, pairs=_pairs().numpy())
     grid = MemoryGrid(
-        [{"partition-id": p, "data-path": str(data)} for p in partition_ids],
+        [
+            {"partition-id": p, "data-path": str(data)}
+            | ({"label": labels[p]} if labels is not None and p in labels else {})
+            for p in partition_ids
+        ],
         config.to_user_config(),
         forget,
     )
@@ -258,6 +276,140 @@ def test_a_node_that_lost_its_private_rows_refuses_to_train(tmp_path: Path) -> N
     assert "stale or lost node state" in result["error"]
 
 
+LABELS = [0, 1, 1, 0]  # each node's attribute code (node config ``label``)
+TERM = {  # FedAU2's term with the deterministic MLP head (the noisy heads draw per batch)
+    "num_classes": 2,
+    "grl_scale": 400.0,
+    "lr": 0.1,
+    "trigger": "correct",
+    "sut_skip": "loss",
+    "head_kind": "mlp",
+    "hidden": 100,
+}
+
+
+def _fedau2_config(output: Path, erase: bool = False) -> FlowerRunConfig:
+    return dataclasses.replace(
+        _config(output),
+        num_rounds=3,
+        attribute_classes=2,
+        grl_scale=400.0,
+        head_lr=0.1,
+        trigger="correct",
+        head_kind="mlp",
+        erase=erase,
+        erasure_replicates=6,
+    )
+
+
+@pytest.mark.usefixtures("task_identity")
+def test_fedau2_term_on_flower_equals_the_in_process_engine(tmp_path: Path) -> None:
+    """The adversary head is shared and aggregated; each node trains it on its own label."""
+    config = _fedau2_config(tmp_path / "result.pt")
+    result, grid = _serve_in_memory(
+        tmp_path, list(range(NUM_USERS)), config, labels=dict(enumerate(LABELS))
+    )
+    assert "error" not in result, result.get("error")
+    assert result["erasure"] is None
+    engine, clients = _in_process(config, LABELS, TERM)
+    assert result["clients"] == clients
+    assert any(n.startswith("terms.0.head.") for n in engine.shared_names)
+    _assert_shared_equal(result, engine)
+    # the labels never travel: no message to or from the server carries them
+    assert all(kind in ("query", "train") for kind, _ in grid.delivered)
+
+
+@pytest.mark.usefixtures("task_identity")
+def test_erasure_on_flower_moves_the_nodes_rows_as_the_in_process_erasure(
+    tmp_path: Path,
+) -> None:
+    """Counts, sums and class shifts over messages: every node ends with the in-process
+    engine's rows plus the in-process plan's shift for its class; the server holds only the
+    plan."""
+    config = _fedau2_config(tmp_path / "result.pt", erase=True)
+    labels = LABELS
+    result, grid = _serve_in_memory(
+        tmp_path, list(range(NUM_USERS)), config, labels=dict(enumerate(labels))
+    )
+    assert "error" not in result, result.get("error")
+    engine, _ = _in_process(config, labels, TERM)
+    _assert_shared_equal(result, engine)
+    codes = torch.tensor(labels)
+    erasure = FederatedErasure(replicates=6, seed=config.seed)
+    with torch.no_grad():
+        before = engine.model.user_representation().clone()
+    plan = erasure.plan(before, codes, 2)
+    torch.testing.assert_close(result["erasure"]["class_shift"], plan.class_shift)
+    assert result["erasure"]["rank"] == plan.rank
+    apply_user_shift(engine.model, erasure.shifts(plan, codes))
+    params = dict(engine.objective.named_parameters())
+    for node, context in grid.contexts.items():
+        rows = context.state.array_records["lit-unlearn.private"].to_torch_state_dict()
+        for name, row in rows.items():
+            torch.testing.assert_close(row, params[name].detach()[node - 100], atol=1e-6, rtol=0)
+    kinds = [kind for kind, _ in grid.delivered]
+    for action in ("erasure_counts", "erasure_sums", "erasure_apply"):
+        assert kinds.count(f"query.{action}") == NUM_USERS
+    assert not torch.equal(before, engine.model.user_representation())  # it did move them
+
+
+@pytest.mark.usefixtures("task_identity")
+def test_erasure_without_enough_labels_stops_with_the_class_sizes(tmp_path: Path) -> None:
+    """A node without a label adds zeros to every sum; too few labels is a clear error."""
+    config = _fedau2_config(tmp_path / "result.pt", erase=True)
+    result, grid = _serve_in_memory(
+        tmp_path, list(range(NUM_USERS)), config, labels={0: 0, 1: 1, 2: 1}
+    )
+    assert "need two classes with >= 2 labelled clients" in result["error"]
+    assert "[1, 2]" in result["error"]  # user 3 counted in neither class
+    assert [k for k, _ in grid.delivered].count("query.erasure_apply") == 0  # nothing moved
+
+
+@pytest.mark.usefixtures("task_identity")
+def test_a_label_outside_the_attribute_stops_the_run_at_discovery(tmp_path: Path) -> None:
+    config = _fedau2_config(tmp_path / "result.pt")
+    result, grid = _serve_in_memory(
+        tmp_path, list(range(NUM_USERS)), config, labels={0: 0, 1: 2, 2: 1, 3: 0}
+    )
+    assert "node discovery" in result["error"] and "label 2 is not a class" in result["error"]
+    assert all(kind == "query" for kind, _ in grid.delivered)
+
+
+def test_flower_fedau2_config_is_checked_when_read() -> None:
+    with pytest.raises(ValueError, match="attribute-classes"):
+        FlowerRunConfig(attribute_classes=1)
+    with pytest.raises(ValueError, match="erase needs"):
+        FlowerRunConfig(erase=True)
+    with pytest.raises(ValueError, match="trigger"):
+        FlowerRunConfig(attribute_classes=2, trigger="sometimes")
+    with pytest.raises(ValueError, match="head-lr"):
+        FlowerRunConfig(attribute_classes=2, head_lr=float("nan"))
+    with pytest.raises(ValueError, match="replicates"):
+        FlowerRunConfig(attribute_classes=2, erase=True, erasure_replicates=0)
+    state = torch.random.get_rng_state()
+    FlowerRunConfig(attribute_classes=3, head_kind="dsvae", erase=True)
+    assert torch.equal(state, torch.random.get_rng_state())  # checking draws nothing
+
+
+@pytest.mark.usefixtures("task_identity")
+def test_dsvae_head_and_erasure_run_on_flower(tmp_path: Path) -> None:
+    """The paper's head draws its noise on the node (not comparable with the batched engine's
+    draws): the run finishes, trains the head and erases."""
+    config = dataclasses.replace(
+        _fedau2_config(tmp_path / "result.pt", erase=True), head_kind="dsvae"
+    )
+    result, _ = _serve_in_memory(
+        tmp_path, list(range(NUM_USERS)), config, labels=dict(enumerate(LABELS))
+    )
+    assert "error" not in result, result.get("error")
+    start = dict(config.build_parts()[1][0].named_parameters())
+    assert any(
+        not torch.equal(result["shared"][f"terms.0.{n}"], p.detach()) for n, p in start.items()
+    )
+    assert result["erasure"]["class_shift"].shape == (2, 16)
+    assert torch.isfinite(result["erasure"]["class_shift"]).all()
+
+
 # ---------------------------------------------------------------------------------- processes
 def _free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
@@ -327,7 +479,7 @@ class Cluster:
                 )
             )
 
-    def start(self, partition_ids: list[int], data: Path) -> None:
+    def start(self, partition_ids: list[int], data: Path, labels: list[int] | None = None) -> None:
         self._start(
             "superlink",
             ["flower-superlink", "--insecure", "--disable-runtime-dependency-installation",
@@ -336,11 +488,14 @@ class Cluster:
         for k, pid in enumerate(partition_ids):
             home = self.root / f"home-node{k}"  # each node installs the FAB in its own home
             home.mkdir()
+            node_config = f'partition-id={pid} data-path="{data}"'
+            if labels is not None:
+                node_config += f" label={labels[k]}"
             self._start(
                 f"supernode{k}",
                 ["flower-supernode", "--insecure", "--superlink", f"127.0.0.1:{self.port}",
                  "--host", "127.0.0.1", "--port", str(_free_port()),
-                 "--node-config", f'partition-id={pid} data-path="{data}"'],
+                 "--node-config", node_config],
                 env={**self.env, "FLWR_HOME": str(home)},
             )  # fmt: skip
         deadline = time.monotonic() + 30
@@ -454,3 +609,26 @@ def test_partition_id_naming_no_user_stops_the_run(
     assert "node discovery" in result["error"]
     assert f"partition-id {NUM_USERS + 5} names no user" in result["error"]
     assert f"num-users={NUM_USERS}" in result["error"]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(240)
+def test_fedau2_and_erasure_on_real_nodes_equal_the_in_process_engine(
+    cluster: Cluster, data: Path, tmp_path: Path
+) -> None:
+    """The adversary term and the three erasure exchanges (custom query actions) through a
+    real SuperLink and SuperNodes, each node holding its own label."""
+    output = tmp_path / "result.pt"
+    # One round: the rounds' equality is the in-memory tests'; this one checks the routing.
+    config = dataclasses.replace(_fedau2_config(output, erase=True), num_rounds=1)
+    cluster.start(list(range(NUM_USERS)), data, labels=LABELS)
+    result = cluster.run(write_app(tmp_path / "app", config), output, timeout=160)
+    assert "error" not in result, result.get("error")
+    engine, clients = _in_process(config, LABELS, TERM)
+    assert result["clients"] == clients
+    _assert_shared_equal(result, engine)
+    with torch.no_grad():
+        plan = FederatedErasure(replicates=6, seed=config.seed).plan(
+            engine.model.user_representation(), torch.tensor(LABELS), 2
+        )
+    torch.testing.assert_close(result["erasure"]["class_shift"], plan.class_shift)
