@@ -85,8 +85,9 @@ class ClientTransform(ABC):
 
     Runs on the clients, before anything leaves them (local differential privacy: APM's
     perturbation of the parameters). It must treat clients independently and draw any noise
-    from ``generators[c]`` (client ``c``'s own generator of the round), so a Flower node
-    draws the same as the in-process engine.
+    from ``generators[c]``: client ``c``'s own transform stream of the round, seeded by the
+    round and the client only (not the examples' stream, whose position depends on how far the
+    round's batch was padded), so a Flower node draws the same as the in-process engine.
     """
 
     @abstractmethod
@@ -285,10 +286,16 @@ class InProcessEngine:
             update, result = self._train_clients(
                 clients, examples.columns, examples.mask, generators, device
             )
-        # The client-side transforms draw from the clients' own generators (after their
-        # examples), never from the round's shared RNG.
-        for transform in self.transforms:
-            update = transform(update, generators)
+        # The client-side transforms draw from a second stream of each client's own (seeded by
+        # the round and the client only), never from the round's shared RNG, and not from the
+        # examples' stream: how far that one advances depends on the padding of the round's
+        # batch, i.e. on the other clients (a Flower node pads nothing).
+        if self.transforms:
+            noise = [
+                self.client_generator(_transform_seed(round_seed), u) for u in clients.tolist()
+            ]
+            for transform in self.transforms:
+                update = transform(update, noise)
         return update, result
 
     def apply(self, update: ClientUpdate) -> None:
@@ -445,6 +452,11 @@ class InProcessEngine:
         """Restore :meth:`state_dict` (a resumed run then samples as the uninterrupted one)."""
         self.round_index = int(state["round_index"])
         self.generator.set_state(state["generator"])
+
+
+def _transform_seed(round_seed: int) -> int:
+    """The seed of the clients' transform streams in a round (distinct from the examples')."""
+    return (round_seed * 6_364_136_223_846_793_005 + 1_442_695_040_888_963_407) % (2**62)
 
 
 def _expand_like(order: Tensor, value: Tensor) -> Tensor:

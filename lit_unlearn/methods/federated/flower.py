@@ -59,7 +59,8 @@ Exactness: a client's draws (negatives, shuffles) come from its own generator
 engine draws for it. Randomness *inside* the loss (dropout, Mult-VAE's reparameterisation)
 comes from the global RNG of the whole vmapped batch in process and cannot match a one-client
 node; keep ``dropout = 0`` where equality matters (and the ``mlp`` head: the VAE / DSVAE
-heads draw their noise per batch). This app trains NCF (``dot`` or ``neumf``) with
+heads draw their noise per batch; APM's noise comes from the client's own generator and
+matches). This app trains NCF (``dot`` or ``neumf``) with
 :class:`~.objectives.PointwiseBCE` (FedNCF).
 
 FedAU2 on Flower: with ``attribute-classes = K >= 2`` in the run config every client also
@@ -106,8 +107,9 @@ from flwr.serverapp import Grid, ServerApp
 from torch import Tensor
 
 from lit_unlearn.methods.federated.adversary import AdversaryTerm
+from lit_unlearn.methods.federated.apm import APMPerturbation
 from lit_unlearn.methods.federated.clients import ClientData
-from lit_unlearn.methods.federated.engine import InProcessEngine
+from lit_unlearn.methods.federated.engine import ClientTransform, InProcessEngine
 from lit_unlearn.methods.federated.erasure import (
     ClassStatistics,
     ErasurePlan,
@@ -181,6 +183,11 @@ class FlowerRunConfig:
         erasure_replicates: Its pseudo-label replicates.
         erasure_quantile: Its null quantile.
         erasure_ridge: Its relative ridge.
+        apm_noise: APM's Laplace scale on each client's upload and kept rows
+            (:class:`~.apm.APMPerturbation`, drawn from the client's own generator); 0 with
+            ``apm_clip = 0``: no APM.
+        apm_clip: APM's per-coordinate bound of a client's upload (0: no clipping).
+        apm_private_bound: APM's bound of the kept rows before their noise (0: none).
     """
 
     num_users: int = 4
@@ -217,6 +224,9 @@ class FlowerRunConfig:
     erasure_replicates: int = 30
     erasure_quantile: float = 0.95
     erasure_ridge: float = 0.001
+    apm_noise: float = 0.0
+    apm_clip: float = 0.0
+    apm_private_bound: float = 0.0
 
     def __post_init__(self) -> None:
         for name in ("num_users", "num_items", "embedding_dim", "num_rounds", "local_epochs"):
@@ -236,6 +246,7 @@ class FlowerRunConfig:
             raise ValueError(f"head-lr must be a finite number >= 0, got {self.head_lr}")
         if self.attribute_classes:
             self.build_parts(num_users=1)  # the term checks its own arguments (RNG forked)
+        self.build_transforms()  # APM checks its own arguments
         if self.erase:
             if not self.attribute_classes:
                 raise ValueError("erase needs the nodes' labels: set attribute-classes >= 2")
@@ -318,6 +329,18 @@ class FlowerRunConfig:
             )
             return model, self.build_terms(model.representation_dim)
 
+    def build_transforms(self) -> list[ClientTransform]:
+        """The clients' transforms before upload: APM when ``apm_noise`` or ``apm_clip`` is set."""
+        if not (self.apm_noise or self.apm_clip):
+            return []
+        return [
+            APMPerturbation(
+                noise=self.apm_noise,
+                clip=self.apm_clip or None,
+                private_bound=self.apm_private_bound or None,
+            )
+        ]
+
     def build_erasure(self) -> FederatedErasure:
         """The final erasure (step seeds: the run's ``seed``)."""
         return FederatedErasure(
@@ -345,6 +368,7 @@ class FlowerRunConfig:
             data,
             labels=labels,
             terms=list(terms or []),
+            transforms=self.build_transforms(),
             fraction=self.fraction if fraction is None else fraction,
             local_epochs=self.local_epochs,
             local_batch_size=self.local_batch_size or None,

@@ -160,10 +160,14 @@ def test_round_uploads_and_keeps_the_perturbed_state() -> None:
     plain.run_round()
     (update,), (clean,) = seen, raw
     assert torch.equal(update.clients, clean.clients)
+    noises = []
     for n, d in update.deltas.items():
         noise = d - clean.deltas[n].clamp(-0.02, 0.02)
-        assert float(noise.abs().mean()) == pytest.approx(0.05, rel=0.5)
         assert float(noise.abs().min()) > 0  # every coordinate, touched or not
+        noises.append(noise.flatten())
+    # E|Laplace(0, b)| = b, over every uploaded coordinate (a per-parameter mean of a bias's
+    # few values is too noisy to test)
+    assert float(torch.cat(noises).abs().mean()) == pytest.approx(0.05, rel=0.1)
     # the server aggregated the perturbed uploads
     counts = engine.data.counts[update.clients]
     expected = FedAvg()(update.start, update.deltas, counts)

@@ -43,6 +43,8 @@ from flwr.supercore.task_identity import TaskIdentity
 
 from lit_unlearn.methods.federated import ClientData, FedAvg, InProcessEngine, PointwiseBCE
 from lit_unlearn.methods.federated.adversary import AdversaryTerm
+from lit_unlearn.methods.federated.apm import APMPerturbation
+from lit_unlearn.methods.federated.engine import ClientTransform
 from lit_unlearn.methods.federated.erasure import FederatedErasure, apply_user_shift
 from lit_unlearn.methods.federated.flower import (
     FlowerRunConfig,
@@ -89,7 +91,10 @@ def _config(output: Path) -> FlowerRunConfig:
 
 
 def _in_process(
-    config: FlowerRunConfig, labels: list[int] | None = None, term: dict[str, Any] | None = None
+    config: FlowerRunConfig,
+    labels: list[int] | None = None,
+    term: dict[str, Any] | None = None,
+    transforms: list[ClientTransform] | None = None,
 ) -> tuple[InProcessEngine, list[list[int]]]:
     """The reference: the in-process engine with the same seed and hyperparameters, after
     ``config.num_rounds`` rounds, and its clients per round (``term``: FedAU2's adversary,
@@ -103,6 +108,7 @@ def _in_process(
         ClientData.from_pairs(_pairs(), NUM_USERS, NUM_ITEMS),
         labels=torch.tensor(labels) if labels is not None else None,
         terms=terms,
+        transforms=transforms,
         fraction=0.5,
         local_epochs=2,
         local_batch_size=4,
@@ -320,6 +326,33 @@ def test_fedau2_term_on_flower_equals_the_in_process_engine(tmp_path: Path) -> N
 
 
 @pytest.mark.usefixtures("task_identity")
+def test_apm_on_flower_equals_the_in_process_engine(tmp_path: Path) -> None:
+    """APM's clipping and Laplace noise, drawn on each node from its own generator."""
+    config = dataclasses.replace(
+        _config(tmp_path / "result.pt"), apm_noise=0.03, apm_clip=0.1, apm_private_bound=2.0
+    )
+    result, grid = _serve_in_memory(tmp_path, list(range(NUM_USERS)), config)
+    assert "error" not in result, result.get("error")
+    apm = APMPerturbation(noise=0.03, clip=0.1, private_bound=2.0)
+    engine, clients = _in_process(config, transforms=[apm])
+    assert result["clients"] == clients
+    _assert_shared_equal(result, engine)
+    plain, _ = _in_process(config)
+    assert not torch.allclose(  # the noise did reach the upload
+        dict(plain.objective.named_parameters())["model.predict.weight"],
+        result["shared"]["model.predict.weight"],
+    )
+    params = dict(engine.objective.named_parameters())
+    for node, context in grid.contexts.items():
+        if "lit-unlearn.private" in context.state:
+            rows = context.state.array_records["lit-unlearn.private"].to_torch_state_dict()
+            for name, row in rows.items():
+                torch.testing.assert_close(
+                    row, params[name].detach()[node - 100], atol=1e-6, rtol=0
+                )
+
+
+@pytest.mark.usefixtures("task_identity")
 def test_erasure_on_flower_moves_the_nodes_rows_as_the_in_process_erasure(
     tmp_path: Path,
 ) -> None:
@@ -386,6 +419,8 @@ def test_flower_fedau2_config_is_checked_when_read() -> None:
         FlowerRunConfig(attribute_classes=2, head_lr=float("nan"))
     with pytest.raises(ValueError, match="replicates"):
         FlowerRunConfig(attribute_classes=2, erase=True, erasure_replicates=0)
+    with pytest.raises(ValueError, match="noise"):
+        FlowerRunConfig(apm_noise=-1.0)
     state = torch.random.get_rng_state()
     FlowerRunConfig(attribute_classes=3, head_kind="dsvae", erase=True)
     assert torch.equal(state, torch.random.get_rng_state())  # checking draws nothing
