@@ -11,6 +11,9 @@ import torch
 from lit_unlearn.attacks.leakage import measure_leakage
 from lit_unlearn.attacks.logreg import LogisticRegressionAttacker
 from lit_unlearn.methods.attribute import CalibratedErasure
+from lit_unlearn.methods.attribute.erasure import audited_representation
+from lit_unlearn.models import NCF
+from lit_unlearn.tasks import RecommenderTask
 from lit_unlearn.unlearning.calibrated import (
     calibrated_erasure,
     discriminant_eigen,
@@ -216,3 +219,15 @@ def test_attrcloak_final_erasure_runs_once_after_the_last_step(
     assert cloak.one_shot_done and set(cloak.erasure_results) == {"gender"}
     with pytest.raises(ValueError, match="privacy_moments"):
         AttrCloak(privacy_moments="means")  # type: ignore[arg-type]
+
+
+def test_erasures_plan_on_the_eval_mode_representation() -> None:
+    """With dropout in the user tower, the training-mode forward is a noisy draw: the one-shot
+    erasures read the representation as audited (eval mode) and leave the mode as it was."""
+    task = RecommenderTask(NCF(30, 20, 8, hidden_layers=2, dropout=0.5, scorer="dot"))
+    task.train()
+    first, second = audited_representation(task), audited_representation(task)
+    assert torch.equal(first, second)  # no dropout draw
+    assert task.training and task.model.training  # the mode is restored
+    task.eval()
+    torch.testing.assert_close(first, task.representation().detach())

@@ -11,7 +11,7 @@ import torch
 from torch import Tensor
 
 from lit_unlearn.methods.attribute.base import AttributeUnlearning, Mode, Target
-from lit_unlearn.methods.attribute.erasure import add_representation_shift
+from lit_unlearn.methods.attribute.erasure import add_representation_shift, audited_representation
 from lit_unlearn.methods.attribute.gaussian_mi import (
     gaussian_covariance_bound,
     multi_attribute_mi_bound,
@@ -151,8 +151,8 @@ class AttrCloak(AttributeUnlearning):
             return
         assert isinstance(pl_module, RepresentationTask)
         gen = torch.Generator().manual_seed(self._subset_seed)
+        rep = audited_representation(pl_module)
         with torch.no_grad():
-            rep = pl_module.representation()
             shift, self.erasure_results = erase_attributes(
                 rep,
                 self._codes,

@@ -24,7 +24,7 @@ from lit_unlearn.unlearning.calibrated import ErasureResult, erase_attributes
 from lit_unlearn.unlearning.contract import RepresentationTask
 from lit_unlearn.validation import check_count, check_probability
 
-__all__ = ["CalibratedErasure", "add_representation_shift"]
+__all__ = ["CalibratedErasure", "add_representation_shift", "audited_representation"]
 
 
 class CalibratedErasure(AttributeUnlearning):
@@ -106,8 +106,8 @@ class CalibratedErasure(AttributeUnlearning):
             return
         start = time.perf_counter()
         gen = torch.Generator().manual_seed(self._subset_seed)
+        rep = audited_representation(pl_module)
         with torch.no_grad():
-            rep = pl_module.representation()
             shift, self.results = erase_attributes(
                 rep,
                 self._codes,
@@ -191,3 +191,18 @@ def add_representation_shift(task: RepresentationTask, shift: Tensor) -> None:
                 f"{type(task).__name__} exposes shapes {[tuple(p.shape) for p in params]}"
             )
         table[0].add_(shift.to(table[0].device, table[0].dtype))
+
+
+def audited_representation(task: RepresentationTask) -> Tensor:
+    """Every user's representation as the auditors read it: eval mode (no dropout), detached.
+
+    A one-shot erasure plans on this, not on the training-mode forward: with input or tower
+    dropout the training-mode rows are noisier, so the null is larger and the shrink too small.
+    """
+    was_training = task.training
+    task.eval()
+    try:
+        with torch.no_grad():
+            return task.representation().detach()
+    finally:
+        task.train(was_training)

@@ -223,8 +223,11 @@ class FederatedTask(RecommenderTask):
         if self.final_erasure is None or self.engine is None or self.engine.labels is None:
             raise RuntimeError("erase() needs final_erasure, an engine and the clients' labels")
         codes = self.engine.labels
-        with torch.no_grad():
-            rep = self.representation()
+        # The representation as audited and as the clients would compute it for their sums:
+        # eval mode. In the training step the model is in train mode, where FedVAE's encoder
+        # drops half its input: planned on those rows, the class means were noisier, the null
+        # larger and the shrink too small (the shift itself is exact either way).
+        rep = self.user_representation()
         plan = self.final_erasure.plan(rep, codes, self._attribute_classes)
         shift = self.final_erasure.shifts(plan, codes)
         apply_user_shift(self.model, shift)

@@ -13,7 +13,7 @@ from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import StratifiedKFold
 
 from lit_unlearn.datamodules import FederatedData, Synthetic
-from lit_unlearn.methods.federated import FederatedTask, PointwiseBCE
+from lit_unlearn.methods.federated import FederatedTask, MultinomialELBO, PointwiseBCE
 from lit_unlearn.methods.federated.erasure import (
     FederatedErasure,
     _batch_statistics,
@@ -244,3 +244,29 @@ def test_task_erases_after_the_last_round_and_refuses_to_train_on(tmp_path: Path
         )
     with pytest.raises(ValueError, match="attribute"):
         FederatedTask(NCF(8, 6, 4, scorer="neumf"), final_erasure=FederatedErasure())
+
+
+def test_task_plans_on_the_audited_representation_not_the_dropped_out_one(tmp_path: Path) -> None:
+    """FedVAE's encoder drops half its input while training: the erasure, run inside the last
+    training step, must plan on the eval-mode means the auditors (and the clients) read."""
+    erasure = FederatedErasure(replicates=8, seed=1)
+    task = FederatedTask(
+        MultVAE(80, 60, embedding_dim=6, hidden=12, dropout=0.5),
+        MultinomialELBO(),
+        attribute="gender",
+        fraction=0.5,
+        lr=0.01,
+        optimizer="adam",
+        final_erasure=erasure,
+    )
+    trainer = pl.Trainer(
+        max_epochs=1, logger=False, enable_progress_bar=False, default_root_dir=tmp_path
+    )
+    trainer.fit(task, _dm())
+    assert task.erased and task.erasure_plan is not None
+    codes = task.engine.labels if task.engine is not None else None
+    assert codes is not None and task.model.user_shift is not None
+    before = task.user_representation().double() - task.model.user_shift.detach().double()
+    replanned = erasure.plan(before, codes, 2)
+    torch.testing.assert_close(task.erasure_plan.eigenvalues, replanned.eigenvalues)
+    torch.testing.assert_close(task.erasure_plan.class_shift, replanned.class_shift)
