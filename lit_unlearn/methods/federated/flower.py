@@ -667,6 +667,7 @@ def _erasure_node(
     label = _node_label(context, config, user)
     engine = _node_engine(config, user, _node_items(context, config, user), label)
     _load_state(msg, context, config, user, engine)
+    engine.model.eval()  # the representation as audited (no dropout draw)
     return config, user, label, engine
 
 
