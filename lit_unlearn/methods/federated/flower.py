@@ -47,12 +47,12 @@ and every node's machine need ``lit_unlearn[flower]`` installed, the app ships n
     flwr run app <connection> --format json \
         --run-config 'num-users=4 num-items=12 num-rounds=3 output-path="/abs/result.pt"'
 
+where ``<connection>`` is a ``[superlink.<connection>]`` table (``address =
+"127.0.0.1:9091"``, ``insecure = true``) in ``$FLWR_HOME/config.toml``.
+
 FedAU2 with the final erasure: add ``label=<class code>`` to each node's ``--node-config`` and,
 e.g., ``attribute-classes=2 grl-scale=400.0 trigger="correct" head-kind="dsvae" head-lr=0.1
 erase=true`` to ``--run-config``; the result's ``erasure`` holds the plan.
-
-where ``<connection>`` is a ``[superlink.<connection>]`` table (``address =
-"127.0.0.1:9091"``, ``insecure = true``) in ``$FLWR_HOME/config.toml``.
 
 Cost: Flower 1.42 starts a fresh ``flwr-clientapp`` process per message (importing torch and
 lit_unlearn) and an idle SuperNode polls every 3 s, so a round costs seconds whatever its size;
