@@ -17,6 +17,7 @@ from lit_unlearn.methods.attribute import (
 )
 from lit_unlearn.methods.class_unlearning import DSDA, GKT, SSD, UNSIR, FineTune
 from lit_unlearn.methods.federated.audit import EmbeddingAttack, GradientInversionAudit
+from lit_unlearn.methods.federated.unlearn import FederatedErasureUnlearning
 from lit_unlearn.methods.interaction import AltEraser, RelativeEarlyStopping, WarmStart
 from lit_unlearn.unlearning import UnlearningCallback
 
@@ -35,6 +36,7 @@ __all__ = [
     "ClassAudit",
     "DivergenceGuard",
     "EmbeddingAttack",
+    "FederatedErasureUnlearning",
     "FineTune",
     "GradientInversionAudit",
     "RelativeEarlyStopping",

@@ -327,8 +327,18 @@ class GradientInversionAudit(Callback):
             self.attack(trainer, pl_module)
 
     def on_fit_end(self, trainer: pl.Trainer, pl_module: Any) -> None:
-        if not self.done and not getattr(trainer, "fast_dev_run", False):
-            self.attack(trainer, pl_module)
+        if self.done or getattr(trainer, "fast_dev_run", False):
+            return
+        if self.recorder is None or not self.recorder.users():
+            # The server's stored uploads live in this process, not in checkpoints: a fit that
+            # ran no round (a one-shot erasure of a trained model, a resumed fit already at its
+            # end) has nothing to attack.
+            rank_zero_warn(
+                "GradientInversionAudit: no upload was recorded in this fit (it ran no round); "
+                "nothing to attack"
+            )
+            return
+        self.attack(trainer, pl_module)
 
     def attack(self, trainer: pl.Trainer, pl_module: Any) -> list[Any]:
         """Run DLG and iDLG on the recorded uploads now; log and write the results."""

@@ -218,18 +218,33 @@ class FederatedTask(RecommenderTask):
         """Rounds this fit runs (one training step each; inf when unbounded)."""
         return float(self.trainer.estimated_stepping_batches)
 
-    def erase(self) -> None:
-        """Run :attr:`final_erasure` now: plan from the clients' sums, apply on the clients."""
-        if self.final_erasure is None or self.engine is None or self.engine.labels is None:
-            raise RuntimeError("erase() needs final_erasure, an engine and the clients' labels")
+    def erase(self, erasure: FederatedErasure | None = None) -> ErasurePlan:
+        """Erase :attr:`attribute` now: plan from the clients' sums, apply on the clients.
+
+        Args:
+            erasure: The protocol to run (default :attr:`final_erasure`; a trained model is
+                erased post hoc by :class:`~.unlearn.FederatedErasureUnlearning` with its own).
+
+        Returns:
+            The plan (also kept as :attr:`erasure_plan`).
+
+        Raises:
+            RuntimeError: No erasure, no engine or no labels, or the model is erased already
+                (a second plan on the erased rows would shrink the remaining deviation again).
+        """
+        erasure = erasure if erasure is not None else self.final_erasure
+        if erasure is None or self.engine is None or self.engine.labels is None:
+            raise RuntimeError("erase() needs an erasure, an engine and the clients' labels")
+        if self.erased:
+            raise RuntimeError(f"this model's {self.attribute!r} was erased already")
         codes = self.engine.labels
         # The representation as audited and as the clients would compute it for their sums:
         # eval mode. In the training step the model is in train mode, where FedVAE's encoder
         # drops half its input: planned on those rows, the class means were noisier, the null
         # larger and the shrink too small (the shift itself is exact either way).
         rep = self.user_representation()
-        plan = self.final_erasure.plan(rep, codes, self._attribute_classes)
-        shift = self.final_erasure.shifts(plan, codes)
+        plan = erasure.plan(rep, codes, self._attribute_classes)
+        shift = erasure.shifts(plan, codes)
         apply_user_shift(self.model, shift)
         self.erased = True
         self.erasure_plan = plan
@@ -242,6 +257,25 @@ class FederatedTask(RecommenderTask):
             on_step=True,
             on_epoch=False,
         )
+        return plan
+
+    def on_fit_start(self) -> None:
+        super().on_fit_start()
+        # The checkpoint of a resumed fit is restored by now. A fit resumed after its last
+        # round runs no training step, so final_erasure would silently not run.
+        if (
+            self.final_erasure is not None
+            and self.unlearning is None
+            and not self.erased
+            and self.rounds_done > 0
+            and self.rounds_done >= self._planned_rounds()
+        ):
+            raise ValueError(
+                f"this fit resumes a model that has run all its {self.rounds_done} rounds: "
+                "final_erasure runs after a fit's last round, so nothing would be erased. To "
+                "erase a trained model use the FederatedErasureUnlearning callback "
+                "(configs/method/federated/erase_trained.yaml)"
+            )
 
     @property
     def rounds_done(self) -> int:
