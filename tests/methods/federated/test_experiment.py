@@ -103,6 +103,9 @@ def test_every_cell_of_the_shipped_tables_is_a_valid_fit_config(name: str, tmp_p
         config = spec.cell_config(cell)
         path = tmp_path / f"{cell.name}.yaml"
         path.write_text(yaml.safe_dump(config))
+        if spec.source_cell(cell) is not None:
+            # Its checkpoint does not exist yet: parse the source's config instead.
+            path.write_text(yaml.safe_dump(spec.cell_config(spec.source_cell(cell))))
         cli = build_cli(["--config", str(path), *spec.cli_args.get(cell.backbone, ())], run=False)
         term = cli.model.terms[0]
         assert term.head.num_classes == spec.attributes[cell.attribute]
@@ -114,6 +117,22 @@ def test_every_cell_of_the_shipped_tables_is_a_valid_fit_config(name: str, tmp_p
                 assert getattr(term, key) == value, (cell.name, key)
         assert len(cli.model.transforms) == len(cell.method.transforms)
         erasure = cli.model.final_erasure
+        source = spec.source_cell(cell)
+        if source is not None:
+            # Post hoc: the source's training config, one step of FederatedErasureUnlearning on
+            # its last checkpoint (which exists only once the source ran: checked as config).
+            assert erasure is None
+            assert config["trainer"]["limit_train_batches"] == 1
+            (unlearn,) = [
+                c
+                for c in config["trainer"]["callbacks"]
+                if "FederatedErasureUnlearning" in c["class_path"]
+            ]
+            assert unlearn["init_args"]["checkpoint"] == str(
+                spec.run_dir(source) / "checkpoints" / "last.ckpt"
+            )
+            assert unlearn["init_args"]["erasure"]["init_args"]["seed"] == cell.seed
+            continue
         assert (erasure is None) == (cell.method.erasure is None)
         if erasure is not None:
             assert erasure.seed == cell.seed
@@ -138,6 +157,36 @@ def test_bad_table_configs_are_refused(tmp_path: Path) -> None:
         ({"cli_args": {"FedX": []}}, "names no backbone"),
         ({"seeds": []}, "seeds"),
         ({"colour": "red"}, "unknown keys"),
+        ({"methods": [{"name": "A", "erase_from": "B", "erasure": {}}]}, "no earlier"),
+        ({"methods": [{"name": "B"}, {"name": "A", "erase_from": "B"}]}, "needs `erasure`"),
+        (
+            {
+                "methods": [
+                    {"name": "B"},
+                    {"name": "A", "erase_from": "B", "erasure": {}, "term": {"grl_scale": 1.0}},
+                ]
+            },
+            "as it is",
+        ),
+        (
+            {
+                "methods": [
+                    {"name": "B", "erasure": {}},
+                    {"name": "A", "erase_from": "B", "erasure": {}},
+                ]
+            },
+            "erases already",
+        ),
+        (
+            {
+                "attributes": {"gender": 2, "age": 3},
+                "methods": [
+                    {"name": "B", "targets": ["gender"]},
+                    {"name": "A", "erase_from": "B", "erasure": {}},
+                ],
+            },
+            "set targets",
+        ),
     ):
         with pytest.raises(FederatedTableError, match=match):
             load_table(_table(tmp_path, **changes))
@@ -158,3 +207,52 @@ def test_only_narrows_each_axis_it_names(tmp_path: Path) -> None:
     assert len([c for c in cells if _selected(spec, c, {"FedNCF"})]) == len(cells)
     with pytest.raises(SystemExit):
         main(["--config", str(tmp_path / "table.yaml"), "--only", "FedXYZ"])
+
+
+@pytest.mark.slow
+def test_a_post_hoc_erasure_cell_equals_the_in_fit_erasure_of_the_same_training(
+    tmp_path: Path,
+) -> None:
+    """``erase_from`` erases the source cell's checkpoint in one step: the same model, test
+    ranking and attacks as training with the erasure in the fit; DLG / iDLG are the source's."""
+    erasure = {"replicates": 5, "quantile": 0.01, "calibrate": False}
+    config = _table(
+        tmp_path,
+        methods=[
+            {"name": "Original", "targets": ["gender"]},
+            {"name": "Original+Erasure", "targets": ["gender"], "erasure": erasure},
+            {
+                "name": "post hoc",
+                "targets": ["gender"],
+                "erasure": erasure,
+                "erase_from": "Original",
+            },
+        ],
+    )
+    # Asking for the post-hoc cell alone runs its source first.
+    main(["--config", str(config), "--only", "post hoc"])
+    out = tmp_path / "out"
+    records = {r["method"]: r for r in JsonlStore(out).records()}
+    assert list(records) == ["Original", "post hoc"]
+    main(["--config", str(config)])
+    records = {r["method"]: r for r in JsonlStore(out).records()}
+    original, in_fit, post = records["Original"], records["Original+Erasure"], records["post hoc"]
+    assert post["derived_from"] == "FedNCF-Original-gender-seed0"
+    assert post["rounds"] == in_fit["rounds"] == 8
+    assert post["gradient"] == original["gradient"]
+    assert post["erasure"]["shrink"] == pytest.approx(in_fit["erasure"]["shrink"])
+    np.testing.assert_allclose(
+        np.load(post["export"])["representation"],
+        np.load(in_fit["export"])["representation"],
+        atol=1e-6,
+    )
+    assert not np.allclose(
+        np.load(post["export"])["representation"],
+        np.load(original["export"])["representation"],
+    )
+    for name, value in in_fit["test"].items():
+        assert post["test"][name] == pytest.approx(value, abs=1e-6), name
+    assert set(post["attacks"]) == {"4", "8"}
+    assert post["attacks"]["4"] == original["attacks"]["4"]  # before the erasure: the source's
+    assert post["attacks"]["8"] == in_fit["attacks"]["8"]
+    assert post["fit_seconds"] > original["fit_seconds"]

@@ -24,7 +24,7 @@ import pandas as pd
 import yaml
 
 from lit_unlearn.datamodules.federated import FederatedData
-from lit_unlearn.methods.federated.experiment.spec import Cell, TableSpec
+from lit_unlearn.methods.federated.experiment.spec import Cell, FederatedTableError, TableSpec
 from lit_unlearn.methods.federated.task import FederatedTask
 from lit_unlearn.reporting.jsonl import JsonlStore
 from lit_unlearn.reporting.provenance import provenance
@@ -76,10 +76,33 @@ def _erasure(task: FederatedTask) -> dict[str, Any] | None:
     }
 
 
-def run_cell(spec: TableSpec, cell: Cell) -> dict[str, Any]:
-    """Fit and test one cell; return its record (nothing is appended here)."""
+def run_cell(
+    spec: TableSpec, cell: Cell, source_record: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """Fit and test one cell; return its record (nothing is appended here).
+
+    Args:
+        spec: The table.
+        cell: The cell.
+        source_record: For a post-hoc erasure cell (``erase_from``), the record of the trained
+            cell it erases: its uploads' DLG / iDLG, its attacks before the last round, its
+            validation curve and its training time carry over.
+
+    Raises:
+        FederatedTableError: A post-hoc erasure cell without its source's record or checkpoint.
+    """
     config = spec.cell_config(cell)
-    run_dir = spec.out / "runs" / cell.name
+    source = spec.source_cell(cell)
+    if source is not None:
+        checkpoint = spec.run_dir(source) / "checkpoints" / "last.ckpt"
+        if source_record is None or not checkpoint.is_file():
+            raise FederatedTableError(
+                f"{cell.name} erases the trained model of {source.name}, but its "
+                f"{'checkpoint ' + str(checkpoint) if source_record else 'record'} is missing "
+                "(runs/ are not kept between machines): forget its record (remove its line "
+                "from rows.jsonl, or --fresh) and run the table again"
+            )
+    run_dir = spec.run_dir(cell)
     if run_dir.exists():
         # A cell without a record was killed part-way: start it over (its record decides).
         shutil.rmtree(run_dir)
@@ -102,14 +125,13 @@ def run_cell(spec: TableSpec, cell: Cell) -> dict[str, Any]:
     }
     audit = _callback(trainer, "AttributeAudit")
     audits = [r.as_dict() for r in audit.results.get("fit_end", [])]
-    gradient = _callback(trainer, "GradientInversionAudit")
     final_round = int(task.rounds_done)
     export = spec.out / "exports" / f"{cell.name}.npz"
     produced = run_dir / f"representations_round{final_round}.npz"
     if produced.is_file():
         export.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(produced, export)
-    return {
+    record = {
         "backbone": cell.backbone,
         "method": cell.method.name,
         "attribute": cell.attribute,
@@ -121,13 +143,33 @@ def run_cell(spec: TableSpec, cell: Cell) -> dict[str, Any]:
         "test": test,
         "attacks": attacks,
         "audit": audits,
-        "gradient": [r.as_dict() for r in gradient.results],
+        "gradient": [],
         "curve": _curve(run_dir / "metrics.csv"),
         "erasure": _erasure(task),
         "export": str(export) if export.is_file() else None,
         "config": str(config_path),
         "provenance": provenance(),
     }
+    if source is None:
+        record["gradient"] = [
+            r.as_dict() for r in _callback(trainer, "GradientInversionAudit").results
+        ]
+        return record
+    assert source_record is not None
+    # The trained model is the source's: its rounds, uploads and curve; the erasure only
+    # changes the final representation (attacked again at the final round, after it).
+    earlier = {int(r): v for r, v in source_record["attacks"].items() if int(r) < final_round}
+    total = float(source_record["fit_seconds"]) + fit_seconds
+    record.update(
+        derived_from=source.name,
+        erasure_seconds=fit_seconds,
+        fit_seconds=total,
+        seconds_per_round=total / max(final_round, 1),
+        attacks={**earlier, **attacks},
+        gradient=source_record["gradient"],
+        curve=source_record["curve"],
+    )
+    return record
 
 
 def _selected(spec: TableSpec, cell: Cell, only: set[str]) -> bool:
@@ -163,17 +205,32 @@ def run_table(
         key(r["backbone"], r["method"], r["attribute"], int(r["seed"]), r["fingerprint"]): r
         for r in store.records()
     }
+
+    def cell_key(cell: Cell) -> tuple[Any, ...]:
+        fp = config_fingerprint(spec.cell_config(cell), spec.cli_args.get(cell.backbone, ()))
+        return key(cell.backbone, cell.method.name, cell.attribute, cell.seed, fp)
+
+    def run(cell: Cell) -> dict[str, Any]:
+        source = spec.source_cell(cell)
+        source_record = None
+        if source is not None:
+            # A post-hoc erasure needs its trained cell: run it first when it has no record.
+            source_record = done.get(cell_key(source))
+            if source_record is None:
+                source_record = run(source)
+        print(f"[fedau2 table] {cell.name}", flush=True)
+        record = run_cell(spec, cell, source_record)
+        store.append(record)
+        done[cell_key(cell)] = record
+        return record
+
     records = []
     for cell in spec.cells():
-        fp = config_fingerprint(spec.cell_config(cell), spec.cli_args.get(cell.backbone, ()))
-        k = key(cell.backbone, cell.method.name, cell.attribute, cell.seed, fp)
+        k = cell_key(cell)
         if k in done:
             records.append(done[k])
             continue
         if only is not None and not _selected(spec, cell, only):
             continue
-        print(f"[fedau2 table] {cell.name}", flush=True)
-        record = run_cell(spec, cell)
-        store.append(record)
-        records.append(record)
+        records.append(run(cell))
     return records

@@ -40,6 +40,12 @@ class MethodSpec:
         targets: Attributes the method is run for (None: the table's). Original and APM do not
             depend on the attribute (the head only observes), so they run once, on the first.
         backbones: Backbones the method runs on (None: all of the table's).
+        erase_from: An earlier method whose trained cell (same backbone, attribute and seed)
+            this one erases post hoc, from its checkpoint, without another round
+            (:class:`~lit_unlearn.methods.federated.unlearn.FederatedErasureUnlearning`, with
+            ``erasure``'s settings). The same model as training that method with the erasure
+            in the fit, at the cost of the erasure alone; the server's uploads, hence DLG / iDLG,
+            are the source cell's.
     """
 
     name: str
@@ -49,6 +55,7 @@ class MethodSpec:
     erasure: Mapping[str, Any] | None = None
     targets: tuple[str, ...] | None = None
     backbones: tuple[str, ...] | None = None
+    erase_from: str | None = None
 
 
 @dataclass(frozen=True)
@@ -112,12 +119,35 @@ class TableSpec:
                         out.append(Cell(backbone, method, attribute, seed))
         return out
 
+    def method(self, name: str) -> MethodSpec:
+        """The method called ``name``."""
+        for method in self.methods:
+            if method.name == name:
+                return method
+        raise FederatedTableError(f"no method {name!r} in the table")
+
+    def source_cell(self, cell: Cell) -> Cell | None:
+        """The trained cell a post-hoc erasure cell erases (None for a cell that trains)."""
+        if cell.method.erase_from is None:
+            return None
+        return Cell(cell.backbone, self.method(cell.method.erase_from), cell.attribute, cell.seed)
+
+    def run_dir(self, cell: Cell) -> Path:
+        """Where a cell's logs, checkpoints and attack files go."""
+        return self.out / "runs" / cell.name
+
     def cell_config(self, cell: Cell) -> dict[str, Any]:
         """The ``lit-unlearn fit`` config of ``cell`` (the backbone's, changed by the method).
+
+        A post-hoc erasure cell (``erase_from``) gets its source cell's config, fit for one
+        step by ``FederatedErasureUnlearning`` on the source's ``last.ckpt``.
 
         Raises:
             FederatedTableError: The backbone config has no adversary term to change.
         """
+        source = self.source_cell(cell)
+        if source is not None:
+            return self._erasure_config(cell, source)
         path = self.backbones[cell.backbone]
         config = copy.deepcopy(yaml.safe_load(path.read_text()))
         init = config.get("model", {}).get("init_args", {})
@@ -142,7 +172,7 @@ class TableSpec:
                 "init_args": {**cell.method.erasure, "seed": cell.seed},
             }
         config["seed_everything"] = cell.seed
-        run_dir = self.out / "runs" / cell.name
+        run_dir = self.run_dir(cell)
         trainer = config.setdefault("trainer", {})
         trainer["enable_progress_bar"] = False
         trainer["logger"] = {
@@ -165,6 +195,41 @@ class TableSpec:
             {
                 "class_path": "lit_unlearn.callbacks.GradientInversionAudit",
                 "init_args": {"at_round": self.gradient_at_round, "save_dir": str(run_dir)},
+            },
+        ]
+        return config
+
+    def _erasure_config(self, cell: Cell, source: Cell) -> dict[str, Any]:
+        config = self.cell_config(source)
+        config["model"]["init_args"].pop("final_erasure", None)
+        run_dir = self.run_dir(cell)
+        trainer = config["trainer"]
+        trainer["max_epochs"] = 1
+        trainer["limit_train_batches"] = 1  # the one step that erases
+        trainer.pop("max_steps", None)
+        trainer["logger"]["init_args"]["name"] = cell.name
+        trainer["callbacks"] = [
+            {
+                "class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
+                "init_args": {"dirpath": str(run_dir / "checkpoints"), "save_last": True},
+            },
+            {
+                "class_path": "lit_unlearn.callbacks.AttributeAudit",
+                "init_args": {"attackers": ["mlp", "xgboost"], "when": ["fit_end"]},
+            },
+            {
+                "class_path": "lit_unlearn.callbacks.EmbeddingAttack",
+                "init_args": {"every_n_rounds": self.embedding_every, "save_dir": str(run_dir)},
+            },
+            {
+                "class_path": "lit_unlearn.callbacks.FederatedErasureUnlearning",
+                "init_args": {
+                    "checkpoint": str(self.run_dir(source) / "checkpoints" / "last.ckpt"),
+                    "erasure": {
+                        "class_path": "lit_unlearn.methods.federated.FederatedErasure",
+                        "init_args": {**(cell.method.erasure or {}), "seed": cell.seed},
+                    },
+                },
             },
         ]
         return config
@@ -198,6 +263,7 @@ def _method(
         "erasure",
         "targets",
         "backbones",
+        "erase_from",
     }
     if unknown:
         raise FederatedTableError(f"{where} ({raw['name']}): unknown keys {sorted(unknown)}")
@@ -239,7 +305,58 @@ def _method(
         ),
         targets=targets,
         backbones=only,
+        erase_from=_erase_from(raw, where),
     )
+
+
+def _erase_from(raw: Mapping[str, Any], where: str) -> str | None:
+    source = raw.get("erase_from")
+    if source is None:
+        return None
+    if not isinstance(source, str):
+        raise FederatedTableError(f"{where}.erase_from must name a method, got {source!r}")
+    if raw.get("erasure") is None:
+        raise FederatedTableError(f"{where}.erase_from needs `erasure` (its settings; {{}})")
+    own = [k for k in ("term", "backbone_term", "transforms") if raw.get(k)]
+    if own:
+        raise FederatedTableError(
+            f"{where}.erase_from erases {source!r}'s trained model as it is: drop {own}"
+        )
+    return source
+
+
+def _check_sources(methods: Sequence[MethodSpec], attributes: Mapping[str, int]) -> None:
+    """A post-hoc erasure names an earlier, training method with every cell it needs."""
+    seen: dict[str, MethodSpec] = {}
+    for method in methods:
+        source = seen.get(method.erase_from) if method.erase_from is not None else None
+        if method.erase_from is not None:
+            if source is None:
+                raise FederatedTableError(
+                    f"method {method.name!r}: erase_from {method.erase_from!r} names no earlier "
+                    "method"
+                )
+            if source.erase_from is not None or source.erasure is not None:
+                raise FederatedTableError(
+                    f"method {method.name!r}: {source.name!r} erases already (one erasure a model)"
+                )
+            needed = set(method.targets or attributes) - set(source.targets or attributes)
+            if needed:
+                raise FederatedTableError(
+                    f"method {method.name!r}: {source.name!r} has no cells for {sorted(needed)} "
+                    "(set targets)"
+                )
+            if method.backbones is None and source.backbones is not None:
+                raise FederatedTableError(
+                    f"method {method.name!r}: {source.name!r} runs on {list(source.backbones)} "
+                    "only (set backbones)"
+                )
+            stray = set(method.backbones or ()) - set(source.backbones or method.backbones or ())
+            if stray:
+                raise FederatedTableError(
+                    f"method {method.name!r}: {source.name!r} does not run on {sorted(stray)}"
+                )
+        seen[method.name] = method
 
 
 def load_table(path: str | Path) -> TableSpec:
@@ -284,6 +401,7 @@ def load_table(path: str | Path) -> TableSpec:
     names = [m.name for m in methods]
     if len(set(names)) != len(names):
         raise FederatedTableError(f"method names repeat: {names}")
+    _check_sources(methods, attributes)
     cli_args = {
         str(k): tuple(str(a) for a in (v or []))
         for k, v in _mapping(raw.get("cli_args"), "cli_args").items()
