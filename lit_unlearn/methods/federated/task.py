@@ -294,7 +294,11 @@ class FederatedTask(RecommenderTask):
         self.erased = bool(checkpoint.get(_ERASED_KEY, False))
         state = checkpoint.get(_STATE_KEY)
         if state is not None:
-            if self.engine is not None:
-                self.engine.load_state_dict(state)
-            else:
-                self._pending_engine_state = state
+            self.load_engine_state(state)
+
+    def load_engine_state(self, state: dict[str, Any]) -> None:
+        """Restore the engine's rounds, client states and RNG (now, or when it is built)."""
+        if self.engine is not None:
+            self.engine.load_state_dict(state)
+        else:
+            self._pending_engine_state = state

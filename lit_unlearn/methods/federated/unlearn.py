@@ -85,10 +85,7 @@ class FederatedErasureUnlearning(UnlearningCallback[FederatedTask]):
         if engine_state is not None:
             # The module's setup (after the callbacks') builds the engine and loads this: the
             # erased checkpoint keeps the trained run's round count and client states.
-            if pl_module.engine is not None:
-                pl_module.engine.load_state_dict(engine_state)
-            else:
-                pl_module._pending_engine_state = engine_state
+            pl_module.load_engine_state(engine_state)
 
     def configure_optimizer(self, task: FederatedTask) -> torch.optim.Optimizer | None:
         """A clock (SGD at learning rate 0): the erasure is one shot, but ``global_step`` must

@@ -180,6 +180,17 @@ class TableSpec:
             "init_args": {"save_dir": str(self.out / "runs"), "name": cell.name, "version": ""},
         }
         trainer["callbacks"] = [
+            *self._run_callbacks(run_dir),
+            {
+                "class_path": "lit_unlearn.callbacks.GradientInversionAudit",
+                "init_args": {"at_round": self.gradient_at_round, "save_dir": str(run_dir)},
+            },
+        ]
+        return config
+
+    def _run_callbacks(self, run_dir: Path) -> list[dict[str, Any]]:
+        """Every cell's checkpoint, final MLP / XGBoost audit and periodic embedding attack."""
+        return [
             {
                 "class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
                 "init_args": {"dirpath": str(run_dir / "checkpoints"), "save_last": True},
@@ -192,12 +203,7 @@ class TableSpec:
                 "class_path": "lit_unlearn.callbacks.EmbeddingAttack",
                 "init_args": {"every_n_rounds": self.embedding_every, "save_dir": str(run_dir)},
             },
-            {
-                "class_path": "lit_unlearn.callbacks.GradientInversionAudit",
-                "init_args": {"at_round": self.gradient_at_round, "save_dir": str(run_dir)},
-            },
         ]
-        return config
 
     def _erasure_config(self, cell: Cell, source: Cell) -> dict[str, Any]:
         config = self.cell_config(source)
@@ -209,18 +215,7 @@ class TableSpec:
         trainer.pop("max_steps", None)
         trainer["logger"]["init_args"]["name"] = cell.name
         trainer["callbacks"] = [
-            {
-                "class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
-                "init_args": {"dirpath": str(run_dir / "checkpoints"), "save_last": True},
-            },
-            {
-                "class_path": "lit_unlearn.callbacks.AttributeAudit",
-                "init_args": {"attackers": ["mlp", "xgboost"], "when": ["fit_end"]},
-            },
-            {
-                "class_path": "lit_unlearn.callbacks.EmbeddingAttack",
-                "init_args": {"every_n_rounds": self.embedding_every, "save_dir": str(run_dir)},
-            },
+            *self._run_callbacks(run_dir),
             {
                 "class_path": "lit_unlearn.callbacks.FederatedErasureUnlearning",
                 "init_args": {
