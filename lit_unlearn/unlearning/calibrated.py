@@ -48,6 +48,8 @@ __all__ = [
     "discriminant_from_moments",
     "erase_attributes",
     "labelled_rows",
+    "scatter_from_moments",
+    "select_ridge",
 ]
 
 
@@ -144,6 +146,20 @@ def discriminant_from_moments(
         As :func:`discriminant_eigen`.
     """
     num_classes = sums.shape[0]
+    s_b, s_w, means, mu = scatter_from_moments(counts, sums, outer)
+    vals, vecs, chol = _whitened_eigen(s_b, s_w, num_classes, ridge)
+    return vals, vecs, chol, means, mu
+
+
+def scatter_from_moments(
+    counts: Tensor, sums: Tensor, outer: Tensor
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """``(S_b, S_w, class means [K, d], population mean [d])`` from the sums of
+    :func:`discriminant_from_moments` (a class without users gets the population mean).
+
+    Raises:
+        ValueError: No labelled user.
+    """
     n = counts.sum()
     if not float(n) > 0:
         raise ValueError("no labelled user in the statistics")
@@ -153,8 +169,73 @@ def discriminant_from_moments(
     dev = (means - mu) * counts.sqrt()[:, None]
     s_b = dev.T @ dev / n
     s_w = (outer - (means * counts[:, None]).T @ means) / n
-    vals, vecs, chol = _whitened_eigen(s_b, (s_w + s_w.T) / 2, num_classes, ridge)
-    return vals, vecs, chol, means, mu
+    return s_b, (s_w + s_w.T) / 2, means, mu
+
+
+#: The relative ridges :func:`select_ridge` chooses from (``S_w + r * mean variance * I``).
+RIDGE_GRID = (1e-3, 3e-3, 1e-2, 3e-2, 0.1, 0.3, 1.0, 3.0, 10.0)
+
+
+def select_ridge(
+    fold_counts: Tensor,
+    fold_sums: Tensor,
+    fold_outer: Tensor,
+    grid: tuple[float, ...] = RIDGE_GRID,
+) -> tuple[float, Tensor]:
+    """The ridge whose discriminant separates held-out users best (cross-validated, from sums).
+
+    The calibrated shrink ``1 - sqrt(lambda_null / lambda)`` is exact in the metric the
+    discriminant is formed in. With ``d`` near the class sizes a tiny ridge whitens noise
+    directions as much as the signal's: the null eigenvalue, spread over all ``d`` whitened
+    directions, is large, the shrink small, and an attacker who (trained on few users) cannot use
+    those directions still reads most of the signal (FedVAE's 200-wide means on ML-100K: shrink
+    0.3, attacker 0.56 after the erasure of an Original). This picks the metric a regularised
+    linear attacker would use: for each ridge ``r`` and fold ``f`` the discriminant
+    ``W = L^{-T} V`` is formed from the other folds' sums and scored on fold ``f`` by the
+    Fisher criterion ``tr((W^T S_w^f W)^{-1} W^T S_b^f W)``; the ridge with the best mean score
+    wins. Only the clients' per-fold sums are read (each client's fold is its own draw).
+
+    Args:
+        fold_counts: ``[F, K]`` labelled users per fold and class.
+        fold_sums: ``[F, K, d]`` per-fold class sums.
+        fold_outer: ``[F, d, d]`` per-fold sums of outer products.
+        grid: The candidate relative ridges.
+
+    Returns:
+        ``(best ridge, mean held-out score per grid entry [len(grid)])``.
+
+    Raises:
+        ValueError: An empty grid, or no fold whose own users and the rest's each hold two
+            classes with at least two users.
+    """
+    if not grid or any(not (r >= 0 and r < float("inf")) for r in grid):
+        raise ValueError(f"grid must hold finite ridges >= 0, got {grid}")
+    total = (fold_counts.sum(0), fold_sums.sum(0), fold_outer.sum(0))
+    num_classes = fold_counts.shape[1]
+    scores = torch.zeros(len(grid), dtype=torch.float64)
+    used = 0
+    for f in range(fold_counts.shape[0]):
+        held = (fold_counts[f], fold_sums[f], fold_outer[f])
+        rest = (total[0] - held[0], total[1] - held[1], total[2] - held[2])
+        if int((held[0] >= 2).sum()) < 2 or int((rest[0] >= 2).sum()) < 2:
+            continue  # a fold without two classes scores nothing
+        used += 1
+        s_b, s_w, _, _ = scatter_from_moments(*held)
+        for i, ridge in enumerate(grid):
+            _, vecs, chol, _, _ = discriminant_from_moments(*rest, ridge=ridge)
+            w = torch.linalg.solve_triangular(chol.T, vecs, upper=True)
+            between, within = w.T @ s_b @ w, w.T @ s_w @ w
+            eye = torch.eye(within.shape[0], dtype=within.dtype)
+            within = within + 1e-12 * within.diagonal().mean().clamp_min(1e-300) * eye
+            scores[i] += torch.trace(torch.linalg.solve(within, between))
+    if used == 0:
+        raise ValueError(
+            f"ridge selection needs a fold whose users and the rest's each hold two classes "
+            f"with >= 2 users; per-fold class sizes {fold_counts.long().tolist()} (K = "
+            f"{num_classes}): use fewer folds or a fixed ridge"
+        )
+    scores /= used
+    return float(grid[int(scores.argmax())]), scores
 
 
 def _whitened_eigen(

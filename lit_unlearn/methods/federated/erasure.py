@@ -32,6 +32,7 @@ non-linear attackers (docs/fedau2.md measures it).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 from torch import Tensor, nn
@@ -42,6 +43,7 @@ from lit_unlearn.unlearning.calibrated import (
     class_shifts,
     discriminant_from_moments,
     labelled_rows,
+    select_ridge,
 )
 from lit_unlearn.validation import check_count, check_non_negative, check_probability
 
@@ -53,6 +55,10 @@ __all__ = [
     "apply_user_shift",
     "client_statistics",
 ]
+
+
+#: Offset of the clients' fold draws from their pseudo-label draws (separate streams).
+_FOLD_STREAM = 1 << 40
 
 
 @dataclass(frozen=True)
@@ -103,17 +109,23 @@ class ErasureSums:
         null_counts: ``[R, K]`` class counts under each pseudo-label replicate (step 2).
         null_sums: ``[R, K, d]`` class sums under each replicate (the outer products do not
             depend on the labels: ``real.outer`` serves every replicate).
+        folds: With ``ridge="cv"``: the same statistics per fold (counts ``[F, K]``, sums
+            ``[F, K, d]``, outer ``[F, d, d]``), each client in the fold it drew.
     """
 
     real: ClassStatistics
     null_counts: Tensor
     null_sums: Tensor
+    folds: ClassStatistics | None = None
 
     def __add__(self, other: ErasureSums) -> ErasureSums:
+        if (self.folds is None) != (other.folds is None):
+            raise ValueError("cannot add sums with per-fold statistics to sums without")
         return ErasureSums(
             self.real + other.real,
             self.null_counts + other.null_counts,
             self.null_sums + other.null_sums,
+            None if self.folds is None or other.folds is None else self.folds + other.folds,
         )
 
 
@@ -129,6 +141,8 @@ class ErasurePlan:
         null_mean: ``[K-1]`` the pseudo-label null's mean same-rank eigenvalue.
         null_quantile: ``[K-1]`` its ``quantile``.
         counts: ``[K]`` labelled users per class.
+        ridge: The relative ridge used (chosen by cross-validation with ``ridge="cv"``).
+        ridge_scores: With ``ridge="cv"``: the held-out score of each grid ridge.
     """
 
     class_shift: Tensor
@@ -138,6 +152,8 @@ class ErasurePlan:
     null_mean: Tensor
     null_quantile: Tensor
     counts: Tensor
+    ridge: float = 1e-3
+    ridge_scores: Tensor | None = None
 
 
 class FederatedErasure:
@@ -146,11 +162,16 @@ class FederatedErasure:
     Args:
         replicates: Pseudo-label draws behind the null eigenvalues (``R``).
         quantile: A direction is erased when its eigenvalue beats this quantile of the null's.
-        ridge: Relative ridge of the within-class covariance.
+        ridge: Relative ridge of the within-class covariance, or ``"cv"``: chosen from
+            :data:`~lit_unlearn.unlearning.calibrated.RIDGE_GRID` by ``folds``-fold
+            cross-validation on per-fold sums (:func:`~lit_unlearn.unlearning.calibrated.
+            select_ridge`; each client draws its own fold). ``"cv"`` matters when the
+            representation is wide for the class sizes (FedVAE's 200 dimensions on 546 users).
         calibrate: ``False`` removes the chosen directions' class deviations entirely (exact
             removal, which inverts held-out users: the ablation).
         seed: Seed of the clients' pseudo-label generators (client ``u`` seeds its own with
             ``(seed, u)``).
+        folds: Folds of ``ridge="cv"`` (>= 2).
 
     Raises:
         ValueError: An argument out of range.
@@ -160,15 +181,21 @@ class FederatedErasure:
         self,
         replicates: int = 30,
         quantile: float = 0.95,
-        ridge: float = 1e-3,
+        ridge: float | Literal["cv"] = 1e-3,
         calibrate: bool = True,
         seed: int = 0,
+        folds: int = 5,
     ) -> None:
         self.replicates = check_count("replicates", replicates)
         self.quantile = check_probability("quantile", quantile, allow_one=False)
         if not self.quantile > 0.0:
             raise ValueError(f"quantile must be in (0, 1), got {quantile}")
-        self.ridge = check_non_negative("ridge", ridge)
+        self.ridge: float | Literal["cv"] = (
+            "cv" if ridge == "cv" else check_non_negative("ridge", ridge)
+        )
+        self.folds = check_count("folds", folds)
+        if self.folds < 2:
+            raise ValueError(f"folds must be >= 2, got {folds}")
         self.calibrate = bool(calibrate)
         if isinstance(seed, bool) or not isinstance(seed, int):
             raise ValueError(f"seed must be an int, got {seed!r}")
@@ -182,6 +209,11 @@ class FederatedErasure:
         """
         g = torch.Generator().manual_seed(self.seed * 1_000_003 + int(user))
         return torch.multinomial(proportions, self.replicates, True, generator=g)
+
+    def client_fold(self, user: int) -> int:
+        """The cross-validation fold client ``user`` draws for ``ridge="cv"`` (its own stream)."""
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + int(user) + _FOLD_STREAM)
+        return int(torch.randint(self.folds, (1,), generator=g))
 
     def pseudo_labels(self, users: Tensor, proportions: Tensor) -> Tensor:
         """``[N, R]`` pseudo-labels, row ``i`` drawn by client ``users[i]``
@@ -226,7 +258,19 @@ class FederatedErasure:
         else:
             fake = torch.zeros(0, self.replicates, num_classes, dtype=torch.long)
         fake_d = fake.double().permute(1, 0, 2)  # [R, N, K]
-        return ErasureSums(real, fake_d.sum(1), fake_d.transpose(1, 2) @ rows)
+        folds = None
+        if self.ridge == "cv":
+            fold = nn.functional.one_hot(
+                torch.tensor([self.client_fold(int(u)) for u in users.tolist()], dtype=torch.long),
+                self.folds,
+            ).double()  # [N, F]
+            onehot = nn.functional.one_hot(labels.cpu(), num_classes).double()
+            folds = ClassStatistics(
+                fold.T @ onehot,
+                torch.einsum("nf,nk,nd->fkd", fold, onehot, rows),
+                torch.einsum("nf,nd,ne->fde", fold, rows, rows),
+            )
+        return ErasureSums(real, fake_d.sum(1), fake_d.transpose(1, 2) @ rows, folds)
 
     def plan_from_sums(self, sums: ErasureSums) -> ErasurePlan:
         """The server's side, from the aggregated sums only: class shifts (steps 1-3).
@@ -248,13 +292,23 @@ class FederatedErasure:
             )
         if not all(bool(torch.isfinite(t).all()) for t in (real.sums, real.outer, sums.null_sums)):
             raise ValueError("the aggregated sums hold NaN or inf")
+        scores = None
+        if self.ridge == "cv":
+            if sums.folds is None or sums.folds.counts.shape[0] != self.folds:
+                raise ValueError(
+                    f"ridge='cv' needs the clients' sums over {self.folds} folds; these hold "
+                    f"{'none' if sums.folds is None else sums.folds.counts.shape[0]}"
+                )
+            ridge, scores = select_ridge(sums.folds.counts, sums.folds.sums, sums.folds.outer)
+        else:
+            ridge = self.ridge
         vals, vecs, chol, means, mu = discriminant_from_moments(
-            real.counts, real.sums, real.outer, self.ridge
+            real.counts, real.sums, real.outer, ridge
         )
         null = []
         for r in range(self.replicates):
             eigen = discriminant_from_moments(
-                sums.null_counts[r], sums.null_sums[r], real.outer, self.ridge
+                sums.null_counts[r], sums.null_sums[r], real.outer, ridge
             )
             null.append(eigen[0])
         null_t = torch.stack(null)
@@ -263,7 +317,7 @@ class FederatedErasure:
         rank, shrink, shift = class_shifts(
             vals, vecs, chol, means, mu, null_mean, null_q, calibrate=self.calibrate
         )
-        return ErasurePlan(shift, rank, shrink, vals, null_mean, null_q, real.counts)
+        return ErasurePlan(shift, rank, shrink, vals, null_mean, null_q, real.counts, ridge, scores)
 
     def plan(self, representation: Tensor, codes: Tensor, num_classes: int) -> ErasurePlan:
         """Steps 1-3 over every client at once (the in-process engine's view).

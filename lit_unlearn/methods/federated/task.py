@@ -253,6 +253,7 @@ class FederatedTask(RecommenderTask):
                 "erasure/rank": float(plan.rank),
                 "erasure/shrink": float(plan.shrink[0]) if plan.rank else 0.0,
                 "erasure/mean_squared_shift": float(shift.square().sum(1).mean()),
+                "erasure/ridge": plan.ridge,
             },
             on_step=True,
             on_epoch=False,

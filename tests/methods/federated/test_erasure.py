@@ -22,9 +22,11 @@ from lit_unlearn.methods.federated.erasure import (
 )
 from lit_unlearn.models import NCF, FedRAP, MultVAE
 from lit_unlearn.unlearning.calibrated import (
+    RIDGE_GRID,
     calibrated_erasure,
     discriminant_eigen,
     discriminant_from_moments,
+    select_ridge,
 )
 
 
@@ -173,6 +175,15 @@ def test_bad_input_is_refused() -> None:
         FederatedErasure(quantile=1.0)
     with pytest.raises(ValueError, match="ridge"):
         FederatedErasure(ridge=float("nan"))
+    with pytest.raises(ValueError, match="ridge"):
+        FederatedErasure(ridge="auto")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="folds"):
+        FederatedErasure(ridge="cv", folds=1)
+    # Too few users for any fold to hold two classes of two on both sides.
+    with pytest.raises(ValueError, match="fold"):
+        FederatedErasure(ridge="cv", folds=5).plan(x[:6], torch.tensor([0, 1, 0, 1, 0, 1]), 2)
+    with pytest.raises(ValueError, match="grid"):
+        select_ridge(torch.ones(2, 2), torch.ones(2, 2, 3), torch.ones(2, 3, 3), grid=())
 
 
 def test_shift_reaches_the_representation_of_each_backbone() -> None:
@@ -270,3 +281,81 @@ def test_task_plans_on_the_audited_representation_not_the_dropped_out_one(tmp_pa
     replanned = erasure.plan(before, codes, 2)
     torch.testing.assert_close(task.erasure_plan.eigenvalues, replanned.eigenvalues)
     torch.testing.assert_close(task.erasure_plan.class_shift, replanned.class_shift)
+
+
+def _wide(seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """A signal in 8 high-variance dimensions among 112 low-variance ones (FedVAE-like: wide
+    for its 300 users): a tiny ridge whitens the noise directions as much as the signal's."""
+    g = torch.Generator().manual_seed(seed)
+    n, d, k = 300, 120, 8
+    y = torch.randint(0, 2, (n,), generator=g)
+    scale = torch.cat([torch.full((k,), 3.0), torch.full((d - k,), 0.3)]).double()
+    x = torch.randn(n, d, generator=g, dtype=torch.float64) * scale
+    direction = torch.zeros(d, dtype=torch.float64)
+    direction[:k] = torch.randn(k, generator=g, dtype=torch.float64)
+    return x + (2 * y[:, None] - 1) * direction / direction.norm(), y
+
+
+def test_cross_validated_ridge_is_chosen_from_per_fold_sums_alone() -> None:
+    x, y = _wide(0)
+    erasure = FederatedErasure(replicates=10, ridge="cv", seed=2)
+    users = torch.arange(x.shape[0])
+    proportions = torch.bincount(y, minlength=2).double() / y.numel()
+    batch = erasure.contribution(x, users, y, proportions, 2)
+    assert batch.folds is not None
+    # The folds partition the clients: their sums are the real sums.
+    for part, whole in zip(
+        (batch.folds.counts, batch.folds.sums, batch.folds.outer),
+        (batch.real.counts, batch.real.sums, batch.real.outer),
+        strict=True,
+    ):
+        torch.testing.assert_close(part.sum(0), whole)
+    # One client at a time (what each sends: its row in its own fold) adds up to the batch.
+    total = erasure.contribution(x[:1], users[:1], y[:1], proportions, 2)
+    for u in range(1, x.shape[0]):
+        total = total + erasure.contribution(
+            x[u : u + 1], users[u : u + 1], y[u : u + 1], proportions, 2
+        )
+    assert total.folds is not None
+    torch.testing.assert_close(total.folds.outer, batch.folds.outer)
+    assert [erasure.client_fold(u) for u in range(5)] == [
+        FederatedErasure(ridge="cv", seed=2).client_fold(u) for u in range(5)
+    ]
+    plan = erasure.plan_from_sums(total)
+    assert plan.ridge in RIDGE_GRID and plan.ridge_scores is not None
+    assert plan.ridge == RIDGE_GRID[int(plan.ridge_scores.argmax())]
+    # The noise directions make the tiny ridge's discriminant generalise worst.
+    assert plan.ridge > 1e-3 and float(plan.ridge_scores[0]) < float(plan.ridge_scores.max())
+    # A fixed ridge sends no fold sums, and a cv plan refuses sums without them.
+    fixed = FederatedErasure(replicates=10, seed=2)
+    assert fixed.contribution(x, users, y, proportions, 2).folds is None
+    with pytest.raises(ValueError, match="folds"):
+        erasure.plan_from_sums(fixed.contribution(x, users, y, proportions, 2))
+    with pytest.raises(ValueError, match="cannot add"):
+        _ = total + fixed.contribution(x[:1], users[:1], y[:1], proportions, 2)
+
+
+def test_the_calibration_is_exact_in_its_own_metric_only() -> None:
+    """Why ``ridge`` is a choice of attacker, not a free improvement (docs/fedau2.md): the
+    shrink zeroes the cross-part covariance of the class differences in the metric it is
+    computed in. On wide data the cross-validated ridge leaves a strongly regularised linear
+    attacker near chance and inverts a weakly regularised one; the tiny ridge, whose metric
+    counts every noise direction, shrinks little and both attackers still see the attribute."""
+
+    def auc(x: torch.Tensor, y: torch.Tensor, c: float) -> float:
+        xs, ys = x.numpy(), y.numpy()
+        p = np.zeros(len(ys))
+        for train, test in StratifiedKFold(5, shuffle=True, random_state=0).split(xs, ys):
+            model = LogisticRegression(max_iter=2000, C=c).fit(xs[train], ys[train])
+            p[test] = model.predict_proba(xs[test])[:, 1]
+        return float(roc_auc_score(ys, p))
+
+    x, y = _wide(2)
+    tiny = FederatedErasure(replicates=30, seed=2)
+    cv = FederatedErasure(replicates=30, ridge="cv", seed=2)
+    erased_tiny = x + tiny.shifts(tiny.plan(x, y, 2), y)
+    erased_cv = x + cv.shifts(cv.plan(x, y, 2), y)
+    assert auc(x, y, 0.1) > 0.65  # the leak
+    assert auc(erased_tiny, y, 1e-4) > 0.65 and auc(erased_tiny, y, 0.1) > 0.6
+    assert abs(auc(erased_cv, y, 1e-4) - 0.5) < 0.06  # strongly regularised: near chance
+    assert auc(erased_cv, y, 0.1) < 0.45  # weakly regularised: inverted

@@ -73,6 +73,7 @@ def _erasure(task: FederatedTask) -> dict[str, Any] | None:
         "null_mean": plan.null_mean.tolist(),
         "null_quantile": plan.null_quantile.tolist(),
         "class_shift_norm": plan.class_shift.norm(dim=1).tolist(),
+        "ridge": plan.ridge,
     }
 
 
