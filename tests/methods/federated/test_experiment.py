@@ -103,9 +103,10 @@ def test_every_cell_of_the_shipped_tables_is_a_valid_fit_config(name: str, tmp_p
         config = spec.cell_config(cell)
         path = tmp_path / f"{cell.name}.yaml"
         path.write_text(yaml.safe_dump(config))
-        if spec.source_cell(cell) is not None:
+        source = spec.source_cell(cell)
+        if source is not None:
             # Its checkpoint does not exist yet: parse the source's config instead.
-            path.write_text(yaml.safe_dump(spec.cell_config(spec.source_cell(cell))))
+            path.write_text(yaml.safe_dump(spec.cell_config(source)))
         cli = build_cli(["--config", str(path), *spec.cli_args.get(cell.backbone, ())], run=False)
         term = cli.model.terms[0]
         assert term.head.num_classes == spec.attributes[cell.attribute]
