@@ -187,6 +187,10 @@ class FlowerRunConfig:
         erasure_replicates: Its pseudo-label replicates.
         erasure_quantile: Its null quantile.
         erasure_ridge: Its relative ridge.
+        erasure_ridge_cv: Choose the ridge by cross-validation over ``erasure_folds`` folds
+            instead (``FederatedErasure(ridge="cv")``: each node also sends its sums under the
+            fold it draws; needs enough labelled nodes for every fold).
+        erasure_folds: The folds of ``erasure_ridge_cv``.
         apm_noise: APM's Laplace scale on each client's upload and kept rows
             (:class:`~.apm.APMPerturbation`, drawn from the client's own generator); 0 with
             ``apm_clip = 0``: no APM.
@@ -228,6 +232,8 @@ class FlowerRunConfig:
     erasure_replicates: int = 30
     erasure_quantile: float = 0.95
     erasure_ridge: float = 0.001
+    erasure_ridge_cv: bool = False
+    erasure_folds: int = 5
     apm_noise: float = 0.0
     apm_clip: float = 0.0
     apm_private_bound: float = 0.0
@@ -350,8 +356,9 @@ class FlowerRunConfig:
         return FederatedErasure(
             replicates=self.erasure_replicates,
             quantile=self.erasure_quantile,
-            ridge=self.erasure_ridge,
+            ridge="cv" if self.erasure_ridge_cv else self.erasure_ridge,
             seed=self.seed,
+            folds=self.erasure_folds,
         )
 
     def build_engine(
@@ -715,21 +722,36 @@ def _erasure_apply(msg: Message, context: Context) -> Message:
 
 
 def _sums_record(sums: ErasureSums) -> ArrayRecord:
-    return ArrayRecord(
-        {
-            "counts": sums.real.counts,
-            "sums": sums.real.sums,
-            "outer": sums.real.outer,
-            "null-counts": sums.null_counts,
-            "null-sums": sums.null_sums,
-        }
-    )
+    arrays = {
+        "counts": sums.real.counts,
+        "sums": sums.real.sums,
+        "outer": sums.real.outer,
+        "null-counts": sums.null_counts,
+        "null-sums": sums.null_sums,
+    }
+    if sums.folds is not None:
+        arrays.update(
+            {
+                "fold-counts": sums.folds.counts,
+                "fold-sums": sums.folds.sums,
+                "fold-outer": sums.folds.outer,
+            }
+        )
+    return ArrayRecord(arrays)
 
 
 def _record_sums(record: ArrayRecord) -> ErasureSums:
     t = {k: torch.from_numpy(record[k].numpy()) for k in record}
+    folds = (
+        ClassStatistics(t["fold-counts"], t["fold-sums"], t["fold-outer"])
+        if "fold-counts" in t
+        else None
+    )
     return ErasureSums(
-        ClassStatistics(t["counts"], t["sums"], t["outer"]), t["null-counts"], t["null-sums"]
+        ClassStatistics(t["counts"], t["sums"], t["outer"]),
+        t["null-counts"],
+        t["null-sums"],
+        folds,
     )
 
 
@@ -949,6 +971,7 @@ def _erase(
         "null_quantile": plan.null_quantile,
         "class_shift": plan.class_shift,
         "counts": plan.counts,
+        "ridge": plan.ridge,
     }
 
 

@@ -398,6 +398,34 @@ def test_erasure_without_enough_labels_stops_with_the_class_sizes(tmp_path: Path
     assert [k for k, _ in grid.delivered].count("query.erasure_apply") == 0  # nothing moved
 
 
+def test_erasure_sums_cross_the_wire_with_their_folds() -> None:
+    """What a node sends with ``erasure-ridge-cv``: its sums under the fold it drew too; the
+    server's plan from the records equals the in-process plan (the ridge chosen alike)."""
+    from lit_unlearn.methods.federated.flower import _record_sums, _sums_record
+
+    g = torch.Generator().manual_seed(0)
+    z = torch.randn(60, 5, generator=g, dtype=torch.float64)
+    labels = torch.randint(0, 2, (60,), generator=g)
+    z[:, 0] += labels
+    erasure = FederatedErasure(replicates=4, ridge="cv", folds=3, seed=1)
+    proportions = torch.bincount(labels, minlength=2).double() / 60
+    total = None
+    for u in range(60):
+        sums = erasure.contribution(
+            z[u : u + 1], torch.tensor([u]), labels[u : u + 1], proportions, 2
+        )
+        back = _record_sums(_sums_record(sums))
+        assert back.folds is not None and sums.folds is not None
+        torch.testing.assert_close(back.folds.outer, sums.folds.outer)
+        total = back if total is None else total + back
+    assert total is not None
+    plan, direct = erasure.plan_from_sums(total), erasure.plan(z, labels, 2)
+    assert plan.ridge == direct.ridge
+    torch.testing.assert_close(plan.class_shift, direct.class_shift)
+    plain = FederatedErasure(replicates=4).contribution(z, torch.arange(60), labels, proportions, 2)
+    assert _record_sums(_sums_record(plain)).folds is None
+
+
 @pytest.mark.usefixtures("task_identity")
 def test_a_label_outside_the_attribute_stops_the_run_at_discovery(tmp_path: Path) -> None:
     config = _fedau2_config(tmp_path / "result.pt")
@@ -421,6 +449,12 @@ def test_flower_fedau2_config_is_checked_when_read() -> None:
         FlowerRunConfig(attribute_classes=2, erase=True, erasure_replicates=0)
     with pytest.raises(ValueError, match="noise"):
         FlowerRunConfig(apm_noise=-1.0)
+    with pytest.raises(ValueError, match="folds"):
+        FlowerRunConfig(attribute_classes=2, erase=True, erasure_ridge_cv=True, erasure_folds=1)
+    cv = FlowerRunConfig.from_user_config(
+        {"attribute-classes": 2, "erase": True, "erasure-ridge-cv": True, "erasure-folds": 3}
+    )
+    assert cv.build_erasure().ridge == "cv" and cv.build_erasure().folds == 3
     state = torch.random.get_rng_state()
     FlowerRunConfig(attribute_classes=3, head_kind="dsvae", erase=True)
     assert torch.equal(state, torch.random.get_rng_state())  # checking draws nothing
