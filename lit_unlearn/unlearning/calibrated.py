@@ -34,8 +34,10 @@ attribute unlearning of a representation that keeps the users' other structure m
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 from torch import Tensor
@@ -67,6 +69,7 @@ class ErasureResult:
         class_shift: ``[K, d]`` the shift of each class (every labelled member moves by it).
         deviation: ``[K, d]`` each class mean's deviation from the population mean after the
             erasure (the calibrated target :class:`AttrCloak` can match, ``mean_target``).
+        ridge: The relative ridge used (the chosen one with ``ridge="cv"``).
     """
 
     shift: Tensor
@@ -77,6 +80,7 @@ class ErasureResult:
     shrink: Tensor
     class_shift: Tensor
     deviation: Tensor
+    ridge: float = 1e-3
 
 
 def _check(x: Tensor, codes: Tensor, num_classes: int) -> None:
@@ -279,9 +283,10 @@ def calibrated_erasure(
     *,
     permutations: int = 30,
     quantile: float = 0.95,
-    ridge: float = 1e-3,
+    ridge: float | Literal["cv"] = 1e-3,
     calibrate: bool = True,
     generator: torch.Generator | None = None,
+    folds: int = 5,
 ) -> ErasureResult:
     """One attribute's null-calibrated erasure (module docstring, steps 1-3).
 
@@ -291,10 +296,15 @@ def calibrated_erasure(
         num_classes: ``K``.
         permutations: Label permutations behind the null eigenvalues (>= 1).
         quantile: A direction is erased when its eigenvalue exceeds this quantile of the null's.
-        ridge: Relative ridge of ``S_w``.
+        ridge: Relative ridge of ``S_w``, or ``"cv"``: chosen by :func:`select_ridge` over
+            ``folds`` random folds of the labelled users. The shrink is exact in the metric
+            of the ridge only: ``"cv"`` suits a strongly regularised (few-shot) linear attacker
+            and over-removes for a weakly regularised one (docs/fedau2.md).
         calibrate: ``False`` removes the deviations along the chosen directions entirely
             (``c = 1``: exact in-sample removal, which inverts held-out users).
-        generator: CPU generator of the permutations (seeded: identical on every DDP rank).
+        generator: CPU generator of the folds (first) and permutations (seeded: identical on
+            every DDP rank).
+        folds: Folds of ``ridge="cv"`` (>= 2).
 
     Returns:
         The :class:`ErasureResult`; ``shift`` in ``x``'s dtype and device.
@@ -308,6 +318,21 @@ def calibrated_erasure(
     if not 0.0 < quantile < 1.0:
         raise ValueError(f"quantile must be in (0, 1), got {quantile}")
     labelled, y, z = labelled_rows(x, codes, num_classes)
+    if ridge == "cv":
+        if isinstance(folds, bool) or not isinstance(folds, int) or folds < 2:
+            raise ValueError(f"folds must be an int >= 2, got {folds!r}")
+        fold = torch.randperm(y.numel(), generator=generator) % folds
+        onehot_f = torch.nn.functional.one_hot(fold, folds).double()
+        onehot_y = torch.nn.functional.one_hot(y, num_classes).double()
+        ridge, _ = select_ridge(
+            onehot_f.T @ onehot_y,
+            torch.einsum("nf,nk,nd->fkd", onehot_f, onehot_y, z),
+            torch.einsum("nf,nd,ne->fde", onehot_f, z, z),
+        )
+    elif (
+        isinstance(ridge, bool) or not isinstance(ridge, (int, float)) or not 0 <= ridge < math.inf
+    ):
+        raise ValueError(f"ridge must be a finite number >= 0 or 'cv', got {ridge!r}")
     vals, vecs, chol, means, mu = discriminant_eigen(z, y, num_classes, ridge)
     perms = [torch.randperm(y.numel(), generator=generator) for _ in range(permutations)]
     null = torch.stack([discriminant_eigen(z, y[p], num_classes, ridge)[0] for p in perms])
@@ -323,7 +348,15 @@ def calibrated_erasure(
         shift[labelled] = class_shift[y].to(x.dtype).to(x.device)
     # The population mean does not move (the class shifts are size-weighted deviations).
     return ErasureResult(
-        shift, vals, null_mean, null_q, rank, shrink, class_shift, means - mu + class_shift
+        shift,
+        vals,
+        null_mean,
+        null_q,
+        rank,
+        shrink,
+        class_shift,
+        means - mu + class_shift,
+        float(ridge),
     )
 
 

@@ -18,6 +18,7 @@ from lit_unlearn.unlearning.calibrated import (
     calibrated_erasure,
     discriminant_eigen,
     erase_attributes,
+    select_ridge,
 )
 from tests.methods.attribute.test_unlearning import bare_trainer, df_data, load, trained  # noqa: F401
 
@@ -127,6 +128,9 @@ def test_unlabelled_users_do_not_move_and_attributes_chain() -> None:
         ({"num_classes": 1}, "at least 2 classes"),
         ({"permutations": 0}, "permutations"),
         ({"quantile": 1.0}, "quantile"),
+        ({"ridge": -1.0}, "ridge"),
+        ({"ridge": "auto"}, "ridge"),
+        ({"ridge": "cv", "folds": 1}, "folds"),
     ],
 )
 def test_bad_input_is_a_clear_error(kwargs: dict, match: str) -> None:
@@ -144,9 +148,39 @@ def test_bad_representations_and_classes() -> None:
         calibrated_erasure(x, torch.zeros_like(y), 2)  # every user in one class
     with pytest.raises(ValueError, match="beyond num_classes"):
         calibrated_erasure(x, y + 1, 2)
-    for bad in ({"permutations": 0}, {"quantile": 0.0}, {"ridge": float("nan")}):
+    for bad in ({"permutations": 0}, {"quantile": 0.0}, {"ridge": float("nan")}, {"ridge": "x"}):
         with pytest.raises(ValueError):
             CalibratedErasure(**bad)
+    assert CalibratedErasure(ridge="cv").ridge == "cv"
+
+
+def test_cross_validated_ridge_on_rows_is_the_moments_choice() -> None:
+    """``ridge="cv"`` picks from random folds of the rows what :func:`select_ridge` picks from
+    those folds' sums; on wide data with low-variance noise directions it beats the tiny ridge."""
+    g = torch.Generator().manual_seed(0)
+    n, d, k = 300, 120, 8
+    y = torch.randint(0, 2, (n,), generator=g)
+    scale = torch.cat([torch.full((k,), 3.0), torch.full((d - k,), 0.3)])
+    x = torch.randn(n, d, generator=g) * scale
+    direction = torch.zeros(d)
+    direction[:k] = torch.randn(k, generator=g)
+    x = x + (2 * y[:, None] - 1) * direction / direction.norm()
+    result = calibrated_erasure(x, y, 2, ridge="cv", generator=torch.Generator().manual_seed(3))
+    fold = torch.randperm(n, generator=torch.Generator().manual_seed(3)) % 5
+    z = x.double()
+    onehot_f = torch.nn.functional.one_hot(fold, 5).double()
+    onehot_y = torch.nn.functional.one_hot(y, 2).double()
+    chosen, scores = select_ridge(
+        onehot_f.T @ onehot_y,
+        torch.einsum("nf,nk,nd->fkd", onehot_f, onehot_y, z),
+        torch.einsum("nf,nd,ne->fde", onehot_f, z, z),
+    )
+    assert result.ridge == chosen > 1e-3
+    assert float(scores.max()) > float(scores[0])
+    fixed = calibrated_erasure(x, y, 2, generator=torch.Generator().manual_seed(3))
+    # The tiny ridge's null, spread over every whitened noise direction, hides the signal.
+    assert fixed.ridge == 1e-3 and result.rank == 1
+    assert float(result.shrink[0]) > (float(fixed.shrink[0]) if fixed.rank else 0.0)
 
 
 def test_callback_writes_the_shift_once_and_keeps_items(

@@ -12,7 +12,7 @@ or data-dependent DataModules both work: it reads the attribute codes and the re
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, Literal
 
 import lightning.pytorch as pl
 import torch
@@ -37,7 +37,10 @@ class CalibratedErasure(AttributeUnlearning):
             read either way).
         permutations: Label permutations behind each attribute's null eigenvalues.
         quantile: A direction is erased when its eigenvalue beats this quantile of the null.
-        ridge: Relative ridge of the within-class covariance.
+        ridge: Relative ridge of the within-class covariance, or ``"cv"`` (chosen per
+            attribute by cross-validation, :func:`~lit_unlearn.unlearning.calibrated.
+            select_ridge`; exact for a strongly regularised linear attacker, over-removing for
+            a weakly regularised one: docs/fedau2.md).
         calibrate: ``False`` removes the deviations along the chosen directions entirely (the
             exact in-sample removal that inverts held-out users; for the ablation).
         seed: Seed of the permutations (``None``: the run's seed); the same on every rank.
@@ -50,7 +53,7 @@ class CalibratedErasure(AttributeUnlearning):
         mode: Mode = "auto",
         permutations: int = 30,
         quantile: float = 0.95,
-        ridge: float = 1e-3,
+        ridge: float | Literal["cv"] = 1e-3,
         calibrate: bool = True,
         seed: int | None = None,
     ) -> None:
@@ -58,11 +61,13 @@ class CalibratedErasure(AttributeUnlearning):
         self.quantile = check_probability("quantile", quantile, allow_one=False)
         if not self.quantile > 0.0:
             raise ValueError(f"quantile must be in (0, 1), got {quantile}")
-        if isinstance(ridge, bool) or not isinstance(ridge, (int, float)) or not ridge >= 0.0:
-            raise ValueError(f"ridge must be a finite number >= 0, got {ridge!r}")
+        if ridge != "cv" and (
+            isinstance(ridge, bool) or not isinstance(ridge, (int, float)) or not ridge >= 0.0
+        ):
+            raise ValueError(f"ridge must be a finite number >= 0 or 'cv', got {ridge!r}")
         if ridge == float("inf"):
             raise ValueError("ridge must be finite")
-        self.ridge = float(ridge)
+        self.ridge: float | Literal["cv"] = "cv" if ridge == "cv" else float(ridge)
         self.calibrate = bool(calibrate)
         # The shift is the representation's own offset: target='representation'.
         super().__init__(
@@ -91,7 +96,10 @@ class CalibratedErasure(AttributeUnlearning):
             means = onehot.T @ z / counts.clamp_min(1)[:, None]
             resid = z - means[y]
             s_w = resid.T @ resid / z.shape[0]
-            s_w = s_w + self.ridge * s_w.diagonal().mean() * torch.eye(
+            ridge = self.results[name].ridge if name in self.results else self.ridge
+            if ridge == "cv":  # before the erasure chose one: the default's metric
+                ridge = 1e-3
+            s_w = s_w + ridge * s_w.diagonal().mean() * torch.eye(
                 z.shape[1], dtype=z.dtype, device=z.device
             )
             dev = means - z.mean(0)
@@ -156,13 +164,14 @@ class CalibratedErasure(AttributeUnlearning):
         self.seconds = float(state_dict.get("seconds", 0.0))
 
     def summary(self) -> dict[str, dict[str, Any]]:
-        """Per attribute: erased rank, eigenvalues, null mean and shrink factors (lists)."""
+        """Per attribute: erased rank, eigenvalues, null mean, shrink factors (lists), ridge."""
         return {
             n: {
                 "rank": r.rank,
                 "eigenvalues": r.eigenvalues.tolist(),
                 "null_mean": r.null_mean.tolist(),
                 "shrink": r.shrink.tolist(),
+                "ridge": r.ridge,
             }
             for n, r in self.results.items()
         }
