@@ -525,3 +525,68 @@ def test_gradient_from_update_rejects_bad_input() -> None:
         gradient_from_update(w, {"v": torch.zeros(2, 3)}, 0.1)
     with pytest.raises(ValueError, match="before"):
         gradient_from_update(w, {"w": torch.zeros(3, 2)}, 0.1)
+
+
+@pytest.mark.parametrize("distance", ["l2", "cosine"])
+@pytest.mark.parametrize(
+    "kind", ["mlp", "vae", "dsvae-logits", "dsvae-input"], ids=lambda k: str(k)
+)
+@pytest.mark.parametrize("per_user", [True, False], ids=["per-user", "shared"])
+def test_structured_objective_equals_the_generic_one(
+    kind: str, distance: str, per_user: bool
+) -> None:
+    """The first layer's gradient formed by hand (never materialised) gives the generic
+    path's value and gradient, noise draws included (the same RNG replay)."""
+    from lit_unlearn.methods.federated.heads import build_head
+
+    head_kind, _, site = kind.partition("-")
+    torch.manual_seed(40)
+    head = build_head(head_kind, 24, 3, hidden=16, noise_site=site or "logits").double()  # type: ignore[arg-type]
+    users = 5
+    g = torch.Generator().manual_seed(41)
+    params = {
+        k: v.detach()
+        + (0.1 * torch.randn(users, *v.shape, generator=g, dtype=v.dtype) if per_user else 0)
+        for k, v in head.named_parameters()
+    }
+    dims: dict[str, int | None] = dict.fromkeys(params, 0 if per_user else None)
+    observed = {
+        k: torch.randn(users, *head.get_parameter(k).shape, generator=g, dtype=torch.float64)
+        for k in params
+    }
+    x = torch.randn(users, 24 + 3, generator=g, dtype=torch.float64)
+    out = []
+    for structured in (False, True):
+        torch.manual_seed(42)  # the fixed noise is replayed from the state at construction
+        objective = _MatchObjective(
+            head, params, dims, observed, 24, "different", fixed_noise=True,
+            distance=distance, structured=structured,  # type: ignore[arg-type]
+        )  # fmt: skip
+        out.append(objective(x))
+    torch.testing.assert_close(out[1][0], out[0][0], rtol=1e-9, atol=1e-9)
+    torch.testing.assert_close(out[1][1], out[0][1], rtol=1e-9, atol=1e-9)
+
+
+def test_structured_dlg_recovers_what_the_generic_dlg_recovers() -> None:
+    """On FedAU2's heads ``dlg_attack`` takes the structured path by itself: the same labels
+    and losses as the generic one; a head it does not fit is refused when it is forced."""
+    from lit_unlearn.methods.federated.heads import AttributeHead, VariationalHead
+
+    for head in (AttributeHead(DIM, 2, hidden=HIDDEN), VariationalHead(DIM, 2, hidden=HIDDEN)):
+        em, labels = _users(6, 2, seed=43)
+        g = _uploads(head, em, labels)
+        runs = [
+            dlg_attack(head, None, g, steps=2, optimizer="adam", lr=0.1, label_search=True,
+                       structured=s)
+            for s in (False, None)
+        ]  # fmt: skip
+        assert torch.equal(runs[0].labels, runs[1].labels)
+        torch.testing.assert_close(runs[0].loss, runs[1].loss, rtol=1e-6, atol=1e-12)
+    with pytest.raises(ValueError, match="structured"):
+        dlg_attack(_mlp(2), None, _uploads(_mlp(2), em, labels), steps=1, structured=True)
+    with pytest.raises(ValueError, match="structured"):
+        dlg_attack(
+            AttributeHead(DIM, 2, hidden=HIDDEN), None,
+            _uploads(AttributeHead(DIM, 2, hidden=HIDDEN), em, labels),
+            steps=1, structured=True, multi_step="unroll", local_steps=2, local_lr=0.1,
+        )  # fmt: skip

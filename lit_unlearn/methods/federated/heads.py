@@ -83,7 +83,12 @@ class AttributeHead(nn.Module):
         return None
 
     def forward(self, x: Tensor, noise: HeadNoise | None = None, mean: bool = False) -> Tensor:
-        return self.out(F.relu(self.hidden(x)))
+        return self.from_hidden(self.hidden(x), noise, mean)
+
+    def from_hidden(self, h: Tensor, noise: HeadNoise | None = None, mean: bool = False) -> Tensor:
+        """The logits from the first layer's output ``h = hidden(x)`` (``forward`` is
+        ``from_hidden(hidden(x))``: the gradient attack forms ``hidden``'s gradient itself)."""
+        return self.out(F.relu(h))
 
 
 class VariationalHead(nn.Module):
@@ -150,10 +155,15 @@ class VariationalHead(nn.Module):
 
     def forward(self, x: Tensor, noise: HeadNoise | None = None, mean: bool = False) -> Tensor:
         """Logits; ``mean=True`` (or ``eval()`` without ``noise``): ``mu``, the noise-free mean."""
-        z = F.relu(self.hidden(x))
+        return self.from_hidden(self.hidden(x), noise, mean)
+
+    def from_hidden(self, h: Tensor, noise: HeadNoise | None = None, mean: bool = False) -> Tensor:
+        """The logits from the first layer's output ``h = hidden(x)`` (the noise is drawn for
+        ``h``'s leading shape, as ``forward`` draws it for ``x``'s: the same draws)."""
+        z = F.relu(h)
         if mean or (not self.training and noise is None):
             return self.mu(z)
-        eps1, eps2 = noise if noise is not None else self.sample_noise(x)
+        eps1, eps2 = noise if noise is not None else self.sample_noise(h)
         sigma = self.sigma(z)
         if eps1 is None:  # plain VAE: mu + sigma * eps2
             return self.mu(z) + sigma * eps2
