@@ -928,7 +928,8 @@ def dlg_attack(
         structured: Form the first layer's dummy gradient analytically (``delta em'^T``,
             never materialised; see ``_MatchObjective._structured_value``) for a head that is
             ``from_hidden(hidden(x))`` with an ``nn.Linear`` ``hidden`` (FedAU2's heads): the
-            same value up to rounding, about 3x faster on a 1,204-wide input. ``None``: when
+            same value up to rounding, 5x faster on a 1,204-wide input (``benchmarks/
+            dlg_speed.py``). ``None``: when
             the head allows it and ``multi_step`` is not ``"unroll"``; ``False``: the generic
             path; ``True``: required (an error when the head does not allow it).
 
