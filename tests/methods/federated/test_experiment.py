@@ -257,3 +257,21 @@ def test_a_post_hoc_erasure_cell_equals_the_in_fit_erasure_of_the_same_training(
     assert post["attacks"]["4"] == original["attacks"]["4"]  # before the erasure: the source's
     assert post["attacks"]["8"] == in_fit["attacks"]["8"]
     assert post["fit_seconds"] > original["fit_seconds"]
+
+
+def test_render_only_draws_the_current_cells_records_once(tmp_path: Path) -> None:
+    """A cell re-run under a new config leaves its old record in rows.jsonl; ``--render-only``
+    draws only the records whose fingerprint matches the current cells (the last of each)."""
+    from lit_unlearn.methods.federated.experiment.runner import config_fingerprint, recorded
+
+    spec = load_table(_table(tmp_path))
+    store = JsonlStore(spec.out)
+    cells = spec.cells()
+    for i, cell in enumerate(cells[:2]):
+        fp = config_fingerprint(spec.cell_config(cell), spec.cli_args.get(cell.backbone, ()))
+        base = {"backbone": cell.backbone, "method": cell.method.name,
+                "attribute": cell.attribute, "seed": cell.seed}  # fmt: skip
+        store.append({**base, "fingerprint": "stale", "n": -1})
+        store.append({**base, "fingerprint": fp, "n": i})
+        store.append({**base, "fingerprint": fp, "n": 10 + i})  # a re-run: the last wins
+    assert [r["n"] for r in recorded(spec)] == [10, 11]

@@ -8,9 +8,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from lit_unlearn.methods.federated.experiment.render import render
-from lit_unlearn.methods.federated.experiment.runner import run_table
+from lit_unlearn.methods.federated.experiment.runner import recorded, run_table
 from lit_unlearn.methods.federated.experiment.spec import load_table
-from lit_unlearn.reporting.jsonl import JsonlStore
 
 
 def main(argv: Sequence[str] | None = None) -> list[Path]:
@@ -25,7 +24,9 @@ def main(argv: Sequence[str] | None = None) -> list[Path]:
     )
     parser.add_argument("--fresh", action="store_true", help="forget recorded cells first")
     parser.add_argument(
-        "--render-only", action="store_true", help="render the recorded cells, run nothing"
+        "--render-only",
+        action="store_true",
+        help="render the recorded cells of the current config, run nothing",
     )
     args = parser.parse_args(argv)
     spec = load_table(args.config)
@@ -35,7 +36,7 @@ def main(argv: Sequence[str] | None = None) -> list[Path]:
         if unknown:
             parser.error(f"--only: {unknown} name no backbone, method or attribute of the table")
     if args.render_only:
-        records = JsonlStore(spec.out).records()
+        records = recorded(spec)
     else:
         records = run_table(spec, only=set(args.only) if args.only else None, fresh=args.fresh)
     files = render(spec, records)

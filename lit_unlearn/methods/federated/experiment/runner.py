@@ -30,7 +30,7 @@ from lit_unlearn.reporting.jsonl import JsonlStore
 from lit_unlearn.reporting.provenance import provenance
 from lit_unlearn.runs import cli_run_objects
 
-__all__ = ["config_fingerprint", "run_cell", "run_table"]
+__all__ = ["config_fingerprint", "recorded", "run_cell", "run_table"]
 
 
 def config_fingerprint(config: dict[str, Any], cli_args: tuple[str, ...]) -> str:
@@ -180,6 +180,25 @@ def _selected(spec: TableSpec, cell: Cell, only: set[str]) -> bool:
         (set(spec.attributes), cell.attribute),
     )
     return all(not (names & only) or value in only for names, value in axes)
+
+
+def recorded(spec: TableSpec) -> list[dict[str, Any]]:
+    """The records of the table's current cells, in cell order (what ``--render-only`` draws).
+
+    A record counts when its cell and config fingerprint match a cell of ``spec`` (the last one
+    wins); records of an earlier config of a cell (another fingerprint) are left out, as are
+    cells without a record.
+    """
+    latest: dict[tuple[Any, ...], dict[str, Any]] = {}
+    for r in JsonlStore(spec.out).records():
+        latest[(r["backbone"], r["method"], r["attribute"], int(r["seed"]), r["fingerprint"])] = r
+    out = []
+    for cell in spec.cells():
+        fp = config_fingerprint(spec.cell_config(cell), spec.cli_args.get(cell.backbone, ()))
+        record = latest.get((cell.backbone, cell.method.name, cell.attribute, cell.seed, fp))
+        if record is not None:
+            out.append(record)
+    return out
 
 
 def run_table(
