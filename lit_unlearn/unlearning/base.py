@@ -131,7 +131,9 @@ class UnlearningCallback(Callback, ABC, Generic[TaskT]):
             # The data module is set up before callbacks: a model of other data or another
             # architecture is refused here, naming the checkpoint and what differs.
             check_checkpoint(state, task, getattr(trainer, "datamodule", None), self.checkpoint)
+            self.check_loaded(state)
             task.restore_weights(state["state_dict"])
+            self.restore_extra(task, state)
         self.prepare_model(task)
         # The weights now are the model to unlearn. A resumed fit (--ckpt_path) restores the
         # checkpoint's partly unlearned weights right after setup, and Lightning tells whether
@@ -183,6 +185,12 @@ class UnlearningCallback(Callback, ABC, Generic[TaskT]):
     def world_size(self) -> int:
         """Processes of the fit this callback is set up in (1 before setup)."""
         return self._world_size
+
+    def check_loaded(self, state: dict[str, Any]) -> None:
+        """Refuse a loaded checkpoint this method cannot unlearn (default: accept it)."""
+
+    def restore_extra(self, task: TaskT, state: dict[str, Any]) -> None:
+        """Restore what the checkpoint holds beside the weights (default: nothing)."""
 
     def prepare_model(self, task: TaskT) -> None:
         """Change the loaded model before freezing (e.g. add a parameter); default: nothing."""

@@ -49,6 +49,7 @@ __all__ = [
     "discriminant_eigen",
     "discriminant_from_moments",
     "erase_attributes",
+    "fold_moments",
     "labelled_rows",
     "scatter_from_moments",
     "select_ridge",
@@ -174,6 +175,20 @@ def scatter_from_moments(
     s_b = dev.T @ dev / n
     s_w = (outer - (means * counts[:, None]).T @ means) / n
     return s_b, (s_w + s_w.T) / 2, means, mu
+
+
+def fold_moments(
+    z: Tensor, y: Tensor, num_classes: int, fold: Tensor, folds: int
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Per-fold ``(counts [F, K], class sums [F, K, d], outer products [F, d, d])`` of rows
+    ``z`` (float64) with codes ``y`` in folds ``fold``: :func:`select_ridge`'s input."""
+    onehot_f = torch.nn.functional.one_hot(fold, folds).to(z.dtype)
+    onehot_y = torch.nn.functional.one_hot(y, num_classes).to(z.dtype)
+    return (
+        onehot_f.T @ onehot_y,
+        torch.einsum("nf,nk,nd->fkd", onehot_f, onehot_y, z),
+        torch.einsum("nf,nd,ne->fde", onehot_f, z, z),
+    )
 
 
 #: The relative ridges :func:`select_ridge` chooses from (``S_w + r * mean variance * I``).
@@ -322,13 +337,7 @@ def calibrated_erasure(
         if isinstance(folds, bool) or not isinstance(folds, int) or folds < 2:
             raise ValueError(f"folds must be an int >= 2, got {folds!r}")
         fold = torch.randperm(y.numel(), generator=generator) % folds
-        onehot_f = torch.nn.functional.one_hot(fold, folds).double()
-        onehot_y = torch.nn.functional.one_hot(y, num_classes).double()
-        ridge, _ = select_ridge(
-            onehot_f.T @ onehot_y,
-            torch.einsum("nf,nk,nd->fkd", onehot_f, onehot_y, z),
-            torch.einsum("nf,nd,ne->fde", onehot_f, z, z),
-        )
+        ridge, _ = select_ridge(*fold_moments(z, y, num_classes, fold, folds))
     elif (
         isinstance(ridge, bool) or not isinstance(ridge, (int, float)) or not 0 <= ridge < math.inf
     ):

@@ -42,6 +42,7 @@ from lit_unlearn.models.fedrap import FedRAP
 from lit_unlearn.unlearning.calibrated import (
     class_shifts,
     discriminant_from_moments,
+    fold_moments,
     labelled_rows,
     select_ridge,
 )
@@ -260,16 +261,9 @@ class FederatedErasure:
         fake_d = fake.double().permute(1, 0, 2)  # [R, N, K]
         folds = None
         if self.ridge == "cv":
-            fold = nn.functional.one_hot(
-                torch.tensor([self.client_fold(int(u)) for u in users.tolist()], dtype=torch.long),
-                self.folds,
-            ).double()  # [N, F]
-            onehot = nn.functional.one_hot(labels.cpu(), num_classes).double()
-            folds = ClassStatistics(
-                fold.T @ onehot,
-                torch.einsum("nf,nk,nd->fkd", fold, onehot, rows),
-                torch.einsum("nf,nd,ne->fde", fold, rows, rows),
-            )
+            fold = torch.tensor([self.client_fold(int(u)) for u in users.tolist()])
+            moments = fold_moments(rows, labels.cpu(), num_classes, fold.long(), self.folds)
+            folds = ClassStatistics(*moments)
         return ErasureSums(real, fake_d.sum(1), fake_d.transpose(1, 2) @ rows, folds)
 
     def plan_from_sums(self, sums: ErasureSums) -> ErasurePlan:

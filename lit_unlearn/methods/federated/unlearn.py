@@ -71,21 +71,21 @@ class FederatedErasureUnlearning(UnlearningCallback[FederatedTask]):
                     "(model.init_args.attribute: gender)"
                 )
         super().setup(trainer, pl_module, stage)
-        if stage != "fit" or self.checkpoint is None:
-            return
-        assert isinstance(pl_module, FederatedTask)
-        state = torch.load(self.checkpoint, map_location="cpu", weights_only=False)
+
+    def check_loaded(self, state: dict[str, Any]) -> None:
         if state.get(_ERASED_KEY, False):
             raise ValueError(
                 f"{self.checkpoint} holds a model whose attribute was erased already; erasing "
                 "it again would shrink what is left a second time: start from the checkpoint "
                 "before its erasure"
             )
+
+    def restore_extra(self, task: FederatedTask, state: dict[str, Any]) -> None:
         engine_state = state.get(_STATE_KEY)
         if engine_state is not None:
             # The module's setup (after the callbacks') builds the engine and loads this: the
             # erased checkpoint keeps the trained run's round count and client states.
-            pl_module.load_engine_state(engine_state)
+            task.load_engine_state(engine_state)
 
     def configure_optimizer(self, task: FederatedTask) -> torch.optim.Optimizer | None:
         """A clock (SGD at learning rate 0): the erasure is one shot, but ``global_step`` must
