@@ -218,12 +218,18 @@ class FederatedTask(RecommenderTask):
         """Rounds this fit runs (one training step each; inf when unbounded)."""
         return float(self.trainer.estimated_stepping_batches)
 
-    def erase(self, erasure: FederatedErasure | None = None) -> ErasurePlan:
-        """Erase :attr:`attribute` now: plan from the clients' sums, apply on the clients.
+    def erase(
+        self, erasure: FederatedErasure | None = None, attribute: str | None = None
+    ) -> ErasurePlan:
+        """Erase an attribute now: plan from the clients' sums, apply on the clients.
 
         Args:
             erasure: The protocol to run (default :attr:`final_erasure`; a trained model is
                 erased post hoc by :class:`~.unlearn.FederatedErasureUnlearning` with its own).
+            attribute: The attribute to erase (default :attr:`attribute`, the labels the
+                clients train with). Another of the DataModule's attributes erases what the
+                clients hold of it: a model trained against gender (or against nothing, as
+                the Original) erased for age.
 
         Returns:
             The plan (also kept as :attr:`erasure_plan`).
@@ -231,19 +237,24 @@ class FederatedTask(RecommenderTask):
         Raises:
             RuntimeError: No erasure, no engine or no labels, or the model is erased already
                 (a second plan on the erased rows would shrink the remaining deviation again).
+            ValueError: ``attribute`` is not one of the DataModule's attributes.
         """
         erasure = erasure if erasure is not None else self.final_erasure
-        if erasure is None or self.engine is None or self.engine.labels is None:
+        target = attribute if attribute is not None else self.attribute
+        if erasure is None or self.engine is None or target is None:
             raise RuntimeError("erase() needs an erasure, an engine and the clients' labels")
         if self.erased:
-            raise RuntimeError(f"this model's {self.attribute!r} was erased already")
-        codes = self.engine.labels
+            raise RuntimeError(
+                "this model was erased already (one erasure a model: a second plan on the "
+                "erased rows would shrink what is left again)"
+            )
+        codes, num_classes = self._labels_of(target)
         # The representation as audited and as the clients would compute it for their sums:
         # eval mode. In the training step the model is in train mode, where FedVAE's encoder
         # drops half its input: planned on those rows, the class means were noisier, the null
         # larger and the shrink too small (the shift itself is exact either way).
         rep = self.user_representation()
-        plan = erasure.plan(rep, codes, self._attribute_classes)
+        plan = erasure.plan(rep, codes, num_classes)
         shift = erasure.shifts(plan, codes)
         apply_user_shift(self.model, shift)
         self.erased = True
@@ -259,6 +270,23 @@ class FederatedTask(RecommenderTask):
             on_epoch=False,
         )
         return plan
+
+    def _labels_of(self, attribute: str) -> tuple[Tensor, int]:
+        """``[U]`` the clients' codes of ``attribute`` (-1 unknown) and its class count."""
+        if attribute == self.attribute and self.engine is not None:
+            if self.engine.labels is None:
+                raise RuntimeError("erase() needs an erasure, an engine and the clients' labels")
+            return self.engine.labels, self._attribute_classes
+        dm = self._trainer.datamodule if self._trainer is not None else None  # type: ignore[attr-defined]
+        if not isinstance(dm, FederatedData):
+            raise RuntimeError(f"erasing {attribute!r} needs the FederatedData DataModule")
+        attrs = dm.user_attributes
+        if attribute not in attrs.names:
+            raise ValueError(
+                f"attribute {attribute!r} is not among the DataModule's attributes "
+                f"{list(attrs.names)}"
+            )
+        return attrs.codes[attribute], len(attrs.classes[attribute])
 
     def on_fit_start(self) -> None:
         super().on_fit_start()

@@ -23,6 +23,7 @@ import torch
 from lightning.pytorch.core.optimizer import LightningOptimizer
 from torch import Tensor
 
+from lit_unlearn.datamodules.federated import FederatedData
 from lit_unlearn.methods.federated.erasure import ErasurePlan, FederatedErasure
 from lit_unlearn.methods.federated.task import _ERASED_KEY, _STATE_KEY, FederatedTask
 from lit_unlearn.unlearning.base import UnlearningCallback
@@ -43,19 +44,28 @@ class FederatedErasureUnlearning(UnlearningCallback[FederatedTask]):
         checkpoint: The trained federated model (a ``FederatedTask`` checkpoint of the same
             data and backbone; its client states and round count are carried over).
         erasure: The protocol and its settings (default ``FederatedErasure()``).
+        attribute: The attribute to erase, one of the DataModule's (default the task's
+            ``attribute``, the one its clients trained with). Another erases a model trained
+            against something else, or against nothing (the Original), for it: the clients
+            hold every attribute's label of their own user.
 
     Raises:
         ValueError: At setup: the checkpoint was erased already, or the task also has a
-            ``final_erasure`` (one erasure per model), or no ``attribute``.
+            ``final_erasure`` (one erasure per model), no attribute to erase, or ``attribute``
+            names none of the DataModule's attributes.
     """
 
     task_kind = FederatedTask
 
     def __init__(
-        self, checkpoint: str | None = None, erasure: FederatedErasure | None = None
+        self,
+        checkpoint: str | None = None,
+        erasure: FederatedErasure | None = None,
+        attribute: str | None = None,
     ) -> None:
         super().__init__(checkpoint=checkpoint, lr=1.0, optimizer="sgd")
         self.erasure = erasure if erasure is not None else FederatedErasure()
+        self.attribute = attribute
         self.plan: ErasurePlan | None = None
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
@@ -65,11 +75,20 @@ class FederatedErasureUnlearning(UnlearningCallback[FederatedTask]):
                     "FederatedErasureUnlearning erases a trained model; this task also has a "
                     "final_erasure: drop one of them (model.init_args.final_erasure: null)"
                 )
-            if pl_module.attribute is None:
+            if self.attribute is None and pl_module.attribute is None:
                 raise ValueError(
-                    "FederatedErasureUnlearning erases the task's `attribute`: name it "
-                    "(model.init_args.attribute: gender)"
+                    "FederatedErasureUnlearning erases the task's `attribute` unless it names "
+                    "its own: name one (model.init_args.attribute: gender, or the callback's "
+                    "attribute)"
                 )
+            dm = getattr(trainer, "datamodule", None)
+            if self.attribute is not None and isinstance(dm, FederatedData):
+                names = dm.user_attributes.names
+                if self.attribute not in names:
+                    raise ValueError(
+                        f"FederatedErasureUnlearning.attribute {self.attribute!r} is not among "
+                        f"the DataModule's attributes {list(names)}"
+                    )
         super().setup(trainer, pl_module, stage)
 
     def check_loaded(self, state: dict[str, Any]) -> None:
@@ -95,7 +114,7 @@ class FederatedErasureUnlearning(UnlearningCallback[FederatedTask]):
     def training_step(self, task: FederatedTask, batch: Any, batch_idx: int) -> Tensor:
         """Erase on the first step (never twice: a resumed fit restores ``one_shot_done``)."""
         if not self.one_shot_done:
-            self.plan = task.erase(self.erasure)
+            self.plan = task.erase(self.erasure, self.attribute)
             self.one_shot_done = True
         clock = task.optimizers()
         assert isinstance(clock, LightningOptimizer)

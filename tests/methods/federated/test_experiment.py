@@ -178,19 +178,40 @@ def test_bad_table_configs_are_refused(tmp_path: Path) -> None:
             },
             "erases already",
         ),
-        (
-            {
-                "attributes": {"gender": 2, "age": 3},
-                "methods": [
-                    {"name": "B", "targets": ["gender"]},
-                    {"name": "A", "erase_from": "B", "erasure": {}},
-                ],
-            },
-            "set targets",
-        ),
     ):
         with pytest.raises(FederatedTableError, match=match):
             load_table(_table(tmp_path, **changes))
+
+
+def test_a_post_hoc_cell_of_another_attribute_erases_the_one_model_for_it(
+    tmp_path: Path,
+) -> None:
+    """A source run for some attributes only (its head only observes: one model for all) is
+    erased for every attribute of the erasing method, from its first target's checkpoint; the
+    erasure names the attribute only where it differs from the source's (the gender cells'
+    configs, hence their recorded fingerprints, stay as they were)."""
+    spec = load_table(
+        _table(
+            tmp_path,
+            attributes={"gender": 2, "age": 3},
+            methods=[
+                {"name": "Original", "targets": ["gender"]},
+                {"name": "Erased", "erasure": {}, "erase_from": "Original"},
+            ],
+        )
+    )
+    erasing = [c for c in spec.cells() if c.method.name == "Erased"]
+    assert [c.attribute for c in erasing] == ["gender", "age"]
+    for cell in erasing:
+        source = spec.source_cell(cell)
+        assert source is not None and source.name == "FedNCF-Original-gender-seed0"
+        config = spec.cell_config(cell)
+        assert config["model"]["init_args"]["attribute"] == "gender"  # the source's model
+        erase = config["trainer"]["callbacks"][-1]
+        assert erase["class_path"].endswith("FederatedErasureUnlearning")
+        assert erase["init_args"].get("attribute") == (
+            None if cell.attribute == "gender" else "age"
+        )
 
 
 def test_only_narrows_each_axis_it_names(tmp_path: Path) -> None:

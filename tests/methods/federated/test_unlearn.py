@@ -179,3 +179,52 @@ def test_gradient_audit_skips_a_fit_that_ran_no_round(tmp_path: Path) -> None:
             _task("ncf", head=True), _dm()
         )
     assert not audit.results
+
+
+def test_another_attribute_is_erased_with_its_own_labels(tmp_path: Path) -> None:
+    """A model whose clients trained with gender labels, erased for age: the plan is the one
+    the age labels give (the same as erasing a model that named age as its attribute), and an
+    attribute the data does not hold is refused before anything changes."""
+    dm = FederatedData(
+        source=Synthetic(num_users=80, num_items=60, interactions_per_user=12, seed=0),
+        attributes=["gender", "age"],
+        age_scheme="fedau2",
+        rounds_per_epoch=3,
+        num_eval_negatives=9,
+    )
+    trainer = _trainer(tmp_path, 2)
+    trainer.fit(_task("ncf"), dm)
+    trained = tmp_path / "trained.ckpt"
+    trainer.save_checkpoint(trained)
+
+    def erasure() -> FederatedErasure:
+        return FederatedErasure(replicates=10, quantile=0.01, calibrate=False, seed=1)
+
+    callback = FederatedErasureUnlearning(
+        checkpoint=str(trained), erasure=erasure(), attribute="age"
+    )
+    task = _task("ncf")
+    _trainer(tmp_path / "a", 1, limit_train_batches=1, callbacks=[callback]).fit(task, dm)
+    assert callback.plan is not None and callback.plan.class_shift.shape[0] == 3
+    assert callback.plan.rank >= 1
+
+    # Reference: the plan of the same rows under the age codes, as a task with attribute age
+    # would make it.
+    codes = dm.user_attributes.codes["age"]
+    reference = erasure().plan(_representation(trained), codes, 3)
+    torch.testing.assert_close(callback.plan.class_shift, reference.class_shift)
+
+    with pytest.raises(ValueError, match="occupation"):
+        _trainer(
+            tmp_path / "b",
+            1,
+            limit_train_batches=1,
+            callbacks=[FederatedErasureUnlearning(checkpoint=str(trained), attribute="occupation")],
+        ).fit(_task("ncf"), dm)
+
+
+def _representation(checkpoint: Path) -> torch.Tensor:
+    task = _task("ncf")
+    state = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    task.restore_weights(state["state_dict"])
+    return task.user_representation()

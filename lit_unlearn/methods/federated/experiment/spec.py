@@ -40,8 +40,9 @@ class MethodSpec:
         targets: Attributes the method is run for (None: the table's). Original and APM do not
             depend on the attribute (the head only observes), so they run once, on the first.
         backbones: Backbones the method runs on (None: all of the table's).
-        erase_from: An earlier method whose trained cell (same backbone, attribute and seed)
-            this one erases post hoc, from its checkpoint, without another round
+        erase_from: An earlier method whose trained cell (same backbone, attribute and seed;
+            for a method with ``targets``, which has one model for every attribute, its cell of
+            the first target) this one erases post hoc, from its checkpoint, without another round
             (:class:`~lit_unlearn.methods.federated.unlearn.FederatedErasureUnlearning`, with
             ``erasure``'s settings). The same model as training that method with the erasure
             in the fit, at the cost of the erasure alone; the server's uploads, hence DLG / iDLG,
@@ -130,7 +131,13 @@ class TableSpec:
         """The trained cell a post-hoc erasure cell erases (None for a cell that trains)."""
         if cell.method.erase_from is None:
             return None
-        return Cell(cell.backbone, self.method(cell.method.erase_from), cell.attribute, cell.seed)
+        source = self.method(cell.method.erase_from)
+        attribute = cell.attribute
+        if source.targets is not None and attribute not in source.targets:
+            # A method run for some attributes only (Original, APM: their head only observes)
+            # has one model for all: its first target's cell is erased for this attribute.
+            attribute = source.targets[0]
+        return Cell(cell.backbone, source, attribute, cell.seed)
 
     def run_dir(self, cell: Cell) -> Path:
         """Where a cell's logs, checkpoints and attack files go."""
@@ -227,6 +234,9 @@ class TableSpec:
                 },
             },
         ]
+        if source.attribute != cell.attribute:
+            # The source's model trained with another attribute's labels: erase this one.
+            trainer["callbacks"][-1]["init_args"]["attribute"] = cell.attribute
         return config
 
 
@@ -334,12 +344,6 @@ def _check_sources(methods: Sequence[MethodSpec], attributes: Mapping[str, int])
             if source.erase_from is not None or source.erasure is not None:
                 raise FederatedTableError(
                     f"method {method.name!r}: {source.name!r} erases already (one erasure a model)"
-                )
-            needed = set(method.targets or attributes) - set(source.targets or attributes)
-            if needed:
-                raise FederatedTableError(
-                    f"method {method.name!r}: {source.name!r} has no cells for {sorted(needed)} "
-                    "(set targets)"
                 )
             if method.backbones is None and source.backbones is not None:
                 raise FederatedTableError(
