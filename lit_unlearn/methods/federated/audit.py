@@ -52,8 +52,10 @@ __all__ = [
 def export_representations(path: str | Path, pl_module: Any, datamodule: Any) -> Path:
     """Write every user's representation with the dataset's raw user ids as ``.npz``.
 
-    Keys: ``user_id`` (raw ids, strings), ``representation`` (``[U, d]`` float32) and one
-    ``attr_<name>`` code array per attribute (``-1`` unknown) with ``classes_<name>``.
+    Keys: ``user_id`` (raw ids, strings), ``representation`` (``[U, d]`` float32), one
+    ``attr_<name>`` code array per attribute (``-1`` unknown) with ``classes_<name>``, and
+    ``shadow`` (bool: the users whose attributes the outside adversary knows, the split of
+    :class:`EmbeddingAttack`, so an auditor can reproduce its numbers or use another split).
     """
     rep = pl_module.user_representation().float().cpu().numpy()
     index = datamodule.index
@@ -64,6 +66,7 @@ def export_representations(path: str | Path, pl_module: Any, datamodule: Any) ->
         extra[f"classes_{name}"] = np.asarray(attrs.classes[name], dtype=str)
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
+    extra["shadow"] = np.asarray(attrs.shadow.cpu().numpy(), dtype=bool)
     extra["user_id"] = np.asarray(index.user_ids, dtype=str)
     extra["representation"] = rep
     np.savez(out, **extra)  # type: ignore[arg-type]

@@ -4,6 +4,7 @@ render, export), and every shipped table's cells parse as ``lit-unlearn fit`` co
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -90,6 +91,46 @@ def test_a_tiny_table_runs_records_resumes_and_renders(
     main(["--config", str(config)])
     assert (out / "rows.jsonl").stat().st_mtime_ns == mtime
     assert len(JsonlStore(out).records()) == 3
+    _check_reaudit(config, records)
+
+
+def _check_reaudit(config: Path, records: list[dict[str, Any]]) -> None:
+    """``--reaudit`` re-runs the outside attacker on the exports: its draw 0 is the table's
+    own attacker (the same number), other draws differ; an export written without the shadow
+    split gets it from the cell's data config, with the same result."""
+    out = config.parent / "out"
+    files = main(["--config", str(config), "--reaudit", "2"])
+    assert {p.name for p in files} == {"reaudit.csv", "reaudit.md"}
+    frame = pd.read_csv(out / "reaudit.csv")
+    assert len(frame) == 2 * len(records)  # one attribute, two draws per cell
+    for r in records:
+        final = r["attacks"][str(max(int(k) for k in r["attacks"]))]
+        table = next(a for a in final if a["attacker"] == "mlp" and a["attribute"] == "gender")
+        mine = frame[(frame["method"] == r["method"]) & (frame["draw"] == 0)]
+        assert float(mine["balanced_accuracy"].iloc[0]) == pytest.approx(
+            table["balanced_accuracy"], abs=1e-9
+        )
+    assert "BAcc mean over draws" in (out / "reaudit.md").read_text()
+    export = Path(records[0]["export"])
+    with np.load(export) as data:
+        kept = {k: data[k] for k in data.files if k != "shadow"}
+    np.savez(export, **kept)  # an export of before the `shadow` key
+    main(["--config", str(config), "--reaudit", "2"])
+    pd.testing.assert_frame_equal(pd.read_csv(out / "reaudit.csv"), frame)
+
+
+def test_reaudit_refuses_what_it_cannot_audit(tmp_path: Path) -> None:
+    from lit_unlearn.methods.federated.experiment.reaudit import reaudit, reaudit_export
+
+    path = tmp_path / "x.npz"
+    np.savez(path, representation=np.zeros((4, 2), np.float32), attr_gender=np.zeros(4))
+    with pytest.raises(FederatedTableError, match="shadow"):
+        reaudit_export(path, ["gender"])
+    with pytest.raises(FederatedTableError, match="draws"):
+        reaudit_export(path, ["gender"], draws=0)
+    spec = load_table(_table(tmp_path))
+    with pytest.raises(FederatedTableError, match="no recorded cell"):
+        reaudit(spec, [{"export": str(tmp_path / "gone.npz")}])
 
 
 @pytest.mark.parametrize("name", TABLES)

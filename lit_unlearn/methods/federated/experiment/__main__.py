@@ -7,6 +7,7 @@ import argparse
 from collections.abc import Sequence
 from pathlib import Path
 
+from lit_unlearn.methods.federated.experiment.reaudit import reaudit
 from lit_unlearn.methods.federated.experiment.render import render
 from lit_unlearn.methods.federated.experiment.runner import recorded, run_table
 from lit_unlearn.methods.federated.experiment.spec import load_table
@@ -28,6 +29,13 @@ def main(argv: Sequence[str] | None = None) -> list[Path]:
         action="store_true",
         help="render the recorded cells of the current config, run nothing",
     )
+    parser.add_argument(
+        "--reaudit",
+        type=int,
+        metavar="DRAWS",
+        help="re-run the outside attacker on the recorded cells' exports with DRAWS seeds "
+        "(writes reaudit.md / reaudit.csv; runs nothing else)",
+    )
     args = parser.parse_args(argv)
     spec = load_table(args.config)
     if args.only:
@@ -35,6 +43,11 @@ def main(argv: Sequence[str] | None = None) -> list[Path]:
         unknown = sorted(set(args.only) - known)
         if unknown:
             parser.error(f"--only: {unknown} name no backbone, method or attribute of the table")
+    if args.reaudit is not None:
+        files = reaudit(spec, recorded(spec), draws=args.reaudit)
+        for path in files:
+            print(path)
+        return files
     if args.render_only:
         records = recorded(spec)
     else:
