@@ -117,6 +117,13 @@ def _check_reaudit(config: Path, records: list[dict[str, Any]]) -> None:
     np.savez(export, **kept)  # an export of before the `shadow` key
     main(["--config", str(config), "--reaudit", "2"])
     pd.testing.assert_frame_equal(pd.read_csv(out / "reaudit.csv"), frame)
+    # The audit from both sides, narrowed to one method: 4 attackers x 2 protocols.
+    main(["--config", str(config), "--leakage", "1", "--only", "FedAU2"])
+    leak = pd.read_csv(out / "leakage.csv")
+    assert set(leak["method"]) == {"FedAU2"} and len(leak) == 8
+    assert set(leak["protocol"]) == {"shadow", "kfold"}
+    assert ((leak["leakage"] >= 0) & (leak["leakage"] <= 1)).all()
+    assert "lowest AUC" in (out / "leakage.md").read_text()
 
 
 def test_reaudit_refuses_what_it_cannot_audit(tmp_path: Path) -> None:

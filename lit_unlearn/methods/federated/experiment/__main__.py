@@ -7,9 +7,9 @@ import argparse
 from collections.abc import Sequence
 from pathlib import Path
 
-from lit_unlearn.methods.federated.experiment.reaudit import reaudit
+from lit_unlearn.methods.federated.experiment.reaudit import reaudit, reaudit_leakage
 from lit_unlearn.methods.federated.experiment.render import render
-from lit_unlearn.methods.federated.experiment.runner import recorded, run_table
+from lit_unlearn.methods.federated.experiment.runner import recorded, run_table, selected
 from lit_unlearn.methods.federated.experiment.spec import load_table
 
 
@@ -34,7 +34,15 @@ def main(argv: Sequence[str] | None = None) -> list[Path]:
         type=int,
         metavar="DRAWS",
         help="re-run the outside attacker on the recorded cells' exports with DRAWS seeds "
-        "(writes reaudit.md / reaudit.csv; runs nothing else)",
+        "(writes reaudit.md / reaudit.csv; runs nothing else; --only narrows the cells)",
+    )
+    parser.add_argument(
+        "--leakage",
+        type=int,
+        metavar="PERMUTATIONS",
+        help="issue 23's leakage audit from both sides on the recorded cells' exports (4 "
+        "attackers x shadow / 5-fold, a null of PERMUTATIONS label permutations; writes "
+        "leakage.md / leakage.csv; runs nothing else; --only narrows the cells)",
     )
     args = parser.parse_args(argv)
     spec = load_table(args.config)
@@ -43,8 +51,18 @@ def main(argv: Sequence[str] | None = None) -> list[Path]:
         unknown = sorted(set(args.only) - known)
         if unknown:
             parser.error(f"--only: {unknown} name no backbone, method or attribute of the table")
-    if args.reaudit is not None:
-        files = reaudit(spec, recorded(spec), draws=args.reaudit)
+    if args.reaudit is not None or args.leakage is not None:
+        only = set(args.only) if args.only else None
+        records = [
+            r
+            for r in recorded(spec)
+            if only is None or selected(spec, r["backbone"], r["method"], r["attribute"], only)
+        ]
+        files = []
+        if args.reaudit is not None:
+            files += reaudit(spec, records, draws=args.reaudit)
+        if args.leakage is not None:
+            files += reaudit_leakage(spec, records, permutations=args.leakage, log=print)
         for path in files:
             print(path)
         return files

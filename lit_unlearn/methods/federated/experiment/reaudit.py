@@ -13,11 +13,17 @@ It reads only the exports, as an outside auditor would: the shadow split comes f
 (``shadow``, written since this module) or, for older exports, from the cell's data config.
 FedRAP's table number is its per-column ensemble over the residual tables, which the export
 does not hold: its rows here are the MLP on the exported representation, another attacker.
+
+:func:`reaudit_leakage` runs issue 23's audit from both sides on the same exports
+(:func:`lit_unlearn.attacks.leakage.audit_leakage`: flip-aware AUC leakage of a logistic
+regression, an MLP, XGBoost and kNN, under the shadow split and 5-fold cross-validation over all
+users, each against a label-permutation null), so a method that *inverts* the attribute (below
+chance, recoverable by flipping) shows, which balanced accuracy alone hides.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,12 +32,13 @@ import pandas as pd
 import torch
 
 from lit_unlearn.attacks.audit import attack_attribute
+from lit_unlearn.attacks.leakage import DEFAULT_ATTACKERS, PROTOCOLS, audit_leakage
 from lit_unlearn.attacks.mlp import MLPAttacker
 from lit_unlearn.methods.federated.experiment.spec import FederatedTableError, TableSpec
 from lit_unlearn.reporting.tables import markdown_table
 from lit_unlearn.runs import cli_run_objects
 
-__all__ = ["reaudit", "reaudit_export"]
+__all__ = ["reaudit", "reaudit_export", "reaudit_leakage"]
 
 
 def _shadow_from_config(config: Path, extra: Sequence[str], user_ids: np.ndarray) -> np.ndarray:
@@ -138,31 +145,9 @@ def reaudit(spec: TableSpec, records: Sequence[Mapping[str, Any]], draws: int = 
         FederatedTableError: No record has an export on this machine.
     """
     rows: list[dict[str, Any]] = []
-    shadows: dict[str, np.ndarray] = {}
-    for record in records:
-        export = record.get("export")
-        if not export or not Path(export).is_file():
-            continue
-        with np.load(export) as data:
-            has_shadow = "shadow" in data.files
-            user_ids = np.asarray(data["user_id"], dtype=str)
-        shadow = None
-        if not has_shadow:
-            key = record["backbone"]
-            if key not in shadows:
-                extra = spec.cli_args.get(key, ())
-                shadows[key] = _shadow_from_config(Path(record["config"]), extra, user_ids)
-            shadow = shadows[key]
-        for row in reaudit_export(export, list(spec.attributes), draws, shadow=shadow):
-            rows.append(
-                {
-                    "backbone": record["backbone"],
-                    "method": record["method"],
-                    "target": record["attribute"],
-                    "seed": int(record["seed"]),
-                    **row,
-                }
-            )
+    for record, shadow in _exports(spec, records):
+        for row in reaudit_export(record["export"], list(spec.attributes), draws, shadow=shadow):
+            rows.append({**_keys(record), **row})
     if not rows:
         raise FederatedTableError(
             f"no recorded cell of {spec.source} has its export on this machine (exports/ are "
@@ -179,41 +164,26 @@ def reaudit(spec: TableSpec, records: Sequence[Mapping[str, Any]], draws: int = 
 def _summary(spec: TableSpec, frame: pd.DataFrame) -> pd.DataFrame:
     """Per table row: the table's draw, the mean over draws, their spreads (seed means)."""
     out = []
-    for backbone in spec.backbones:
-        for attribute in spec.attributes:
-            for method in spec.methods:
-                mine = frame[
-                    (frame["backbone"] == backbone)
-                    & (frame["method"] == method.name)
-                    & (frame["attribute"] == attribute)
-                ]
-                if method.targets is None or attribute in method.targets:
-                    # As the table: a method run per attribute shows its cell of that one;
-                    # one run for all (Original, APM) serves every attribute's row.
-                    mine = mine[mine["target"] == attribute]
-                if mine.empty:
-                    continue
-                per_seed = mine.groupby("seed")["balanced_accuracy"]
-                seed_means = per_seed.mean()
-                out.append(
-                    {
-                        "backbone": backbone,
-                        "attribute": attribute,
-                        "method": method.name,
-                        "n": int(seed_means.size),
-                        "chance": float(mine["chance"].iloc[0]),
-                        "BAcc draw 0 (the table's)": float(
-                            mine[mine["draw"] == 0]["balanced_accuracy"].mean()
-                        ),
-                        "BAcc mean over draws": float(seed_means.mean()),
-                        "sd over seeds": float(seed_means.std(ddof=1))
-                        if seed_means.size > 1
-                        else np.nan,
-                        "sd over draws": float(per_seed.std(ddof=1).mean()),
-                        "min draw": float(mine["balanced_accuracy"].min()),
-                        "max draw": float(mine["balanced_accuracy"].max()),
-                    }
-                )
+    for backbone, attribute, method, mine in _rows_of(spec, frame):
+        per_seed = mine.groupby("seed")["balanced_accuracy"]
+        seed_means = per_seed.mean()
+        out.append(
+            {
+                "backbone": backbone,
+                "attribute": attribute,
+                "method": method,
+                "n": int(seed_means.size),
+                "chance": float(mine["chance"].iloc[0]),
+                "BAcc draw 0 (the table's)": float(
+                    mine[mine["draw"] == 0]["balanced_accuracy"].mean()
+                ),
+                "BAcc mean over draws": float(seed_means.mean()),
+                "sd over seeds": float(seed_means.std(ddof=1)) if seed_means.size > 1 else np.nan,
+                "sd over draws": float(per_seed.std(ddof=1).mean()),
+                "min draw": float(mine["balanced_accuracy"].min()),
+                "max draw": float(mine["balanced_accuracy"].max()),
+            }
+        )
     return pd.DataFrame(out)
 
 
@@ -227,5 +197,178 @@ def _markdown(spec: TableSpec, summary: pd.DataFrame, draws: int) -> str:
         "within a cell (mean over seeds); the extreme single draws. FedRAP: the MLP on the "
         "exported representation, not the table's per-column ensemble.\n\n"
         + markdown_table(summary)
+        + "\n"
+    )
+
+
+def _keys(record: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        "backbone": record["backbone"],
+        "method": record["method"],
+        "target": record["attribute"],
+        "seed": int(record["seed"]),
+    }
+
+
+def _exports(
+    spec: TableSpec, records: Sequence[Mapping[str, Any]]
+) -> list[tuple[Mapping[str, Any], np.ndarray | None]]:
+    """The records whose export is on this machine, each with the shadow mask it needs
+    (None: the export has its own)."""
+    out: list[tuple[Mapping[str, Any], np.ndarray | None]] = []
+    shadows: dict[str, np.ndarray] = {}
+    for record in records:
+        export = record.get("export")
+        if not export or not Path(export).is_file():
+            continue
+        with np.load(export) as data:
+            has_shadow = "shadow" in data.files
+            user_ids = np.asarray(data["user_id"], dtype=str)
+        shadow = None
+        if not has_shadow:
+            key = record["backbone"]
+            if key not in shadows:
+                extra = spec.cli_args.get(key, ())
+                shadows[key] = _shadow_from_config(Path(record["config"]), extra, user_ids)
+            shadow = shadows[key]
+        out.append((record, shadow))
+    return out
+
+
+def reaudit_leakage(
+    spec: TableSpec,
+    records: Sequence[Mapping[str, Any]],
+    permutations: int = 5,
+    attackers: Sequence[str] = DEFAULT_ATTACKERS,
+    protocols: Sequence[str] = PROTOCOLS,
+    log: Callable[[str], None] | None = None,
+) -> list[Path]:
+    """Issue 23's leakage audit of every recorded cell's export; ``leakage.csv`` / ``.md``.
+
+    Args:
+        spec: The table.
+        records: The cells to audit (``runner.recorded``, narrowed as wanted).
+        permutations: Label permutations of each null (the floor "at chance" is their p95).
+        attackers: Attacker names (:data:`~lit_unlearn.attacks.leakage.DEFAULT_ATTACKERS`).
+        protocols: ``shadow`` (the table's split) and / or ``kfold`` (5 folds, all users).
+        log: Called with a line per finished (cell, attribute, attacker, protocol).
+
+    Returns:
+        The written files.
+
+    Raises:
+        FederatedTableError: No record has an export on this machine.
+    """
+    rows: list[dict[str, Any]] = []
+    for record, shadow in _exports(spec, records):
+        with np.load(record["export"]) as data:
+            z = np.asarray(data["representation"], dtype=np.float32)
+            mask = shadow if shadow is not None else np.asarray(data["shadow"], dtype=bool)
+            codes = {a: np.asarray(data[f"attr_{a}"]) for a in spec.attributes}
+        results = audit_leakage(
+            z,
+            codes,
+            dict(spec.attributes),
+            attackers=attackers,
+            protocols=protocols,
+            shadow=mask,
+            n_permutations=permutations,
+            seed=0,
+            log=_prefixed(log, str(record["export"])),
+        )
+        for result in results:
+            rows.append(
+                {
+                    **_keys(record),
+                    **{k: v for k, v in result.as_dict().items() if k != "class_aucs"},
+                    "leakage_above_null": result.leakage_above_null,
+                }
+            )
+    if not rows:
+        raise FederatedTableError(
+            f"no recorded cell of {spec.source} has its export on this machine (exports/ are "
+            "not kept between machines): run the table first"
+        )
+    frame = pd.DataFrame(rows)
+    spec.out.mkdir(parents=True, exist_ok=True)
+    frame.to_csv(spec.out / "leakage.csv", index=False)
+    (spec.out / "leakage.md").write_text(_leakage_markdown(spec, frame, permutations))
+    return [spec.out / "leakage.csv", spec.out / "leakage.md"]
+
+
+def _prefixed(log: Callable[[str], None] | None, prefix: str) -> Callable[[str], None] | None:
+    if log is None:
+        return None
+    sink = log
+    return lambda line: sink(f"{prefix}: {line}")
+
+
+def _rows_of(spec: TableSpec, frame: pd.DataFrame) -> list[tuple[str, str, str, pd.DataFrame]]:
+    """``(backbone, attribute, method, rows)`` per table row, as the table assigns runs."""
+    out = []
+    for backbone in spec.backbones:
+        for attribute in spec.attributes:
+            for method in spec.methods:
+                mine = frame[
+                    (frame["backbone"] == backbone)
+                    & (frame["method"] == method.name)
+                    & (frame["attribute"] == attribute)
+                ]
+                if method.targets is None or attribute in method.targets:
+                    # As the table: a method run per attribute shows its cell of that one;
+                    # one run for all (Original, APM) serves every attribute's row.
+                    mine = mine[mine["target"] == attribute]
+                if not mine.empty:
+                    out.append((backbone, attribute, method.name, mine))
+    return out
+
+
+def _leakage_markdown(spec: TableSpec, frame: pd.DataFrame, permutations: int) -> str:
+    summary = []
+    for backbone, attribute, method, mine in _rows_of(spec, frame):
+        means = (
+            mine.groupby(["attacker", "protocol"], sort=False)
+            .agg(
+                above=("leakage_above_null", "mean"),
+                auc=("auc", "mean"),
+                bacc=("balanced_accuracy", "mean"),
+                chance=("chance", "first"),
+            )
+            .reset_index()
+        )
+        where = (means["attacker"] + "/" + means["protocol"]).tolist()
+        above = means["above"].to_numpy(dtype=float)
+        auc = means["auc"].to_numpy(dtype=float)
+        off = (means["bacc"] - means["chance"]).to_numpy(dtype=float)
+        worst, lowest, farthest = (
+            int(np.nanargmax(above)),
+            int(np.nanargmin(auc)),
+            int(np.nanargmax(np.abs(off))),
+        )
+        summary.append(
+            {
+                "backbone": backbone,
+                "attribute": attribute,
+                "method": method,
+                "n": int(mine["seed"].nunique()),
+                "worst leakage - null p95": float(above[worst]),
+                "worst at": where[worst],
+                "lowest AUC": float(auc[lowest]),
+                "lowest at": where[lowest],
+                "worst BAcc - chance": float(off[farthest]),
+                "farthest at": where[farthest],
+            }
+        )
+    return (
+        f"# Leakage from both sides: {spec.source}\n\n"
+        "Issue 23's audit on the cells' exported representations "
+        "(`lit_unlearn.attacks.leakage`): flip-aware leakage 2|AUC - 0.5| (3 classes: the "
+        "mean of the one-vs-rest terms) of logistic regression, MLP, XGBoost and kNN, under the "
+        "table's shadow split (`shadow`) and 5-fold cross-validation over all users (`kfold`), "
+        f"each against {permutations} label permutations (the floor is their 95th percentile). "
+        "Per row, the seed means per attacker and protocol, and of those: the largest leakage "
+        "above the floor, the lowest AUC (below 0.5: inverted, recoverable by flipping) and the "
+        "balanced accuracy farthest from chance. Every cell: `leakage.csv`.\n\n"
+        + markdown_table(pd.DataFrame(summary))
         + "\n"
     )

@@ -174,10 +174,16 @@ def run_cell(
 
 
 def _selected(spec: TableSpec, cell: Cell, only: set[str]) -> bool:
+    return selected(spec, cell.backbone, cell.method.name, cell.attribute, only)
+
+
+def selected(spec: TableSpec, backbone: str, method: str, attribute: str, only: set[str]) -> bool:
+    """Whether ``--only`` picks this (backbone, method, attribute): each axis ``only`` names
+    narrows that axis, the others stay whole."""
     axes = (
-        (set(spec.backbones), cell.backbone),
-        ({m.name for m in spec.methods}, cell.method.name),
-        (set(spec.attributes), cell.attribute),
+        (set(spec.backbones), backbone),
+        ({m.name for m in spec.methods}, method),
+        (set(spec.attributes), attribute),
     )
     return all(not (names & only) or value in only for names, value in axes)
 
