@@ -124,6 +124,10 @@ def _check_reaudit(config: Path, records: list[dict[str, Any]]) -> None:
     assert set(leak["protocol"]) == {"shadow", "kfold"}
     assert ((leak["leakage"] >= 0) & (leak["leakage"] <= 1)).all()
     assert "lowest AUC" in (out / "leakage.md").read_text()
+    # Narrowed again: the other cells' rows of the earlier file stay, its own are replaced.
+    main(["--config", str(config), "--leakage", "1", "--only", "Original"])
+    both = pd.read_csv(out / "leakage.csv")
+    assert sorted(set(both["method"])) == ["FedAU2", "Original"] and len(both) == 16
 
 
 def test_reaudit_refuses_what_it_cannot_audit(tmp_path: Path) -> None:

@@ -53,16 +53,19 @@ def main(argv: Sequence[str] | None = None) -> list[Path]:
             parser.error(f"--only: {unknown} name no backbone, method or attribute of the table")
     if args.reaudit is not None or args.leakage is not None:
         only = set(args.only) if args.only else None
+        current = recorded(spec)
         records = [
             r
-            for r in recorded(spec)
+            for r in current
             if only is None or selected(spec, r["backbone"], r["method"], r["attribute"], only)
         ]
         files = []
         if args.reaudit is not None:
-            files += reaudit(spec, records, draws=args.reaudit)
+            files += reaudit(spec, records, draws=args.reaudit, current=current)
         if args.leakage is not None:
-            files += reaudit_leakage(spec, records, permutations=args.leakage, log=print)
+            files += reaudit_leakage(
+                spec, records, permutations=args.leakage, log=print, current=current
+            )
         for path in files:
             print(path)
         return files

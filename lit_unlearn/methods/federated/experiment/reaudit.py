@@ -130,13 +130,20 @@ def reaudit_export(
     return rows
 
 
-def reaudit(spec: TableSpec, records: Sequence[Mapping[str, Any]], draws: int = 5) -> list[Path]:
+def reaudit(
+    spec: TableSpec,
+    records: Sequence[Mapping[str, Any]],
+    draws: int = 5,
+    current: Sequence[Mapping[str, Any]] | None = None,
+) -> list[Path]:
     """Re-audit every recorded cell's export; write ``reaudit.csv`` and ``reaudit.md``.
 
     Args:
         spec: The table.
-        records: Its current cells' records (``runner.recorded``).
+        records: The cells to re-audit (``runner.recorded``, narrowed as wanted).
         draws: Attacker draws per cell and attribute.
+        current: All the table's current records: an earlier ``reaudit.csv``'s rows of the
+            other current cells are kept (None: the file holds ``records`` only).
 
     Returns:
         The written files.
@@ -153,7 +160,7 @@ def reaudit(spec: TableSpec, records: Sequence[Mapping[str, Any]], draws: int = 
             f"no recorded cell of {spec.source} has its export on this machine (exports/ are "
             "not kept between machines): run the table first"
         )
-    frame = pd.DataFrame(rows)
+    frame = _merged(spec.out / "reaudit.csv", pd.DataFrame(rows), records, current)
     spec.out.mkdir(parents=True, exist_ok=True)
     frame.to_csv(spec.out / "reaudit.csv", index=False)
     summary = _summary(spec, frame)
@@ -201,13 +208,41 @@ def _markdown(spec: TableSpec, summary: pd.DataFrame, draws: int) -> str:
     )
 
 
+_CELL = ("backbone", "method", "target", "seed", "fingerprint")
+
+
 def _keys(record: Mapping[str, Any]) -> dict[str, Any]:
     return {
         "backbone": record["backbone"],
         "method": record["method"],
         "target": record["attribute"],
         "seed": int(record["seed"]),
+        "fingerprint": str(record.get("fingerprint", "")),
     }
+
+
+def _merged(
+    path: Path,
+    frame: pd.DataFrame,
+    records: Sequence[Mapping[str, Any]],
+    current: Sequence[Mapping[str, Any]] | None,
+) -> pd.DataFrame:
+    """``frame`` plus the rows of ``path`` of the table's other current cells.
+
+    A re-audit narrowed by ``--only`` replaces its own cells' rows and keeps the rest of an
+    earlier file, as long as they belong to a cell of ``current`` with the same config
+    fingerprint (a cell re-run since, or gone from the table, is dropped).
+    """
+    if current is None or not path.is_file():
+        return frame
+    old = pd.read_csv(path, dtype={"fingerprint": str})
+    if not set(_CELL) <= set(old.columns):
+        return frame  # a file of before the fingerprint column: replaced
+    redone = {tuple(_keys(r).values()) for r in records}
+    valid = {tuple(_keys(r).values()) for r in current} - redone
+    cells = zip(*(old[c] for c in _CELL), strict=True)
+    keep = old[[(b, m, t, int(s), str(f)) in valid for b, m, t, s, f in cells]]
+    return pd.concat([keep, frame], ignore_index=True) if len(keep) else frame
 
 
 def _exports(
@@ -242,6 +277,7 @@ def reaudit_leakage(
     attackers: Sequence[str] = DEFAULT_ATTACKERS,
     protocols: Sequence[str] = PROTOCOLS,
     log: Callable[[str], None] | None = None,
+    current: Sequence[Mapping[str, Any]] | None = None,
 ) -> list[Path]:
     """Issue 23's leakage audit of every recorded cell's export; ``leakage.csv`` / ``.md``.
 
@@ -252,6 +288,8 @@ def reaudit_leakage(
         attackers: Attacker names (:data:`~lit_unlearn.attacks.leakage.DEFAULT_ATTACKERS`).
         protocols: ``shadow`` (the table's split) and / or ``kfold`` (5 folds, all users).
         log: Called with a line per finished (cell, attribute, attacker, protocol).
+        current: All the table's current records: an earlier ``leakage.csv``'s rows of the
+            other current cells are kept (None: the file holds ``records`` only).
 
     Returns:
         The written files.
@@ -289,7 +327,7 @@ def reaudit_leakage(
             f"no recorded cell of {spec.source} has its export on this machine (exports/ are "
             "not kept between machines): run the table first"
         )
-    frame = pd.DataFrame(rows)
+    frame = _merged(spec.out / "leakage.csv", pd.DataFrame(rows), records, current)
     spec.out.mkdir(parents=True, exist_ok=True)
     frame.to_csv(spec.out / "leakage.csv", index=False)
     (spec.out / "leakage.md").write_text(_leakage_markdown(spec, frame, permutations))
