@@ -266,6 +266,31 @@ def test_a_post_hoc_cell_of_another_attribute_erases_the_one_model_for_it(
         )
 
 
+def test_a_cell_erasing_another_attribute_reports_no_gradient_attack_of_its_own(
+    tmp_path: Path,
+) -> None:
+    """The source's uploads come from a head of the source's attribute: their DLG / iDLG are
+    carried to a post-hoc cell of the same attribute only."""
+    from lit_unlearn.methods.federated.experiment.runner import carried_gradient
+
+    spec = load_table(
+        _table(
+            tmp_path,
+            attributes={"gender": 2, "age": 3},
+            methods=[
+                {"name": "Original", "targets": ["gender"]},
+                {"name": "Erased", "erasure": {}, "erase_from": "Original"},
+            ],
+        )
+    )
+    source_record = {"gradient": [{"attack": "dlg", "accuracy": 0.9}]}
+    for cell in (c for c in spec.cells() if c.method.name == "Erased"):
+        source = spec.source_cell(cell)
+        assert source is not None
+        carried = carried_gradient(source, cell, source_record)
+        assert carried == ([] if cell.attribute == "age" else source_record["gradient"])
+
+
 def test_only_narrows_each_axis_it_names(tmp_path: Path) -> None:
     from lit_unlearn.methods.federated.experiment.runner import _selected
 

@@ -17,6 +17,7 @@ import hashlib
 import json
 import shutil
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -167,10 +168,24 @@ def run_cell(
         fit_seconds=total,
         seconds_per_round=total / max(final_round, 1),
         attacks={**earlier, **attacks},
-        gradient=source_record["gradient"],
+        gradient=carried_gradient(source, cell, source_record),
         curve=source_record["curve"],
     )
     return record
+
+
+def carried_gradient(
+    source: Cell, cell: Cell, source_record: Mapping[str, Any]
+) -> list[dict[str, Any]]:
+    """The source's DLG / iDLG results a post-hoc erasure cell reports as its own.
+
+    The uploads are the source's; their head learnt the source's attribute, so its DLG / iDLG
+    recover that one. A cell erasing another attribute reports none (they would read as the
+    recovery of its own attribute).
+    """
+    if source.attribute != cell.attribute:
+        return []
+    return list(source_record["gradient"])
 
 
 def _selected(spec: TableSpec, cell: Cell, only: set[str]) -> bool:
