@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from lit_unlearn.cli import build_cli
-from lit_unlearn.methods.federated.experiment import FederatedTableError, load_table
+from lit_unlearn.methods.federated.experiment import FederatedTableError, TableSpec, load_table
 from lit_unlearn.methods.federated.experiment.__main__ import main
 from lit_unlearn.reporting.jsonl import JsonlStore
 
@@ -238,14 +238,8 @@ def test_bad_table_configs_are_refused(tmp_path: Path) -> None:
             load_table(_table(tmp_path, **changes))
 
 
-def test_a_post_hoc_cell_of_another_attribute_erases_the_one_model_for_it(
-    tmp_path: Path,
-) -> None:
-    """A source run for some attributes only (its head only observes: one model for all) is
-    erased for every attribute of the erasing method, from its first target's checkpoint; the
-    erasure names the attribute only where it differs from the source's (the gender cells'
-    configs, hence their recorded fingerprints, stay as they were)."""
-    spec = load_table(
+def _erasing_the_original_for_both_attributes(tmp_path: Path) -> TableSpec:
+    return load_table(
         _table(
             tmp_path,
             attributes={"gender": 2, "age": 3},
@@ -255,6 +249,16 @@ def test_a_post_hoc_cell_of_another_attribute_erases_the_one_model_for_it(
             ],
         )
     )
+
+
+def test_a_post_hoc_cell_of_another_attribute_erases_the_one_model_for_it(
+    tmp_path: Path,
+) -> None:
+    """A source run for some attributes only (its head only observes: one model for all) is
+    erased for every attribute of the erasing method, from its first target's checkpoint; the
+    erasure names the attribute only where it differs from the source's (the gender cells'
+    configs, hence their recorded fingerprints, stay as they were)."""
+    spec = _erasing_the_original_for_both_attributes(tmp_path)
     erasing = [c for c in spec.cells() if c.method.name == "Erased"]
     assert [c.attribute for c in erasing] == ["gender", "age"]
     for cell in erasing:
@@ -276,16 +280,7 @@ def test_a_cell_erasing_another_attribute_reports_no_gradient_attack_of_its_own(
     carried to a post-hoc cell of the same attribute only."""
     from lit_unlearn.methods.federated.experiment.runner import carried_gradient
 
-    spec = load_table(
-        _table(
-            tmp_path,
-            attributes={"gender": 2, "age": 3},
-            methods=[
-                {"name": "Original", "targets": ["gender"]},
-                {"name": "Erased", "erasure": {}, "erase_from": "Original"},
-            ],
-        )
-    )
+    spec = _erasing_the_original_for_both_attributes(tmp_path)
     source_record = {"gradient": [{"attack": "dlg", "accuracy": 0.9}]}
     for cell in (c for c in spec.cells() if c.method.name == "Erased"):
         source = spec.source_cell(cell)

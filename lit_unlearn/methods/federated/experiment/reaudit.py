@@ -155,14 +155,7 @@ def reaudit(
     for record, shadow in _exports(spec, records):
         for row in reaudit_export(record["export"], list(spec.attributes), draws, shadow=shadow):
             rows.append({**_keys(record), **row})
-    if not rows:
-        raise FederatedTableError(
-            f"no recorded cell of {spec.source} has its export on this machine (exports/ are "
-            "not kept between machines): run the table first"
-        )
-    frame = _merged(spec.out / "reaudit.csv", pd.DataFrame(rows), records, current)
-    spec.out.mkdir(parents=True, exist_ok=True)
-    frame.to_csv(spec.out / "reaudit.csv", index=False)
+    frame = _write_rows(spec, rows, records, current, "reaudit.csv")
     summary = _summary(spec, frame)
     (spec.out / "reaudit.md").write_text(_markdown(spec, summary, draws))
     return [spec.out / "reaudit.csv", spec.out / "reaudit.md"]
@@ -245,6 +238,29 @@ def _merged(
     return pd.concat([keep, frame], ignore_index=True) if len(keep) else frame
 
 
+def _write_rows(
+    spec: TableSpec,
+    rows: list[dict[str, Any]],
+    records: Sequence[Mapping[str, Any]],
+    current: Sequence[Mapping[str, Any]] | None,
+    name: str,
+) -> pd.DataFrame:
+    """Merge ``rows`` into ``spec.out / name`` (:func:`_merged`), write it, return it.
+
+    Raises:
+        FederatedTableError: No row (no record had its export on this machine).
+    """
+    if not rows:
+        raise FederatedTableError(
+            f"no recorded cell of {spec.source} has its export on this machine (exports/ are "
+            "not kept between machines): run the table first"
+        )
+    frame = _merged(spec.out / name, pd.DataFrame(rows), records, current)
+    spec.out.mkdir(parents=True, exist_ok=True)
+    frame.to_csv(spec.out / name, index=False)
+    return frame
+
+
 def _exports(
     spec: TableSpec, records: Sequence[Mapping[str, Any]]
 ) -> list[tuple[Mapping[str, Any], np.ndarray | None]]:
@@ -322,14 +338,7 @@ def reaudit_leakage(
                     "leakage_above_null": result.leakage_above_null,
                 }
             )
-    if not rows:
-        raise FederatedTableError(
-            f"no recorded cell of {spec.source} has its export on this machine (exports/ are "
-            "not kept between machines): run the table first"
-        )
-    frame = _merged(spec.out / "leakage.csv", pd.DataFrame(rows), records, current)
-    spec.out.mkdir(parents=True, exist_ok=True)
-    frame.to_csv(spec.out / "leakage.csv", index=False)
+    frame = _write_rows(spec, rows, records, current, "leakage.csv")
     (spec.out / "leakage.md").write_text(_leakage_markdown(spec, frame, permutations))
     return [spec.out / "leakage.csv", spec.out / "leakage.md"]
 
