@@ -263,26 +263,25 @@ def _write_rows(
 
 def _exports(
     spec: TableSpec, records: Sequence[Mapping[str, Any]]
-) -> list[tuple[Mapping[str, Any], np.ndarray | None]]:
-    """The records whose export is on this machine, each with the shadow mask it needs
-    (None: the export has its own)."""
-    out: list[tuple[Mapping[str, Any], np.ndarray | None]] = []
-    shadows: dict[str, np.ndarray] = {}
+) -> list[tuple[Mapping[str, Any], np.ndarray]]:
+    """The records whose export is on this machine, each with its shadow mask (the export's
+    own, or rebuilt from the cell's data config for an export written without one)."""
+    out: list[tuple[Mapping[str, Any], np.ndarray]] = []
+    rebuilt: dict[str, np.ndarray] = {}
     for record in records:
         export = record.get("export")
         if not export or not Path(export).is_file():
             continue
         with np.load(export) as data:
-            has_shadow = "shadow" in data.files
+            own = np.asarray(data["shadow"], dtype=bool) if "shadow" in data.files else None
             user_ids = np.asarray(data["user_id"], dtype=str)
-        shadow = None
-        if not has_shadow:
+        if own is None:
             key = record["backbone"]
-            if key not in shadows:
+            if key not in rebuilt:
                 extra = spec.cli_args.get(key, ())
-                shadows[key] = _shadow_from_config(Path(record["config"]), extra, user_ids)
-            shadow = shadows[key]
-        out.append((record, shadow))
+                rebuilt[key] = _shadow_from_config(Path(record["config"]), extra, user_ids)
+            own = rebuilt[key]
+        out.append((record, own))
     return out
 
 
@@ -317,7 +316,6 @@ def reaudit_leakage(
     for record, shadow in _exports(spec, records):
         with np.load(record["export"]) as data:
             z = np.asarray(data["representation"], dtype=np.float32)
-            mask = shadow if shadow is not None else np.asarray(data["shadow"], dtype=bool)
             codes = {a: np.asarray(data[f"attr_{a}"]) for a in spec.attributes}
         results = audit_leakage(
             z,
@@ -325,7 +323,7 @@ def reaudit_leakage(
             dict(spec.attributes),
             attackers=attackers,
             protocols=protocols,
-            shadow=mask,
+            shadow=shadow,
             n_permutations=permutations,
             seed=0,
             log=_prefixed(log, str(record["export"])),
