@@ -15,10 +15,20 @@ The fit is the CLI's own (the config's trainer, validation every 5 epochs, its a
 fit start and end), with the checkpoint callback redirected to a temporary folder, so nothing
 under ``runs/`` is touched.
 
+The weights also depend on the machine: MKL picks its GEMM kernels by instruction set and CPU
+vendor. ``--env`` adds environment variants (each a space-separated list of ``KEY=VALUE``, ``""``
+the environment as it is), every one run at every thread count, so the same report shows whether
+``MKL_CBWR=COMPATIBLE`` (MKL's conditional numerical reproducibility) gives the same weights
+with every kernel set this CPU offers (``MKL_ENABLE_INSTRUCTIONS=AVX2 ATEN_CPU_CAPABILITY=avx2``
+stands in for an AVX2-only machine).
+
 Usage::
 
     python benchmarks/attrcloak_thread_spread.py                  # threads 1 and 2, 30 epochs
     python benchmarks/attrcloak_thread_spread.py --threads 1 2 4 --repeats 2
+    python benchmarks/attrcloak_thread_spread.py --threads 1 --env "" \
+        "MKL_ENABLE_INSTRUCTIONS=AVX2 ATEN_CPU_CAPABILITY=avx2" "MKL_CBWR=COMPATIBLE" \
+        "MKL_CBWR=COMPATIBLE MKL_ENABLE_INSTRUCTIONS=AVX2 ATEN_CPU_CAPABILITY=avx2"
     python benchmarks/attrcloak_thread_spread.py --epochs 1 --out /tmp/spread.md   # smoke test
 
 Writes ``benchmarks/results/attrcloak_thread_spread.{md,json}`` (``--out``), with provenance.
@@ -58,6 +68,13 @@ def _parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         help="extra CLI override of the fit, repeatable, '=' form: --override=--data.init_args.x=1",
+    )
+    p.add_argument(
+        "--env",
+        nargs="+",
+        default=[""],
+        help="environment variants, each 'KEY=VALUE KEY=VALUE' ('' = unchanged), every one run "
+        "at every thread count",
     )
     p.add_argument("--out", type=Path, default=OUT, help="Markdown report (JSON beside it)")
     p.add_argument("--worker", type=Path, default=None, help=argparse.SUPPRESS)
@@ -133,9 +150,29 @@ def _worker(args: argparse.Namespace, threads: int) -> None:
     args.worker.write_text(json.dumps(result))
 
 
-def _run(args: argparse.Namespace, threads: int) -> dict[str, Any]:
-    """One fit in a fresh interpreter with ``threads`` threads."""
-    env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+def parse_env(variant: str) -> dict[str, str]:
+    """``'A=1 B=2'`` -> ``{'A': '1', 'B': '2'}`` (``''``: no change).
+
+    Raises:
+        ValueError: A word without ``=`` or with an empty name.
+    """
+    pairs = {}
+    for word in variant.split():
+        key, sep, value = word.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--env words must be KEY=VALUE, got {word!r} in {variant!r}")
+        pairs[key] = value
+    return pairs
+
+
+def _run(args: argparse.Namespace, threads: int, variant: str = "") -> dict[str, Any]:
+    """One fit in a fresh interpreter with ``threads`` threads and the ``variant``'s variables."""
+    env = dict(
+        os.environ,
+        OMP_NUM_THREADS=str(threads),
+        MKL_NUM_THREADS=str(threads),
+        **parse_env(variant),
+    )
     with tempfile.TemporaryDirectory() as tmp:
         result_path = Path(tmp) / "result.json"
         cmd = [
@@ -156,10 +193,13 @@ def report(results: Sequence[dict[str, Any]], args: argparse.Namespace) -> str:
         [f"--threads {' '.join(map(str, args.threads))}", f"--epochs {args.epochs}"]
         + [f"--seed {args.seed}", f"--repeats {args.repeats}"]
         + [f"--override={o}" for o in args.override]
+        + (["--env " + " ".join(f'"{v}"' for v in args.env)] if args.env != [""] else [])
     )
-    head = "| threads | run | " + " | ".join(METRICS) + " | fit s | weights sha256 |"
+    head = (
+        "| threads | env | kernels | run | " + " | ".join(METRICS) + " | fit s | weights sha256 |"
+    )
     lines = [
-        "# AttrCloak table: the Original model across CPU thread counts",
+        "# AttrCloak table: the Original model across CPU thread counts and kernels",
         "",
         f"`{args.config}` ({args.epochs} epochs, seed {args.seed}, the CLI's own fit), one fresh "
         "process per run with `torch.set_num_threads(n)` and `OMP_NUM_THREADS=n`; test split, "
@@ -170,14 +210,18 @@ def report(results: Sequence[dict[str, Any]], args: argparse.Namespace) -> str:
         "",
         f"Command: `{command}`",
         "",
+        "`env`: the variables set for the run (`-`: none); `kernels`: ATen's vector ISA and "
+        "MKL's reproducibility mode as the run saw them.",
+        "",
         head,
-        "|" + "---|" * (len(METRICS) + 4),
+        "|" + "---|" * (len(METRICS) + 6),
     ]
     for r in results:
         cells = " | ".join(f"{r[m]:.4f}" for m in METRICS)
+        kernels = r["provenance"].get("kernels", "-")
         lines.append(
-            f"| {r['threads']} | {r['run']} | {cells} | {r['seconds']:.1f} | "
-            f"`{r['weights_sha256'][:12]}` |"
+            f"| {r['threads']} | {r.get('env') or '-'} | {kernels} | {r['run']} | {cells} | "
+            f"{r['seconds']:.1f} | `{r['weights_sha256'][:12]}` |"
         )
     lines += ["", "Spread (max - min over all runs):", ""]
     lines += [
@@ -207,17 +251,27 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
         return []
     if any(t < 1 for t in args.threads) or args.epochs < 1 or args.repeats < 1:
         parser.error("--threads, --epochs and --repeats must be >= 1")
+    for variant in args.env:
+        try:
+            parse_env(variant)
+        except ValueError as err:
+            parser.error(str(err))
     results = []
-    for threads in args.threads:
-        for run in range(args.repeats):
-            print(f"threads {threads}, run {run}: training ...", file=sys.stderr, flush=True)
-            result = {**_run(args, threads), "run": run}
-            print(
-                "  " + ", ".join(f"{m} {result[m]:.4f}" for m in METRICS),
-                file=sys.stderr,
-                flush=True,
-            )
-            results.append(result)
+    for variant in args.env:
+        for threads in args.threads:
+            for run in range(args.repeats):
+                print(
+                    f"threads {threads}, env {variant or '-'}, run {run}: training ...",
+                    file=sys.stderr,
+                    flush=True,
+                )
+                result = {**_run(args, threads, variant), "run": run, "env": variant}
+                print(
+                    "  " + ", ".join(f"{m} {result[m]:.4f}" for m in METRICS),
+                    file=sys.stderr,
+                    flush=True,
+                )
+                results.append(result)
     text = report(results, args)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(text)

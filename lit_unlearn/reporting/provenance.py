@@ -1,4 +1,4 @@
-"""Where a result was measured: torch, threads, device, Python, git commit, machine, date.
+"""Where a result was measured: torch, threads, device, Python, git commit, machine, kernels, date.
 
 Shared by the experiment runners (the interaction runner's
 :mod:`lit_unlearn.methods.interaction.experiment.provenance` builds on it). A number measured
@@ -27,6 +27,7 @@ __all__ = [
     "PROVENANCE_FIELDS",
     "device_text",
     "git_commit",
+    "kernel_text",
     "machine_text",
     "provenance",
     "provenance_lines",
@@ -40,6 +41,7 @@ PROVENANCE_FIELDS: tuple[str, ...] = (
     "python",
     "git_commit",
     "machine",
+    "kernels",
     "date",
 )
 _REPO = Path(__file__).resolve().parents[2]
@@ -57,6 +59,20 @@ def machine_text() -> str:
                 break
     model = model or platform.processor() or platform.machine() or "unknown CPU"
     return f"{model}, {os.cpu_count()} logical CPUs, {platform.system()} {platform.machine()}"
+
+
+def kernel_text() -> str:
+    """The CPU kernels behind a result: ATen's vector ISA and MKL's reproducibility mode.
+
+    Two machines with the same torch build can train different weights from the same seed:
+    MKL picks its GEMM kernels per instruction set (AVX2 / AVX-512) and vendor, which sum in
+    another order. ``MKL_CBWR=COMPATIBLE`` (MKL's conditional numerical reproducibility) makes
+    it use one code path on every x86 CPU, at some speed (docs/attrcloak.md).
+    """
+    import torch
+
+    mode = os.environ.get("MKL_CBWR", "unset")
+    return f"{torch.backends.cpu.get_cpu_capability()}, MKL_CBWR={mode}"
 
 
 def device_text(device: torch.device | str) -> str:
@@ -111,6 +127,7 @@ def provenance(device: torch.device | str = "cpu") -> dict[str, Any]:
         "python": platform.python_version(),
         "git_commit": git_commit(),
         "machine": machine_text(),
+        "kernels": kernel_text(),
         "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }
 

@@ -64,6 +64,14 @@ class AttributeUnlearning(UnlearningCallback[RepresentationTask]):
             attribute for held-out users (issue 23); ``< 1`` is the robust variant.
         privacy_seed: Seed of the per-step subsets (``None``: the run's seed, i.e.
             ``torch.initial_seed()`` after ``seed_everything``, the same on every rank).
+        dd_anchor: Data-dependent mode only: weight of Eq. 21's L2 distance to the original
+            representation added to Eq. 20's recommendation loss in the retention objective.
+            ``0`` is the paper. The recommendation loss alone does not say *where* the users
+            should stay, only how they should rank the training items: with the user tower
+            trained (``target='parameters'``) a privacy-heavy MGDA weight moves the shared tower
+            far and the BPR term keeps fitting training pairs, which costs held-out ranking (and
+            re-teaches the attribute, docs/attrcloak.md); the anchor is a trust region around
+            the model that was evaluated.
     """
 
     def __init__(
@@ -78,8 +86,16 @@ class AttributeUnlearning(UnlearningCallback[RepresentationTask]):
         target: Target = "parameters",
         privacy_fraction: float = 1.0,
         privacy_seed: int | None = None,
+        dd_anchor: float = 0.0,
     ) -> None:
         super().__init__(checkpoint=checkpoint, lr=lr, optimizer=optimizer)
+        if (
+            isinstance(dd_anchor, bool)
+            or not isinstance(dd_anchor, (int, float))
+            or not 0.0 <= float(dd_anchor) < float("inf")
+        ):
+            raise ValueError(f"dd_anchor must be a finite number >= 0, got {dd_anchor!r}")
+        self.dd_anchor = float(dd_anchor)
         if (
             isinstance(privacy_fraction, bool)
             or not isinstance(privacy_fraction, (int, float))
@@ -171,6 +187,11 @@ class AttributeUnlearning(UnlearningCallback[RepresentationTask]):
             raise ValueError(
                 "mode 'dd' needs interactions, but the DataModule is in data_free mode"
             )
+        if self.mode == "df" and self.dd_anchor > 0:
+            raise ValueError(
+                f"dd_anchor={self.dd_anchor} only applies in mode 'dd': the data-free retention "
+                "is already the L2 distance it adds (Eq. 21)"
+            )
         attrs = dm.user_attributes
         names = self.attributes if self.attributes is not None else attrs.names
         for name in names:
@@ -212,9 +233,17 @@ class AttributeUnlearning(UnlearningCallback[RepresentationTask]):
     def retention_loss(
         self, task: RepresentationTask, representation: Tensor, batch: dict[str, Tensor]
     ) -> Tensor:
-        """Eq. 20 (DD: the recommender's loss on the batch) or Eq. 21 (DF: L2 to the original)."""
+        """Eq. 20 (DD: the recommender's loss on the batch, plus ``dd_anchor`` x Eq. 21) or
+        Eq. 21 (DF: L2 to the original)."""
+        assert self._reference is not None or self.mode == "dd"
         if self.mode == "dd":
-            return task.task_loss(batch)
+            loss = task.task_loss(batch)
+            if self.dd_anchor > 0:
+                assert self._reference is not None
+                loss = loss + self.dd_anchor * embedding_regularization(
+                    representation, self._reference, reduction=self.reg_reduction
+                )
+            return loss
         assert self._reference is not None
         return embedding_regularization(
             representation, self._reference, reduction=self.reg_reduction

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,7 @@ ENV = {
     "python": "3.11.7",
     "git_commit": "abc123",
     "machine": "CPU, 2 logical CPUs",
+    "kernels": "AVX2, MKL_CBWR=unset",
     "date": "2026-12-01T00:00:00+00:00",
 }
 
@@ -245,6 +247,7 @@ def test_provenance_fields() -> None:
     env = provenance("cpu")
     assert tuple(env) == PROVENANCE_FIELDS
     assert env["device"] == "cpu" and isinstance(env["threads"], int)
+    assert env["kernels"].endswith(f"MKL_CBWR={os.environ.get('MKL_CBWR', 'unset')}")
     assert env["git_commit"] == "unknown" or len(env["git_commit"].removesuffix("-dirty")) == 40
     assert git_commit("/") == "unknown"  # no checkout there
     json.dumps(env)

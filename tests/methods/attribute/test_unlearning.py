@@ -433,3 +433,70 @@ def test_refit_from_a_checkpoint_without_shift_drops_the_old_shift(tmp_path: Pat
         assert task.model.user_shift is not None
         moved = (task.model.user_representation() - reference).abs().max()
         assert 0 < float(moved) < 0.02  # one Adam step of lr 0.01 per coordinate, not two
+
+
+def test_dd_anchor_adds_eq21_to_the_dd_retention(trained: Path, tmp_path: Path) -> None:
+    """DD retention = the recommender's loss + dd_anchor x the L2 to the original (mean)."""
+    seen: list[tuple[float, float, float]] = []
+
+    class Spy(AttrCloak):
+        def retention_loss(self, task: Any, representation: torch.Tensor, batch: Any) -> Any:
+            state = torch.random.get_rng_state()  # the same sampled negatives for both
+            total = super().retention_loss(task, representation, batch)
+            torch.random.set_rng_state(state)
+            bpr = task.task_loss(batch)
+            assert self._reference is not None
+            l2 = (representation - self._reference).pow(2).sum() / representation.shape[0]
+            seen.append((float(total), float(bpr), float(l2)))
+            return total
+
+    task = load(trained)
+    cloak = Spy(checkpoint=str(trained), attributes=["gender"], lr=0.05, dd_anchor=4.0)
+    bare_trainer(
+        tmp_path, max_epochs=1, limit_train_batches=3, limit_val_batches=0, callbacks=[cloak]
+    ).fit(task, dd_data(batch_size=64))
+    assert len(seen) == 3 and seen[0][2] == 0.0  # the first step starts at the original
+    assert seen[-1][2] > 0  # the users moved, and the anchor sees it
+    for total, bpr, l2 in seen:
+        assert total == pytest.approx(bpr + 4.0 * l2, rel=1e-5, abs=1e-7)
+    for bad in (-1.0, float("nan"), float("inf"), True):
+        with pytest.raises(ValueError, match="dd_anchor"):
+            AttrCloak(dd_anchor=bad)
+    df = AttrCloak(checkpoint=str(trained), mode="df", dd_anchor=1.0)
+    with pytest.raises(ValueError, match="only applies in mode 'dd'"):
+        bare_trainer(tmp_path, max_epochs=1, callbacks=[df]).fit(load(trained), df_data(trained))
+
+
+def test_privacy_attributes_narrow_the_optimised_term_not_the_erasure(
+    trained: Path, tmp_path: Path
+) -> None:
+    terms: list[set[str]] = []
+
+    class Spy(AttrCloak):
+        def privacy_loss(self, representation: torch.Tensor) -> Any:
+            loss, per = super().privacy_loss(representation)
+            terms.append(set(per))
+            return loss, per
+
+    cloak = Spy(
+        checkpoint=str(trained),
+        attributes=["gender", "age"],
+        privacy_attributes=["gender"],
+        privacy_moments="covariance",
+        final_erasure=True,
+        erasure_permutations=3,
+        lr=0.01,
+    )
+    bare_trainer(tmp_path, max_epochs=2, callbacks=[cloak]).fit(load(trained), df_data(trained))
+    assert terms and all(t == {"gender"} for t in terms)
+    assert set(cloak.erasure_results) == {"gender", "age"}  # the erasure covers both
+    with pytest.raises(ValueError, match="among attributes"):
+        AttrCloak(attributes=["gender"], privacy_attributes=["age"])
+    for bad in ([], ["gender", "gender"]):
+        with pytest.raises(ValueError, match="privacy_attributes"):
+            AttrCloak(privacy_attributes=bad)
+    unknown = AttrCloak(checkpoint=str(trained), privacy_attributes=["height"])
+    with pytest.raises(KeyError, match="height"):
+        bare_trainer(tmp_path, max_epochs=1, callbacks=[unknown]).fit(
+            load(trained), df_data(trained)
+        )
