@@ -52,9 +52,11 @@ attrcloak-table: venv
 	$(BIN)/python -m lit_unlearn.methods.attribute.experiment \
 		--config configs/experiment/attribute/attrcloak_ml100k_table.yaml
 
+# MKL_CBWR=COMPATIBLE: one MKL code path on every x86 CPU, so another machine trains the same
+# Original (docs/attrcloak.md, "Reproducibility across machines"); about 2x slower GEMMs.
 attrcloak-leakage-table: venv
-	$(BIN)/lit-unlearn fit --config configs/experiment/ml100k_ncf.yaml --trainer.enable_progress_bar=false
-	OMP_NUM_THREADS=1 $(BIN)/python -m lit_unlearn.methods.attribute.experiment \
+	MKL_CBWR=COMPATIBLE OMP_NUM_THREADS=1 $(BIN)/lit-unlearn fit --config configs/experiment/ml100k_ncf.yaml --trainer.enable_progress_bar=false
+	MKL_CBWR=COMPATIBLE OMP_NUM_THREADS=1 $(BIN)/python -m lit_unlearn.methods.attribute.experiment \
 		--config configs/experiment/attribute/attrcloak_ml100k_leakage_table.yaml
 
 # FedAU2 (docs/fedau2.md) on ML-100K: Table 1 (~1 h 45 min per seed on 2 cores), Fig. 3 and

@@ -175,6 +175,10 @@ class AttrCloak(AttributeUnlearning):
         # is what the last epoch's checkpoint holds.
         if not self.final_erasure or self.one_shot_done:
             return
+        # Once, after the last epoch: the shrink 1 - sqrt(lambda_null / lambda) is calibrated
+        # against the signal's noise once; erasing again (every k epochs) shrinks the estimate
+        # towards the null each time, which is exact removal by instalments and inverts
+        # (measured: every 10 epochs, gender 5-fold logistic leakage +0.38 above the null).
         if trainer.current_epoch + 1 < (trainer.max_epochs or 0) and not trainer.should_stop:
             return
         assert isinstance(pl_module, RepresentationTask)
