@@ -500,4 +500,3 @@ def test_privacy_attributes_narrow_the_optimised_term_not_the_erasure(
         bare_trainer(tmp_path, max_epochs=1, callbacks=[unknown]).fit(
             load(trained), df_data(trained)
         )
-
