@@ -372,7 +372,11 @@ def test_erasure_on_flower_moves_the_nodes_rows_as_the_in_process_erasure(
     with torch.no_grad():
         before = engine.model.user_representation().clone()
     plan = erasure.plan(before, codes, 2)
-    torch.testing.assert_close(result["erasure"]["class_shift"], plan.class_shift)
+    # The server adds the nodes' float32 sums message by message, the plan in one reduction
+    # whose order follows the CPU's kernels: equal to float32 rounding (2e-7 on an AVX-512 Xeon).
+    torch.testing.assert_close(
+        result["erasure"]["class_shift"], plan.class_shift, rtol=1e-5, atol=1e-6
+    )
     assert result["erasure"]["rank"] == plan.rank
     apply_user_shift(engine.model, erasure.shifts(plan, codes))
     params = dict(engine.objective.named_parameters())
@@ -700,4 +704,6 @@ def test_fedau2_and_erasure_on_real_nodes_equal_the_in_process_engine(
         plan = FederatedErasure(replicates=6, seed=config.seed).plan(
             engine.model.user_representation(), torch.tensor(LABELS), 2
         )
-    torch.testing.assert_close(result["erasure"]["class_shift"], plan.class_shift)
+    torch.testing.assert_close(  # float32 rounding, as in the in-memory test
+        result["erasure"]["class_shift"], plan.class_shift, rtol=1e-5, atol=1e-6
+    )
