@@ -235,7 +235,6 @@ class AttributeUnlearning(UnlearningCallback[RepresentationTask]):
     ) -> Tensor:
         """Eq. 20 (DD: the recommender's loss on the batch, plus ``dd_anchor`` x Eq. 21) or
         Eq. 21 (DF: L2 to the original)."""
-        assert self._reference is not None or self.mode == "dd"
         if self.mode == "dd":
             loss = task.task_loss(batch)
             if self.dd_anchor > 0:
