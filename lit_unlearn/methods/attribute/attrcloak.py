@@ -10,7 +10,12 @@ import lightning.pytorch as pl
 import torch
 from torch import Tensor
 
-from lit_unlearn.methods.attribute.base import AttributeUnlearning, Mode, Target
+from lit_unlearn.methods.attribute.base import (
+    AttributeUnlearning,
+    Mode,
+    Target,
+    check_attribute_names,
+)
 from lit_unlearn.methods.attribute.erasure import add_representation_shift, audited_representation
 from lit_unlearn.methods.attribute.gaussian_mi import (
     gaussian_covariance_bound,
@@ -102,13 +107,7 @@ class AttrCloak(AttributeUnlearning):
         dd_anchor: float = 0.0,
         privacy_attributes: list[str] | None = None,
     ) -> None:
-        if privacy_attributes is not None and (
-            not privacy_attributes or len(set(privacy_attributes)) != len(privacy_attributes)
-        ):
-            raise ValueError(
-                f"privacy_attributes must be a non-empty list without repeats, got "
-                f"{privacy_attributes}"
-            )
+        check_attribute_names("privacy_attributes", privacy_attributes)
         if (
             privacy_attributes is not None
             and attributes is not None

@@ -32,8 +32,22 @@ from lit_unlearn.optim import (
 )
 from lit_unlearn.unlearning.base import UnlearningCallback
 from lit_unlearn.unlearning.contract import RepresentationTask
+from lit_unlearn.validation import check_non_negative
 
 Mode = Literal["auto", "dd", "df"]
+
+
+def check_attribute_names(name: str, names: list[str] | None) -> list[str] | None:
+    """``names`` if ``None`` or a non-empty list without repeats.
+
+    Raises:
+        ValueError: An empty list or a repeated name.
+    """
+    if names is not None and (not names or len(set(names)) != len(names)):
+        raise ValueError(f"{name} must be a non-empty list without repeats, got {names}")
+    return names
+
+
 Target = Literal["parameters", "representation"]
 
 
@@ -89,13 +103,7 @@ class AttributeUnlearning(UnlearningCallback[RepresentationTask]):
         dd_anchor: float = 0.0,
     ) -> None:
         super().__init__(checkpoint=checkpoint, lr=lr, optimizer=optimizer)
-        if (
-            isinstance(dd_anchor, bool)
-            or not isinstance(dd_anchor, (int, float))
-            or not 0.0 <= float(dd_anchor) < float("inf")
-        ):
-            raise ValueError(f"dd_anchor must be a finite number >= 0, got {dd_anchor!r}")
-        self.dd_anchor = float(dd_anchor)
+        self.dd_anchor = float(check_non_negative("dd_anchor", dd_anchor))
         if (
             isinstance(privacy_fraction, bool)
             or not isinstance(privacy_fraction, (int, float))
@@ -111,10 +119,7 @@ class AttributeUnlearning(UnlearningCallback[RepresentationTask]):
         self.target = target
         if mode not in ("auto", "dd", "df"):
             raise ValueError(f"mode must be 'auto', 'dd' or 'df', got {mode!r}")
-        if attributes is not None and (not attributes or len(set(attributes)) != len(attributes)):
-            raise ValueError(
-                f"attributes must be a non-empty list without repeats, got {attributes}"
-            )
+        check_attribute_names("attributes", attributes)
         if reg_reduction not in ("sum", "mean"):
             raise ValueError(f"reg_reduction must be 'sum' or 'mean', got {reg_reduction!r}")
         self.attributes = attributes
