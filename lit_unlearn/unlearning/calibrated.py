@@ -21,11 +21,31 @@ leaves held-out parts uncorrelated:
    injected anti-correlation ``-c n_bar`` cancel in the covariance of two parts' class
    differences, ``(1 - c)^2 S - c (2 - c) V = 0``. Exact removal (``c = 1``, as LEACE or
    mean matching) is ``calibrate=False``, kept for the ablation.
+
+   ``lambda_j = sum_k (n_k / n) t_kj^2`` pools the classes (``t_kj`` class ``k``'s deviation
+   along whitened coordinate ``j``); each class's own noise is ``~ 1 / n_k``, so one shrink per
+   direction is too large for classes of a few dozen users (mostly noise: inverted, age's
+   under-18 and oldest groups at one-vs-rest AUC 0.39-0.43 on ML-100K) and too small for the
+   large ones. ``calibration="class"`` solves the same equation per class and direction,
+   ``c_kj = 1 - sqrt(E_null[t_kj^2] / t_kj^2)``, the null's class coordinates measured along its
+   own discriminant, then re-centres the shifts so the population mean stays put. For two
+   classes the two calibrations coincide (both deviations are the same coordinate up to the
+   ratio of the class sizes).
 3. **Without side effects**: each class moves along ``B = L V`` (``S_w = L L^T``) and the
    deviation is measured along ``W = L^{-T} V`` (``W^T B = I``): only the chosen whitened
    coordinates change, so no within-class correlation carries the removed difference into the
    other directions (moving along the discriminant direction itself does, and *raised* gender
    leakage to 0.83 in our study).
+
+4. **From the other side** (``expand=True``): a direction whose eigenvalue falls *below* the
+   null's ``1 - quantile`` quantile holds class means closer together than label noise would
+   put them: the signature of an earlier full-population match (e.g. AttrCloak's covariance
+   stage on ML-100K age: 3 of 6 directions at 0.58-0.81 of the null mean), along which held-out
+   parts are anti-correlated and a weakly regularised linear attacker ranks the small classes
+   the wrong way round after the erasure. The same equation with ``S < 0`` gives ``c < 0``:
+   the class deviations are expanded by ``sqrt(lambda_null / lambda)`` (at most
+   :data:`MAX_EXPANSION`), which puts the direction back at the null from below as step 2 does
+   from above.
 
 It is linear: first moments along a few directions. Non-linear attackers can still find what
 covariance differences carry (see the docs' table); the shift is label-dependent, as any
@@ -36,24 +56,40 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 import torch
 from torch import Tensor
 
 __all__ = [
+    "CALIBRATIONS",
+    "Calibration",
     "ErasureResult",
     "calibrated_erasure",
+    "check_calibration",
+    "class_coordinates",
     "class_shifts",
     "discriminant_eigen",
     "discriminant_from_moments",
     "erase_attributes",
+    "expansion_shifts",
     "fold_moments",
     "labelled_rows",
     "scatter_from_moments",
     "select_ridge",
 ]
+
+
+#: Largest factor ``expand=True`` multiplies a direction's class deviations by: a direction
+#: matched (almost) exactly has (almost) nothing left to expand, and its tiny eigenvalue would
+#: otherwise turn the ratio into a blow-up of rounding noise.
+MAX_EXPANSION = 2.0
+
+#: How far each class moves along a chosen direction: one shrink per direction, pooled over the
+#: classes, or one per class and direction (module docstring, step 2).
+Calibration = Literal["direction", "class"]
+CALIBRATIONS: tuple[Calibration, ...] = ("direction", "class")
 
 
 @dataclass(frozen=True)
@@ -66,11 +102,17 @@ class ErasureResult:
         null_mean: ``[K-1]`` mean same-rank eigenvalue of the label permutations.
         null_quantile: ``[K-1]`` their ``quantile``.
         rank: Directions erased (the leading eigenvalues above ``null_quantile``).
-        shrink: ``[rank]`` the fraction of each class deviation removed along each direction.
+        shrink: ``[rank]`` the fraction of each class deviation removed along each direction
+            (``calibration="direction"``), or ``[K, rank]`` per class and direction
+            (``"class"``).
         class_shift: ``[K, d]`` the shift of each class (every labelled member moves by it).
         deviation: ``[K, d]`` each class mean's deviation from the population mean after the
             erasure (the calibrated target :class:`AttrCloak` can match, ``mean_target``).
         ridge: The relative ridge used (the chosen one with ``ridge="cv"``).
+        expanded: ``[K-1]`` bool, the directions whose class deviations were expanded
+            (``expand=True``: eigenvalue below the null's ``1 - quantile`` quantile).
+        expansion: ``[K-1]`` the factor each direction's class deviations were multiplied by
+            (1 where not expanded).
     """
 
     shift: Tensor
@@ -82,6 +124,8 @@ class ErasureResult:
     class_shift: Tensor
     deviation: Tensor
     ridge: float = 1e-3
+    expanded: Tensor = field(default_factory=lambda: torch.zeros(0, dtype=torch.bool))
+    expansion: Tensor = field(default_factory=lambda: torch.zeros(0, dtype=torch.float64))
 
 
 def _check(x: Tensor, codes: Tensor, num_classes: int) -> None:
@@ -291,6 +335,15 @@ def labelled_rows(x: Tensor, codes: Tensor, num_classes: int) -> tuple[Tensor, T
     return labelled, y, x.detach()[labelled].to("cpu", torch.float64)
 
 
+def class_coordinates(vecs: Tensor, chol: Tensor, means: Tensor, mu: Tensor) -> Tensor:
+    """``[K, K-1]``: each class mean's deviation along each whitened discriminant coordinate.
+
+    ``t_kj = (m_k - mu)^T W_j`` with ``W = L^{-T} V`` (:func:`discriminant_eigen`'s output);
+    the eigenvalues are their size-weighted squares, ``lambda_j = sum_k (n_k / n) t_kj^2``.
+    """
+    return (means - mu) @ torch.linalg.solve_triangular(chol.T, vecs, upper=True)
+
+
 def calibrated_erasure(
     x: Tensor,
     codes: Tensor,
@@ -300,6 +353,8 @@ def calibrated_erasure(
     quantile: float = 0.95,
     ridge: float | Literal["cv"] = 1e-3,
     calibrate: bool = True,
+    calibration: Calibration = "direction",
+    expand: bool = False,
     generator: torch.Generator | None = None,
     folds: int = 5,
 ) -> ErasureResult:
@@ -317,6 +372,10 @@ def calibrated_erasure(
             and over-removes for a weakly regularised one (docs/fedau2.md).
         calibrate: ``False`` removes the deviations along the chosen directions entirely
             (``c = 1``: exact in-sample removal, which inverts held-out users).
+        calibration: ``"direction"`` (one shrink per direction) or ``"class"`` (per class and
+            direction, against the permutations' own class coordinates; module docstring).
+        expand: Also expand the directions below the null's ``1 - quantile`` quantile back
+            to the null (module docstring, step 4).
         generator: CPU generator of the folds (first) and permutations (seeded: identical on
             every DDP rank).
         folds: Folds of ``ridge="cv"`` (>= 2).
@@ -325,9 +384,10 @@ def calibrated_erasure(
         The :class:`ErasureResult`; ``shift`` in ``x``'s dtype and device.
 
     Raises:
-        ValueError: Malformed input, fewer than two users in two classes, or
-            ``permutations < 1``.
+        ValueError: Malformed input, fewer than two users in two classes,
+            ``permutations < 1`` or an unknown ``calibration``.
     """
+    check_calibration(calibration)
     if permutations < 1:
         raise ValueError(f"permutations must be >= 1, got {permutations}")
     if not 0.0 < quantile < 1.0:
@@ -344,16 +404,35 @@ def calibrated_erasure(
         raise ValueError(f"ridge must be a finite number >= 0 or 'cv', got {ridge!r}")
     vals, vecs, chol, means, mu = discriminant_eigen(z, y, num_classes, ridge)
     perms = [torch.randperm(y.numel(), generator=generator) for _ in range(permutations)]
-    null = torch.stack([discriminant_eigen(z, y[p], num_classes, ridge)[0] for p in perms])
+    null_eigen = [discriminant_eigen(z, y[p], num_classes, ridge) for p in perms]
+    null = torch.stack([e[0] for e in null_eigen])
     null_mean = null.mean(0)
     null_q = torch.quantile(null, quantile, dim=0)
-    # The leading run of eigenvalues above the null (a direction below it ends the run: the
-    # later ones are ranked by noise).
+    null_class = None
+    if calibration == "class":
+        null_class = torch.stack([class_coordinates(*e[1:]).square() for e in null_eigen]).mean(0)
     rank, shrink, class_shift = class_shifts(
-        vals, vecs, chol, means, mu, null_mean, null_q, calibrate=calibrate
+        vals,
+        vecs,
+        chol,
+        means,
+        mu,
+        null_mean,
+        null_q,
+        calibrate=calibrate,
+        null_class=null_class,
+        counts=torch.bincount(y, minlength=num_classes).to(z.dtype),
     )
+    expanded = torch.zeros_like(vals, dtype=torch.bool)
+    expansion = torch.ones_like(vals)
+    if expand and calibrate:
+        null_low = torch.quantile(null, 1.0 - quantile, dim=0)
+        expanded, expansion, widen = expansion_shifts(
+            vals, vecs, chol, means, mu, null_mean, null_low, skip=rank
+        )
+        class_shift = class_shift + widen
     shift = torch.zeros_like(x, memory_format=torch.contiguous_format)
-    if rank > 0:
+    if rank > 0 or bool(expanded.any()):
         shift[labelled] = class_shift[y].to(x.dtype).to(x.device)
     # The population mean does not move (the class shifts are size-weighted deviations).
     return ErasureResult(
@@ -366,7 +445,20 @@ def calibrated_erasure(
         class_shift,
         means - mu + class_shift,
         float(ridge),
+        expanded,
+        expansion,
     )
+
+
+def check_calibration(calibration: object) -> Calibration:
+    """``calibration`` if it names one of :data:`CALIBRATIONS`.
+
+    Raises:
+        ValueError: Anything else.
+    """
+    if calibration not in CALIBRATIONS:
+        raise ValueError(f"calibration must be one of {list(CALIBRATIONS)}, got {calibration!r}")
+    return calibration
 
 
 def class_shifts(
@@ -379,6 +471,8 @@ def class_shifts(
     null_quantile: Tensor,
     *,
     calibrate: bool = True,
+    null_class: Tensor | None = None,
+    counts: Tensor | None = None,
 ) -> tuple[int, Tensor, Tensor]:
     """Steps 1-3 of the module docstring from the discriminant and its null.
 
@@ -388,24 +482,97 @@ def class_shifts(
         null_mean: ``[K-1]`` mean same-rank eigenvalue under relabelled data.
         null_quantile: ``[K-1]`` the threshold a direction must beat.
         calibrate: ``False``: shrink by 1 (exact removal, for the ablation).
+        null_class: ``[K, K-1]`` mean squared class coordinate under relabelled data
+            (:func:`class_coordinates` of each relabelling, along its own discriminant): given,
+            each class gets its own shrink per direction (``calibration="class"``).
+        counts: ``[K]`` users per class; required with ``null_class`` (the per-class shifts
+            are re-centred so their size-weighted mean, the population mean's move, is zero).
 
     Returns:
-        ``(rank, shrink [rank], class_shift [K, d])``: the leading run of eigenvalues above the
-        threshold, the fraction removed along each, and the shift every member of class ``k``
-        gets (``-`` its deviation's shrunk part along the chosen whitened coordinates).
+        ``(rank, shrink, class_shift [K, d])``: the leading run of eigenvalues above the
+        threshold, the fraction removed (``[rank]`` per direction, or ``[K, rank]`` per class
+        and direction with ``null_class``), and the shift every member of class ``k`` gets
+        (``-`` its deviation's shrunk part along the chosen whitened coordinates).
+
+    Raises:
+        ValueError: ``null_class`` without ``counts``, or either of the wrong shape.
     """
     # The leading run of eigenvalues above the null (a direction below it ends the run: the
     # later ones are ranked by noise).
     rank = int((vals > null_quantile).to(torch.int64).cumprod(0).sum())
+    num_classes = means.shape[0]
+    if null_class is not None:
+        if counts is None:
+            raise ValueError("per-class calibration needs the class sizes (counts)")
+        if null_class.shape != (num_classes, vals.shape[0]) or counts.shape != (num_classes,):
+            raise ValueError(
+                f"null_class must be [K={num_classes}, {vals.shape[0]}] and counts [K], got "
+                f"{list(null_class.shape)} and {list(counts.shape)}"
+            )
     if rank == 0:
-        return 0, torch.zeros(0, dtype=vals.dtype), torch.zeros_like(means)
-    ratio = (null_mean[:rank] / vals[:rank]).clamp(min=0.0, max=1.0)
-    shrink = 1.0 - ratio.sqrt() if calibrate else torch.ones(rank, dtype=vals.dtype)
+        empty = (0,) if null_class is None or not calibrate else (num_classes, 0)
+        return 0, torch.zeros(empty, dtype=vals.dtype), torch.zeros_like(means)
     v = vecs[:, :rank]
     measure = torch.linalg.solve_triangular(chol.T, v, upper=True)  # W = L^{-T} V
     move = chol @ v  # B = L V, W^T B = I
-    per_class = ((means - mu) @ measure * shrink) @ move.T  # [K, d]
-    return rank, shrink, -per_class
+    coords = (means - mu) @ measure  # [K, rank]
+    if not calibrate:
+        shrink = torch.ones(rank, dtype=vals.dtype)
+    elif null_class is None:
+        shrink = 1.0 - (null_mean[:rank] / vals[:rank]).clamp(min=0.0, max=1.0).sqrt()
+    else:
+        # c_kj = 1 - sqrt(null / observed): a class whose deviation is at its noise level
+        # (a few dozen users) keeps it, as the null would; an empty class has none to shrink.
+        observed = coords.square()
+        ratio = torch.where(
+            observed > 0,
+            null_class[:, :rank] / observed.clamp_min(torch.finfo(vals.dtype).tiny),
+            1.0,
+        )
+        shrink = 1.0 - ratio.clamp(min=0.0, max=1.0).sqrt()
+    removed = coords * shrink  # [K, rank] (shrink broadcasts per direction or is per class)
+    if null_class is not None and calibrate:
+        assert counts is not None
+        weights = counts.to(removed.dtype) / counts.sum().clamp_min(1)
+        removed = removed - weights @ removed  # the population mean does not move
+    return rank, shrink, -(removed @ move.T)
+
+
+def expansion_shifts(
+    vals: Tensor,
+    vecs: Tensor,
+    chol: Tensor,
+    means: Tensor,
+    mu: Tensor,
+    null_mean: Tensor,
+    null_low: Tensor,
+    *,
+    skip: int = 0,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Step 4 of the module docstring: expand over-equalised directions back to the null.
+
+    Args:
+        vals, vecs, chol, means, mu: :func:`discriminant_eigen`'s output for the real labels.
+        null_mean: ``[K-1]`` mean same-rank eigenvalue under relabelled data.
+        null_low: ``[K-1]`` the null's low quantile a direction must fall below.
+        skip: The leading directions left alone (those :func:`class_shifts` shrinks).
+
+    Returns:
+        ``(expanded [K-1] bool, factor [K-1], class_shift [K, d])``: which directions were
+        expanded, the factor ``min(sqrt(lambda_null / lambda), MAX_EXPANSION)`` (1 elsewhere),
+        and each class's shift ``(factor - 1) t_kj B_j`` summed over them (size-weighted mean
+        zero, as the class deviations are).
+    """
+    expanded = vals < null_low
+    expanded[:skip] = False
+    factor = torch.ones_like(vals)
+    if not bool(expanded.any()):
+        return expanded, factor, torch.zeros_like(means)
+    ratio = null_mean[expanded] / vals[expanded].clamp_min(torch.finfo(vals.dtype).tiny)
+    factor[expanded] = ratio.sqrt().clamp(min=1.0, max=MAX_EXPANSION)
+    v = vecs[:, expanded]
+    coords = (means - mu) @ torch.linalg.solve_triangular(chol.T, v, upper=True)
+    return expanded, factor, (coords * (factor[expanded] - 1.0)) @ (chol @ v).T
 
 
 def erase_attributes(

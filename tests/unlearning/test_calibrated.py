@@ -15,7 +15,10 @@ from lit_unlearn.methods.attribute.erasure import audited_representation
 from lit_unlearn.models import NCF
 from lit_unlearn.tasks import RecommenderTask
 from lit_unlearn.unlearning.calibrated import (
+    MAX_EXPANSION,
     calibrated_erasure,
+    class_coordinates,
+    class_shifts,
     discriminant_eigen,
     erase_attributes,
     select_ridge,
@@ -122,6 +125,120 @@ def test_unlabelled_users_do_not_move_and_attributes_chain() -> None:
     assert set(per) == {"a", "b"} and total.shape == x.shape
 
 
+def aged(seed: int = 0, n: int = 900, d: int = 16):
+    """Seven classes of ML-100K's age sizes; only the two largest carry a mean shift (opposite,
+    size-weighted to a zero population mean: the others' deviations are noise)."""
+    g = torch.Generator().manual_seed(seed)
+    sizes = [310, 198, 194, 80, 54, 36, 28]
+    y = torch.cat([torch.full((s,), k) for k, s in enumerate(sizes)])
+    y = y[torch.randperm(y.numel(), generator=g)]
+    means = torch.zeros(7, d)
+    means[0] = 0.5 * torch.randn(d, generator=g)
+    means[1] = -means[0] * sizes[0] / sizes[1]
+    return torch.randn(y.numel(), d, generator=g) + means[y], y
+
+
+def test_class_calibration_closed_form_and_invariants() -> None:
+    """Per class and direction, c_kj = 1 - sqrt(null_kj / t_kj^2) against the relabellings' own
+    class coordinates; the shifts stay in the erased coordinates and, re-centred, leave the
+    population mean where it was; the eigenvalues are the size-weighted squared coordinates."""
+    x, y = aged()
+    z = x.double()
+    vals, vecs, chol, means, mu = discriminant_eigen(z, y, 7)
+    counts = torch.bincount(y, minlength=7).double()
+    t = class_coordinates(vecs, chol, means, mu)
+    torch.testing.assert_close((counts[:, None] / counts.sum() * t.square()).sum(0), vals)
+    res = calibrated_erasure(
+        x, y, 7, calibration="class", generator=torch.Generator().manual_seed(0)
+    )
+    assert res.rank >= 1 and res.shrink.shape == (7, res.rank)
+    gen = torch.Generator().manual_seed(0)
+    perms = [torch.randperm(y.numel(), generator=gen) for _ in range(30)]
+    null = [discriminant_eigen(z, y[p], 7) for p in perms]
+    null_class = torch.stack([class_coordinates(*e[1:]).square() for e in null]).mean(0)
+    expect = 1 - (null_class[:, : res.rank] / t[:, : res.rank].square()).clamp(0, 1).sqrt()
+    torch.testing.assert_close(res.shrink, expect)
+    shift = res.shift.double()
+    torch.testing.assert_close(
+        shift.mean(0), torch.zeros(16, dtype=torch.float64), atol=1e-6, rtol=0
+    )
+    w = torch.linalg.solve_triangular(chol.T, vecs[:, : res.rank], upper=True)
+    b = chol @ vecs[:, : res.rank]
+    torch.testing.assert_close(shift - shift @ w @ b.T, torch.zeros_like(shift), atol=1e-6, rtol=0)
+    # Classes at their noise level (no planted shift) keep far more than the pooled shrink
+    # removes; the signal classes lose about as much.
+    pooled = calibrated_erasure(x, y, 7, generator=torch.Generator().manual_seed(0))
+    assert pooled.rank == res.rank
+    assert float(res.shrink[3:, 0].mean()) < 0.5 * float(pooled.shrink[0])
+    with pytest.raises(ValueError, match="calibration"):
+        calibrated_erasure(x, y, 7, calibration="user")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="counts"):
+        class_shifts(vals, vecs, chol, means, mu, vals, vals * 0, null_class=null_class)
+
+
+def test_class_calibration_equals_the_pooled_one_for_two_classes() -> None:
+    """With two classes both deviations are one coordinate scaled by the class sizes, in the data
+    and in every relabelling: the per-class shrink is the per-direction one."""
+    x, y = planted()
+    one = calibrated_erasure(x, y, 2, generator=torch.Generator().manual_seed(4))
+    per = calibrated_erasure(
+        x, y, 2, calibration="class", generator=torch.Generator().manual_seed(4)
+    )
+    torch.testing.assert_close(per.shrink, one.shrink.expand(2, -1))
+    torch.testing.assert_close(per.shift, one.shift, atol=1e-6, rtol=0)
+
+
+def overequalised(seed: int, pull: float = 0.5) -> tuple[torch.Tensor, torch.Tensor]:
+    """Label noise only, then every class pulled ``pull`` of the way to the population mean
+    in-sample: the class means are closer than label noise puts them (what a full-population
+    match leaves), and held-out users are ranked the wrong way round."""
+    g = torch.Generator().manual_seed(seed)
+    y = (torch.rand(600, generator=g) < 0.35).long()
+    x = torch.randn(600, 8, generator=g)
+    dev = torch.stack([x[y == k].mean(0) for k in (0, 1)]) - x.mean(0)
+    return x - pull * dev[y], y
+
+
+def test_expansion_puts_an_overequalised_direction_back_at_the_null() -> None:
+    """Step 4: below the null's low quantile, the class deviations are multiplied by
+    sqrt(null / lambda) (at most MAX_EXPANSION); the inversion goes, and no direction is
+    expanded where the data are at the noise level."""
+    before, after = [], []
+    for seed in range(10):
+        x, y = overequalised(seed)
+        res = calibrated_erasure(
+            x, y, 2, expand=True, generator=torch.Generator().manual_seed(seed)
+        )
+        assert res.rank == 0 and res.expanded.shape == (1,)
+        if not bool(res.expanded[0]):
+            continue
+        ratio = float(res.null_mean[0] / res.eigenvalues[0])
+        assert float(res.expansion[0]) == pytest.approx(min(ratio**0.5, MAX_EXPANSION))
+        z = (x + res.shift).double()
+        vals = discriminant_eigen(z, y, 2)[0]
+        target = float(res.eigenvalues[0]) * float(res.expansion[0]) ** 2
+        assert float(vals[0]) == pytest.approx(target, rel=1e-4)
+        torch.testing.assert_close(res.shift.mean(0), torch.zeros(8), atol=1e-6, rtol=0)
+        before.append(kfold_auc(x, y))
+        after.append(kfold_auc(x + res.shift, y))
+    assert len(before) >= 5
+    mean_before, mean_after = sum(before) / len(before), sum(after) / len(after)
+    assert mean_before < 0.46  # inverted
+    assert abs(mean_after - 0.5) < 0.5 * abs(mean_before - 0.5)
+    # Pure label noise: almost never below the low quantile, and never with expand=False.
+    fired = 0
+    for seed in range(10):
+        x, _ = planted(strength=0.0, seed=seed)
+        y = torch.randint(0, 3, (x.shape[0],), generator=torch.Generator().manual_seed(seed))
+        res = calibrated_erasure(
+            x, y, 3, expand=True, generator=torch.Generator().manual_seed(seed)
+        )
+        fired += int(res.expanded.any())
+        plain = calibrated_erasure(x, y, 3, generator=torch.Generator().manual_seed(seed))
+        assert not plain.expanded.any() and plain.expanded.numel() == 2
+    assert fired <= 3
+
+
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [
@@ -152,6 +269,8 @@ def test_bad_representations_and_classes() -> None:
         with pytest.raises(ValueError):
             CalibratedErasure(**bad)
     assert CalibratedErasure(ridge="cv").ridge == "cv"
+    with pytest.raises(ValueError, match="calibration"):
+        CalibratedErasure(calibration="users")  # type: ignore[arg-type]
 
 
 def test_cross_validated_ridge_on_rows_is_the_moments_choice() -> None:
@@ -251,8 +370,27 @@ def test_attrcloak_final_erasure_runs_once_after_the_last_step(
     )
     bare_trainer(tmp_path, max_epochs=3, callbacks=[cloak]).fit(task, df_data(trained))
     assert cloak.one_shot_done and set(cloak.erasure_results) == {"gender"}
+    result = cloak.erasure_results["gender"]
+    assert result.shrink.ndim == 1 and not result.expanded.any()
     with pytest.raises(ValueError, match="privacy_moments"):
         AttrCloak(privacy_moments="means")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="calibration"):
+        AttrCloak(erasure_calibration="users")  # type: ignore[arg-type]
+    # The erasure's options reach it: per class (a [K, rank] shrink), two-sided.
+    task = load(trained)
+    cloak = AttrCloak(
+        checkpoint=str(trained),
+        attributes=["gender"],
+        mode="df",
+        lr=0.01,
+        privacy_moments="covariance",
+        final_erasure=True,
+        erasure_calibration="class",
+        erasure_expand=True,
+    )
+    bare_trainer(tmp_path / "class", max_epochs=2, callbacks=[cloak]).fit(task, df_data(trained))
+    result = cloak.erasure_results["gender"]
+    assert result.shrink.shape == (2, result.rank) and result.expanded.shape == (1,)
 
 
 def test_erasures_plan_on_the_eval_mode_representation() -> None:

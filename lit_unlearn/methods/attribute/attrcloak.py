@@ -22,7 +22,12 @@ from lit_unlearn.methods.attribute.gaussian_mi import (
     multi_attribute_mi_bound,
 )
 from lit_unlearn.optim import MGDA, GradientCombiner
-from lit_unlearn.unlearning.calibrated import ErasureResult, erase_attributes
+from lit_unlearn.unlearning.calibrated import (
+    Calibration,
+    ErasureResult,
+    check_calibration,
+    erase_attributes,
+)
 from lit_unlearn.unlearning.contract import RepresentationTask
 from lit_unlearn.validation import check_bounds, check_count, check_non_negative
 
@@ -73,6 +78,13 @@ class AttrCloak(AttributeUnlearning):
             ``privacy_moments: covariance``: second moments matched by the optimiser, first
             moments erased without inverting held-out users).
         erasure_permutations: Label permutations of that erasure's null.
+        erasure_calibration: ``direction`` (one shrink per discriminant direction) or
+            ``class`` (per class and direction, so classes of a few dozen users are not
+            over-shrunk): :func:`~lit_unlearn.unlearning.calibrated.calibrated_erasure`.
+        erasure_expand: Also expand the directions the covariance stage left *below* the
+            permutation null back to it (step 4 of :mod:`lit_unlearn.unlearning.calibrated`):
+            the class means there are closer than label noise puts them and held-out users
+            would be ranked the wrong way round.
         dd_anchor: DD only: weight of Eq. 21's L2 to the original representation added to
             the Eq. 20 retention (``0`` = the paper; see :class:`AttributeUnlearning`).
         privacy_attributes: The attributes the optimised privacy term covers (default: all of
@@ -104,6 +116,8 @@ class AttrCloak(AttributeUnlearning):
         privacy_moments: Literal["both", "covariance"] = "both",
         final_erasure: bool = False,
         erasure_permutations: int = 30,
+        erasure_calibration: Calibration = "direction",
+        erasure_expand: bool = False,
         dd_anchor: float = 0.0,
         privacy_attributes: list[str] | None = None,
     ) -> None:
@@ -119,6 +133,8 @@ class AttrCloak(AttributeUnlearning):
         self.privacy_attributes = privacy_attributes
         self.final_erasure = bool(final_erasure)
         self.erasure_permutations = check_count("erasure_permutations", erasure_permutations)
+        self.erasure_calibration = check_calibration(erasure_calibration)
+        self.erasure_expand = bool(erasure_expand)
         self.erasure_results: dict[str, ErasureResult] = {}
         if privacy_moments not in ("both", "covariance"):
             raise ValueError(
@@ -189,6 +205,8 @@ class AttrCloak(AttributeUnlearning):
                 self._codes,
                 self._num_classes,
                 permutations=self.erasure_permutations,
+                calibration=self.erasure_calibration,
+                expand=self.erasure_expand,
                 generator=gen,
             )
         add_representation_shift(pl_module, shift.to(rep.dtype))

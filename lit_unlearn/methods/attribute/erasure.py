@@ -20,7 +20,12 @@ from lightning.pytorch.core.optimizer import LightningOptimizer
 from torch import Tensor
 
 from lit_unlearn.methods.attribute.base import AttributeUnlearning, Mode
-from lit_unlearn.unlearning.calibrated import ErasureResult, erase_attributes
+from lit_unlearn.unlearning.calibrated import (
+    Calibration,
+    ErasureResult,
+    check_calibration,
+    erase_attributes,
+)
 from lit_unlearn.unlearning.contract import RepresentationTask
 from lit_unlearn.validation import check_count, check_probability
 
@@ -43,6 +48,11 @@ class CalibratedErasure(AttributeUnlearning):
             a weakly regularised one: docs/fedau2.md).
         calibrate: ``False`` removes the deviations along the chosen directions entirely (the
             exact in-sample removal that inverts held-out users; for the ablation).
+        calibration: ``direction`` (one shrink per discriminant direction, pooled over the
+            classes) or ``class`` (per class and direction: :mod:`lit_unlearn.unlearning.
+            calibrated`, step 2).
+        expand: Also expand directions below the permutation null back to it (step 4: what
+            an earlier full-population match over-equalised).
         seed: Seed of the permutations (``None``: the run's seed); the same on every rank.
     """
 
@@ -55,6 +65,8 @@ class CalibratedErasure(AttributeUnlearning):
         quantile: float = 0.95,
         ridge: float | Literal["cv"] = 1e-3,
         calibrate: bool = True,
+        calibration: Calibration = "direction",
+        expand: bool = False,
         seed: int | None = None,
     ) -> None:
         self.permutations = check_count("permutations", permutations)
@@ -69,6 +81,8 @@ class CalibratedErasure(AttributeUnlearning):
             raise ValueError("ridge must be finite")
         self.ridge: float | Literal["cv"] = "cv" if ridge == "cv" else float(ridge)
         self.calibrate = bool(calibrate)
+        self.calibration = check_calibration(calibration)
+        self.expand = bool(expand)
         # The shift is the representation's own offset: target='representation'.
         super().__init__(
             checkpoint=checkpoint,
@@ -124,6 +138,8 @@ class CalibratedErasure(AttributeUnlearning):
                 quantile=self.quantile,
                 ridge=self.ridge,
                 calibrate=self.calibrate,
+                calibration=self.calibration,
+                expand=self.expand,
                 generator=gen,
             )
             add_representation_shift(pl_module, shift.to(rep.dtype))
@@ -164,13 +180,15 @@ class CalibratedErasure(AttributeUnlearning):
         self.seconds = float(state_dict.get("seconds", 0.0))
 
     def summary(self) -> dict[str, dict[str, Any]]:
-        """Per attribute: erased rank, eigenvalues, null mean, shrink factors (lists), ridge."""
+        """Per attribute: erased rank, eigenvalues, null mean, shrink factors, expansion
+        factors (lists), ridge."""
         return {
             n: {
                 "rank": r.rank,
                 "eigenvalues": r.eigenvalues.tolist(),
                 "null_mean": r.null_mean.tolist(),
                 "shrink": r.shrink.tolist(),
+                "expansion": r.expansion.tolist(),
                 "ridge": r.ridge,
             }
             for n, r in self.results.items()
