@@ -4,6 +4,7 @@ one-shot callback (writes a shift, never twice, refuses bad input)."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -359,16 +360,20 @@ def test_attrcloak_final_erasure_runs_once_after_the_last_step(
     epoch's step and before its checkpoint, and only the covariance loss is optimised."""
     from lit_unlearn.methods.attribute import AttrCloak
 
-    task = load(trained)
-    cloak = AttrCloak(
-        checkpoint=str(trained),
-        attributes=["gender"],
-        mode="df",
-        lr=0.01,
-        privacy_moments="covariance",
-        final_erasure=True,
-    )
-    bare_trainer(tmp_path, max_epochs=3, callbacks=[cloak]).fit(task, df_data(trained))
+    def fit(epochs: int, out: Path, **erasure: Any) -> AttrCloak:
+        cloak = AttrCloak(
+            checkpoint=str(trained),
+            attributes=["gender"],
+            mode="df",
+            lr=0.01,
+            privacy_moments="covariance",
+            final_erasure=True,
+            **erasure,
+        )
+        bare_trainer(out, max_epochs=epochs, callbacks=[cloak]).fit(load(trained), df_data(trained))
+        return cloak
+
+    cloak = fit(3, tmp_path)
     assert cloak.one_shot_done and set(cloak.erasure_results) == {"gender"}
     result = cloak.erasure_results["gender"]
     assert result.shrink.ndim == 1 and not result.expanded.any()
@@ -377,18 +382,7 @@ def test_attrcloak_final_erasure_runs_once_after_the_last_step(
     with pytest.raises(ValueError, match="calibration"):
         AttrCloak(erasure_calibration="users")  # type: ignore[arg-type]
     # The erasure's options reach it: per class (a [K, rank] shrink), two-sided.
-    task = load(trained)
-    cloak = AttrCloak(
-        checkpoint=str(trained),
-        attributes=["gender"],
-        mode="df",
-        lr=0.01,
-        privacy_moments="covariance",
-        final_erasure=True,
-        erasure_calibration="class",
-        erasure_expand=True,
-    )
-    bare_trainer(tmp_path / "class", max_epochs=2, callbacks=[cloak]).fit(task, df_data(trained))
+    cloak = fit(2, tmp_path / "class", erasure_calibration="class", erasure_expand=True)
     result = cloak.erasure_results["gender"]
     assert result.shrink.shape == (2, result.rank) and result.expanded.shape == (1,)
 
