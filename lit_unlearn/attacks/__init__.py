@@ -1,7 +1,8 @@
 """Attacks that test whether forgetting happened.
 
-Attribute inference on user representations: an attacker (MLP, XGBoost, logistic regression or
-kNN) trains on the shadow users whose attributes it knows and predicts everyone else's;
+Attribute inference on user representations: an attacker (MLP, XGBoost, logistic regression,
+kNN, or logistic regression on the features and their squares, which reads second moments)
+trains on the shadow users whose attributes it knows and predicts everyone else's;
 :func:`audit_embeddings` runs every attacker on every attribute and returns :class:`AttackResult`
 rows (balanced accuracy, AUC, flip-aware leakage, majority and chance baselines).
 :mod:`lit_unlearn.attacks.leakage` measures leakage from both sides of chance under the shadow
@@ -38,6 +39,7 @@ from lit_unlearn.attacks.gradient_inversion import (
 from lit_unlearn.attacks.knn import KNNAttacker
 from lit_unlearn.attacks.logreg import LogisticRegressionAttacker
 from lit_unlearn.attacks.mlp import MLPAttacker
+from lit_unlearn.attacks.quadratic import QuadraticAttacker
 from lit_unlearn.attacks.xgboost import XGBoostAttacker
 
 __all__ = [
@@ -50,6 +52,7 @@ __all__ = [
     "LabelRecoveryResult",
     "LogisticRegressionAttacker",
     "MLPAttacker",
+    "QuadraticAttacker",
     "XGBoostAttacker",
     "attack_attribute",
     "audit_embeddings",

@@ -28,6 +28,7 @@ from lit_unlearn.attacks.base import Attacker, AttackResult, as_features
 from lit_unlearn.attacks.knn import KNNAttacker
 from lit_unlearn.attacks.logreg import LogisticRegressionAttacker
 from lit_unlearn.attacks.mlp import MLPAttacker
+from lit_unlearn.attacks.quadratic import QuadraticAttacker
 from lit_unlearn.attacks.scores import attack_scores, majority_class
 from lit_unlearn.attacks.xgboost import XGBoostAttacker
 
@@ -54,6 +55,7 @@ ATTACKERS: dict[str, Callable[..., Attacker]] = {
     XGBoostAttacker.name: XGBoostAttacker,
     LogisticRegressionAttacker.name: LogisticRegressionAttacker,
     KNNAttacker.name: KNNAttacker,
+    QuadraticAttacker.name: QuadraticAttacker,
 }
 
 
@@ -61,7 +63,8 @@ def make_attacker(name: str, seed: int = 0, **kwargs: Any) -> Attacker:
     """Build a registered attacker by name.
 
     Args:
-        name: A key of :data:`ATTACKERS` (``"mlp"``, ``"xgboost"``, ``"logreg"``, ``"knn"``).
+        name: A key of :data:`ATTACKERS` (``"mlp"``, ``"xgboost"``, ``"logreg"``, ``"knn"``,
+            ``"quadratic"``).
         seed: The attacker's seed (overridden by an explicit ``seed`` in ``kwargs``).
         **kwargs: Constructor arguments of the attacker class.
 

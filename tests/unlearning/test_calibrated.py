@@ -13,6 +13,7 @@ from lit_unlearn.attacks.leakage import measure_leakage
 from lit_unlearn.attacks.logreg import LogisticRegressionAttacker
 from lit_unlearn.methods.attribute import CalibratedErasure
 from lit_unlearn.methods.attribute.erasure import audited_representation
+from lit_unlearn.methods.attribute.gaussian_mi import calibrated_covariance_bound
 from lit_unlearn.models import NCF
 from lit_unlearn.tasks import RecommenderTask
 from lit_unlearn.unlearning.calibrated import (
@@ -385,6 +386,27 @@ def test_attrcloak_final_erasure_runs_once_after_the_last_step(
     cloak = fit(2, tmp_path / "class", erasure_calibration="class", erasure_expand=True)
     result = cloak.erasure_results["gender"]
     assert result.shrink.shape == (2, result.rank) and result.expanded.shape == (1,)
+    # covariance_null: the covariance term is held in its permutation null's band, with the
+    # same seeded permutations every step.
+    cloak = fit(2, tmp_path / "null", covariance_null=4)
+    perms = cloak._null_permutations["gender"]
+    labelled = int((cloak._codes["gender"] >= 0).sum())
+    assert perms.shape == (4, labelled)
+    task = load(trained)
+    rep = task.representation().detach()
+    _, per = cloak.privacy_loss(rep)
+    expect = calibrated_covariance_bound(
+        rep, cloak._codes["gender"], 2, perms, shrinkage=cloak.shrinkage, dtype=torch.float64
+    )
+    torch.testing.assert_close(per["gender"], expect.to(per["gender"].dtype))
+    assert torch.equal(cloak._null_permutations["gender"], perms)  # drawn once
+    for bad, match in (
+        ({"covariance_null": -1}, ">= 0"),
+        ({"covariance_null": True}, "int"),
+        ({"covariance_null": 4, "privacy_moments": "both"}, "privacy_moments: covariance"),
+    ):
+        with pytest.raises(ValueError, match=match):
+            AttrCloak(**bad)
 
 
 def test_erasures_plan_on_the_eval_mode_representation() -> None:

@@ -4,6 +4,7 @@ Recommendation Systems via Unlearning"): Gaussian mutual-information bound + MGD
 
 from __future__ import annotations
 
+import zlib
 from typing import Literal
 
 import lightning.pytorch as pl
@@ -18,6 +19,7 @@ from lit_unlearn.methods.attribute.base import (
 )
 from lit_unlearn.methods.attribute.erasure import add_representation_shift, audited_representation
 from lit_unlearn.methods.attribute.gaussian_mi import (
+    calibrated_covariance_bound,
     gaussian_covariance_bound,
     multi_attribute_mi_bound,
 )
@@ -85,6 +87,13 @@ class AttrCloak(AttributeUnlearning):
             permutation null back to it (step 4 of :mod:`lit_unlearn.unlearning.calibrated`):
             the class means there are closer than label noise puts them and held-out users
             would be ranked the wrong way round.
+        covariance_null: With ``privacy_moments: covariance``: label permutations behind the
+            null band the covariance term is held in
+            (:func:`~lit_unlearn.methods.attribute.gaussian_mi.calibrated_covariance_bound`:
+            pulled down to the relabelled bounds' mean, pushed up from below their 5%
+            quantile), so the optimiser stops at the noise level. ``0`` = match the sample
+            covariances exactly, which inverts held-out users' second moments
+            (docs/attrcloak.md "Second moments invert too").
         dd_anchor: DD only: weight of Eq. 21's L2 to the original representation added to
             the Eq. 20 retention (``0`` = the paper; see :class:`AttributeUnlearning`).
         privacy_attributes: The attributes the optimised privacy term covers (default: all of
@@ -118,6 +127,7 @@ class AttrCloak(AttributeUnlearning):
         erasure_permutations: int = 30,
         erasure_calibration: Calibration = "direction",
         erasure_expand: bool = False,
+        covariance_null: int = 0,
         dd_anchor: float = 0.0,
         privacy_attributes: list[str] | None = None,
     ) -> None:
@@ -135,6 +145,16 @@ class AttrCloak(AttributeUnlearning):
         self.erasure_permutations = check_count("erasure_permutations", erasure_permutations)
         self.erasure_calibration = check_calibration(erasure_calibration)
         self.erasure_expand = bool(erasure_expand)
+        if isinstance(covariance_null, bool) or not isinstance(covariance_null, int):
+            raise ValueError(f"covariance_null must be an int >= 0, got {covariance_null!r}")
+        if covariance_null < 0:
+            raise ValueError(f"covariance_null must be >= 0, got {covariance_null}")
+        if covariance_null and privacy_moments != "covariance":
+            raise ValueError(
+                "covariance_null floors the covariance term: it needs privacy_moments: covariance"
+            )
+        self.covariance_null = covariance_null
+        self._null_permutations: dict[str, Tensor] = {}
         self.erasure_results: dict[str, ErasureResult] = {}
         if privacy_moments not in ("both", "covariance"):
             raise ValueError(
@@ -228,18 +248,45 @@ class AttrCloak(AttributeUnlearning):
             return self._codes
         return {n: c for n, c in self._codes.items() if n in self.privacy_attributes}
 
+    def _covariance_term(self, representation: Tensor, name: str, codes: Tensor) -> Tensor:
+        """One attribute's covariance bound, floored at its permutation null when
+        :attr:`covariance_null` is set (the permutations drawn once from the run's seed and
+        the attribute's name: the same on every rank, step and resume)."""
+        dtype = torch.float64 if self.precision == "float64" else torch.float32
+        if not self.covariance_null:
+            return gaussian_covariance_bound(
+                representation,
+                codes,
+                self._num_classes[name],
+                shrinkage=self.shrinkage,
+                dtype=dtype,
+                name=name,
+            )
+        perms = self._null_permutations.get(name)
+        labelled = int((codes >= 0).sum())
+        if perms is None or perms.shape[1] != labelled:
+            gen = torch.Generator().manual_seed(
+                self._subset_seed * 1_000_003 + zlib.crc32(name.encode())
+            )
+            perms = torch.stack(
+                [torch.randperm(labelled, generator=gen) for _ in range(self.covariance_null)]
+            )
+            self._null_permutations[name] = perms
+        return calibrated_covariance_bound(
+            representation,
+            codes,
+            self._num_classes[name],
+            perms,
+            shrinkage=self.shrinkage,
+            dtype=dtype,
+            name=name,
+        )
+
     def privacy_loss(self, representation: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         codes_by_name = self._privacy_codes()
         if self.privacy_moments == "covariance":
             per = {
-                name: gaussian_covariance_bound(
-                    representation,
-                    codes,
-                    self._num_classes[name],
-                    shrinkage=self.shrinkage,
-                    dtype=torch.float64 if self.precision == "float64" else torch.float32,
-                    name=name,
-                )
+                name: self._covariance_term(representation, name, codes)
                 for name, codes in codes_by_name.items()
             }
             return torch.stack(list(per.values())).mean(), per
