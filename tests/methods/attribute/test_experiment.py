@@ -241,7 +241,7 @@ def test_shipped_leakage_table_audits_paper_shipped_and_robust_rows(
         assert cb.target == "parameters" and cb.privacy_seed is None  # the run's seed
     paper = [n for n, (_, cb) in callbacks.items() if getattr(cb, "privacy_fraction", 1.0) == 1.0]
     assert {"AttrCloak-DF", "AttrCloak-DD on the representation", "U2U-R", "D2D-R"} <= set(paper)
-    assert len(callbacks) == 15
+    assert len(callbacks) == 17
     for name in (
         "AttrCloak-DF covariance + calibrated means",
         "AttrCloak-DD covariance + calibrated means",
@@ -260,6 +260,13 @@ def test_shipped_leakage_table_audits_paper_shipped_and_robust_rows(
         assert isinstance(cb, AttrCloak) and cb.final_erasure and cb.erasure_expand
         assert cb.erasure_calibration == "class"
     assert robust_dd.erasure_calibration == "direction" and not robust_dd.erasure_expand
+    assert robust_dd.covariance_null == 0
+    for name in (
+        "AttrCloak-DD covariance (gender, age) at the null + anchor + calibrated means",
+        "AttrCloak-DF covariance at the null + calibrated means",
+    ):
+        cb = callbacks[name][1]
+        assert isinstance(cb, AttrCloak) and cb.covariance_null == 8 and cb.final_erasure
     assert isinstance(callbacks["CalibratedErasure"][1], CalibratedErasure)
     assert not callbacks["Exact discriminant removal (calibrate false)"][1].calibrate  # type: ignore[attr-defined]
 

@@ -246,15 +246,25 @@ class RecordWeights(pl.Callback):
 
 
 @pytest.mark.ddp
-@pytest.mark.parametrize("fraction", [1.0, 0.5])
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"privacy_fraction": 1.0},
+        {"privacy_fraction": 0.5},
+        {"privacy_moments": "covariance", "covariance_null": 4, "final_erasure": True},
+    ],
+    ids=["paper", "subsets", "covariance-null-erasure"],
+)
 def test_df_unlearning_is_identical_on_one_and_two_processes(
-    trained: Path, tmp_path: Path, fraction: float
+    trained: Path, tmp_path: Path, options: dict[str, Any]
 ) -> None:
-    """Also with per-step privacy subsets: every rank draws the same users at every step."""
+    """Also with per-step privacy subsets (every rank draws the same users at every step), and
+    with the covariance term held at its permutation null (the same permutations on every
+    rank) followed by the calibrated erasure."""
     results = {}
     for devices in (1, 2):
         task = load(trained)
-        cloak = AttrCloak(checkpoint=str(trained), lr=0.01, privacy_fraction=fraction)
+        cloak = AttrCloak(checkpoint=str(trained), lr=0.01, **options)
         rec = RecordWeights(cloak, str(tmp_path / f"w{devices}"))
         kwargs: dict[str, Any] = {"devices": devices}
         if devices > 1:
