@@ -29,6 +29,7 @@ import pandas as pd
 from lit_unlearn.attacks.audit import ATTACKERS
 from lit_unlearn.attacks.export import load_exported
 from lit_unlearn.attacks.leakage import PROTOCOLS, audit_leakage
+from lit_unlearn.reporting.provenance import provenance, provenance_lines
 from lit_unlearn.reporting.tables import markdown_table
 
 __all__ = ["exports", "main", "reaudit", "summarise"]
@@ -181,8 +182,10 @@ def main(argv: Sequence[str] | None = None) -> pd.DataFrame:
         "of the seed means. Every cell and seed: "
         f"`{args.stem}_cells.csv`.\n\n"
     )
+    machine = "\n".join(provenance_lines([provenance()]))
     (table / f"{args.stem}.md").write_text(
-        f"# Re-audit\n\n{legend}{markdown_table(summary)}\n", encoding="utf-8"
+        f"# Re-audit\n\n{legend}{markdown_table(summary)}\n\nMeasured on:\n{machine}\n",
+        encoding="utf-8",
     )
     print(f"wrote {table / (args.stem + '.md')}")
     return summary
