@@ -483,6 +483,33 @@ def multi_attribute_mi_bound(
     return total, terms
 
 
+def _pooled_and_class_covariances(
+    embeddings: Tensor,
+    codes: Tensor,
+    num_classes: int,
+    shrinkage: float,
+    dtype: torch.dtype | None,
+    min_class_size: int,
+    name: str | None,
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """``(kept classes [K'], weights [K'], ridged [pooled, class covariances] [1 + K', d, d],
+    their Cholesky factors)``: the common first half of the covariance bounds."""
+    counts, sums, outer_sums = sufficient_statistics(
+        embeddings, codes, num_classes, dtype=dtype, name=name
+    )
+    keep = _scored_classes(counts, min_class_size, name)
+    counts, sums, outer_sums = counts[keep], sums[keep], outer_sums[keep]
+    _, covs = moments_from_statistics(counts, sums, outer_sums)
+    weights = counts / counts.sum()
+    pooled = (weights[:, None, None] * covs).sum(0)
+    scale = pooled.diagonal().sum() / embeddings.shape[1]
+    labels = ["the pooled within-class covariance"] + [f"class {c}" for c in keep.tolist()]
+    regularised, factor = _regularised_factor(
+        torch.cat([pooled.unsqueeze(0), covs]), shrinkage * scale, scale, labels, name
+    )
+    return keep, weights, regularised, factor
+
+
 def gaussian_covariance_bound(
     embeddings: Tensor,
     codes: Tensor,
@@ -514,19 +541,8 @@ def gaussian_covariance_bound(
     Returns:
         Scalar loss (``>= 0`` up to rounding) in the embeddings' dtype.
     """
-    counts, sums, outer_sums = sufficient_statistics(
-        embeddings, codes, num_classes, dtype=dtype, name=name
-    )
-    keep = _scored_classes(counts, min_class_size, name)
-    counts, sums, outer_sums = counts[keep], sums[keep], outer_sums[keep]
-    _, covs = moments_from_statistics(counts, sums, outer_sums)
-    weights = counts / counts.sum()
-    pooled = (weights[:, None, None] * covs).sum(0)
-    d = embeddings.shape[1]
-    scale = pooled.diagonal().sum() / d
-    labels = ["the pooled within-class covariance"] + [f"class {c}" for c in keep.tolist()]
-    regularised, factor = _regularised_factor(
-        torch.cat([pooled.unsqueeze(0), covs]), shrinkage * scale, scale, labels, name
+    _, weights, regularised, factor = _pooled_and_class_covariances(
+        embeddings, codes, num_classes, shrinkage, dtype, min_class_size, name
     )
     logdets = _CholeskyLogdet.apply(regularised, factor)
     loss = 0.5 * (logdets[0] - (weights * logdets[1:]).sum())
@@ -556,19 +572,8 @@ def class_covariance_divergences(
     Returns:
         ``(kept class codes [K'], weights w_k [K'], KL_k [K'])`` in the computation dtype.
     """
-    counts, sums, outer_sums = sufficient_statistics(
-        embeddings, codes, num_classes, dtype=dtype, name=name
-    )
-    keep = _scored_classes(counts, min_class_size, name)
-    counts, sums, outer_sums = counts[keep], sums[keep], outer_sums[keep]
-    _, covs = moments_from_statistics(counts, sums, outer_sums)
-    weights = counts / counts.sum()
-    pooled = (weights[:, None, None] * covs).sum(0)
-    d = embeddings.shape[1]
-    scale = pooled.diagonal().sum() / d
-    labels = ["the pooled within-class covariance"] + [f"class {c}" for c in keep.tolist()]
-    regularised, factor = _regularised_factor(
-        torch.cat([pooled.unsqueeze(0), covs]), shrinkage * scale, scale, labels, name
+    keep, weights, regularised, factor = _pooled_and_class_covariances(
+        embeddings, codes, num_classes, shrinkage, dtype, min_class_size, name
     )
     logdets = _CholeskyLogdet.apply(regularised, factor)
     # tr(Sigma_w^{-1} Sigma_k), differentiable in Sigma_w as well: summed with the weights the
@@ -577,7 +582,7 @@ def class_covariance_divergences(
     pooled_factor = torch.linalg.cholesky(regularised[0])
     solved = torch.cholesky_solve(regularised[1:], pooled_factor.expand_as(regularised[1:]))
     traces = solved.diagonal(dim1=-2, dim2=-1).sum(-1)
-    kl = 0.5 * (traces - d + logdets[0] - logdets[1:])
+    kl = 0.5 * (traces - embeddings.shape[1] + logdets[0] - logdets[1:])
     return keep, weights, kl
 
 
