@@ -219,6 +219,35 @@ def test_kfold_pools_every_labelled_user_exactly_once_from_an_attacker_that_neve
         assert seen.isdisjoint(fold.tolist()) and len(seen) + fold.size == labelled.size
 
 
+def test_repeated_kfold_pools_every_fold_draw() -> None:
+    """repeats=R: R k-fold draws (seeds seed, seed + 1, ...), each user scored once per draw;
+    R = 1 is the plain k-fold; the result row counts users once and records R."""
+    X, y, _ = planted(n=150, num_classes=3)
+    ids = np.arange(y.size, dtype=np.float64)[:, None]
+    feats = np.hstack([ids, X])
+    once = run_protocol(Recording(), feats, y, 3, protocol="kfold", seed=4)
+    same = run_protocol(Recording(), feats, y, 3, protocol="kfold", seed=4, repeats=1)
+    np.testing.assert_array_equal(once.users, same.users)
+    np.testing.assert_array_equal(once.proba, same.proba)
+    attacker = Recording()
+    pred = run_protocol(attacker, feats, y, 3, protocol="kfold", seed=4, repeats=3)
+    assert pred.n_fits == 15 and len(attacker.seen) == 15
+    assert np.bincount(pred.users, minlength=y.size).tolist() == [3] * y.size
+    second = run_protocol(Recording(), feats, y, 3, protocol="kfold", seed=5)
+    np.testing.assert_array_equal(pred.users[: y.size], once.users)  # draw 0: seed 4
+    np.testing.assert_array_equal(pred.users[y.size : 2 * y.size], second.users)  # seed 5
+    for bad in (0, -1, True, 1.5):
+        with pytest.raises(ValueError, match="repeats"):
+            run_protocol(Recording(), feats, y, 3, protocol="kfold", repeats=bad)  # type: ignore[arg-type]
+    row = measure_leakage(Recording(), feats, y, 3, n_permutations=1, repeats=2)
+    assert row.n_users == y.size and row.kfold_repeats == 2
+    shadow = np.arange(y.size) % 3 == 0
+    row = measure_leakage(
+        Recording(), feats, y, 3, protocol="shadow", shadow=shadow, n_permutations=0, repeats=2
+    )
+    assert row.kfold_repeats == 1  # the shadow split is one fixed draw
+
+
 def test_shadow_protocol_scores_the_non_shadow_users() -> None:
     X, y, shadow = planted()
     pred = run_protocol(make_attacker("knn"), X, y, 2, protocol="shadow", shadow=shadow)

@@ -70,13 +70,16 @@ def test_command_writes_the_report_and_refuses_bad_input(tmp_path: Path) -> None
             "kfold",
             "--permutations",
             "1",
+            "--repeats",
+            "2",
             "--stem",
             "quad",
         ]
     )
     report = (table / "quad.md").read_text()
-    assert report.count("| A |") == 1 and "- torch: " in report
-    assert len(pd.read_csv(table / "quad_cells.csv")) == 2
+    assert report.count("| A |") == 1 and "- torch: " in report and "2 fold draw(s)" in report
+    cells = pd.read_csv(table / "quad_cells.csv")
+    assert len(cells) == 2 and set(cells["kfold_repeats"]) == {2} and set(cells["n_users"]) == {80}
     with pytest.raises(ValueError, match="no export for rows"):
         exports(table, ["C"])
     with pytest.raises(FileNotFoundError, match=r"attributes\.csv"):

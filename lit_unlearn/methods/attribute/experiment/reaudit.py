@@ -76,12 +76,13 @@ def reaudit(
     protocols: Sequence[str] = PROTOCOLS,
     permutations: int = 5,
     folds: int = 5,
+    repeats: int = 1,
     rows: Sequence[str] | None = None,
     attacker_args: dict[str, dict[str, Any]] | None = None,
     log: Any = None,
 ) -> pd.DataFrame:
     """Audit every export with ``attackers``; one row per (export, attribute, attacker,
-    protocol), with its row stem and seed."""
+    protocol), with its row stem and seed; ``repeats`` k-fold draws pooled per cell."""
     frames = []
     attributes = table / "exports" / "attributes.csv"
     for stem, seed, path in exports(table, rows):
@@ -97,6 +98,7 @@ def reaudit(
             n_permutations=permutations,
             n_folds=folds,
             seed=seed,
+            repeats=repeats,
             attacker_args=attacker_args,
         )
         frame = pd.DataFrame([r.as_dict() for r in results])
@@ -153,6 +155,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--protocols", nargs="+", default=list(PROTOCOLS), choices=list(PROTOCOLS))
     p.add_argument("--permutations", type=int, default=5, help="label permutations (null)")
     p.add_argument("--folds", type=int, default=5)
+    p.add_argument("--repeats", type=int, default=1, help="k-fold draws pooled per cell")
     p.add_argument("--rows", nargs="+", default=None, help="row stems (export file names)")
     p.add_argument("--attacker-args", default=None, help="JSON, as the leakage command's")
     p.add_argument("--stem", default="reaudit", help="output file stem inside --table")
@@ -169,6 +172,7 @@ def main(argv: Sequence[str] | None = None) -> pd.DataFrame:
         protocols=args.protocols,
         permutations=args.permutations,
         folds=args.folds,
+        repeats=args.repeats,
         rows=args.rows,
         attacker_args=json.loads(args.attacker_args) if args.attacker_args else None,
         log=print,
@@ -178,8 +182,8 @@ def main(argv: Sequence[str] | None = None) -> pd.DataFrame:
     legend = (
         f"Re-audit of `{table}/exports` with {', '.join(args.attackers)}: protocols "
         f"{', '.join(args.protocols)}, {args.permutations} label permutations per cell, "
-        f"{args.folds} folds, each export's seed. Worst over attributes x attackers x protocols "
-        "of the seed means. Every cell and seed: "
+        f"{args.folds} folds ({args.repeats} fold draw(s) pooled), each export's seed. Worst "
+        "over attributes x attackers x protocols of the seed means. Every cell and seed: "
         f"`{args.stem}_cells.csv`.\n\n"
     )
     machine = "\n".join(provenance_lines([provenance()]))
