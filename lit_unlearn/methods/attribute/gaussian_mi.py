@@ -616,7 +616,7 @@ def calibrated_covariance_bound(
     anyway; below the null's ``low_quantile`` (significantly more equal than label noise
     makes classes, the erasure's ``expand``) it is pushed back up, and in between it is left
     alone, so a bound that starts at the noise level is never pushed up into structure. On a
-    planted 1.3x variance (400 users, 6 dims, Adam, 300 steps), held-out quadratic-attacker AUC
+    planted 1.3x variance (400 users, 6 dims, Adam, 300 steps), held-out squared-feature AUC
     0.37-0.42 for exact matching, 0.39-0.44 for the plain hinge, 0.53-0.57 for ``|B - mean|``
     and 0.50-0.52 for this band. One band for the weighted sum, not one per class: the classes
     share the pooled covariance, so pushing one class down to its floor drags the others below
