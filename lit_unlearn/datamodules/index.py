@@ -89,9 +89,23 @@ def _read_json(path: Path) -> Any:
 def _read_checkpoint(path: Path) -> Any:
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    except (pickle.UnpicklingError, EOFError, RuntimeError, ValueError, OSError) as err:
+    except (
+        pickle.UnpicklingError,
+        EOFError,
+        RuntimeError,
+        ValueError,
+        OSError,
+        AttributeError,
+        ImportError,
+        TypeError,
+        KeyError,
+        IndexError,
+    ) as err:
         # RuntimeError: torch's zip reader on a truncated archive ("failed finding central
-        # directory"); UnpicklingError/EOFError: a damaged or cut legacy pickle.
+        # directory"); UnpicklingError/EOFError: a damaged or cut legacy pickle; Attribute /
+        # Import / Type / Key / IndexError: a pickle whose bytes name a class, module or
+        # storage that does not exist (a corrupted or foreign file; fuzzing found
+        # "Can't get attribute 'NA,1000,...' on torch._utils").
         raise DataFormatError(
             f"{path}: not a readable checkpoint ({type(err).__name__}: {err}); a user index is "
             "a Lightning checkpoint or a .json file written by RecommendationData.save_index()",

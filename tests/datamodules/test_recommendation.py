@@ -95,6 +95,15 @@ def test_data_free_index_from_checkpoint(tmp_path: Path) -> None:
         UserIndex.load(tmp_path / "bad.ckpt")
     with pytest.raises(FileNotFoundError):
         UserIndex.load(tmp_path / "absent.ckpt")
+    # A pickle naming a class that no longer exists (as a corrupted or foreign file can): a
+    # clear error, not the unpickler's AttributeError.
+    import tests.datamodules.test_recommendation as this
+
+    this.Vanishing = type("Vanishing", (), {"__module__": this.__name__})  # type: ignore[attr-defined]
+    torch.save({"x": this.Vanishing()}, tmp_path / "gone.ckpt")  # type: ignore[attr-defined]
+    del this.Vanishing  # type: ignore[attr-defined]
+    with pytest.raises(ValueError, match=r"not a readable checkpoint.*AttributeError"):
+        UserIndex.load(tmp_path / "gone.ckpt")
 
 
 def test_load_state_dict_refuses_other_user_order() -> None:
