@@ -65,7 +65,6 @@ from torch.autograd.function import FunctionCtx, once_differentiable
 __all__ = [
     "ClassStatistics",
     "calibrated_covariance_bound",
-    "class_covariance_divergences",
     "class_statistics",
     "gaussian_covariance_bound",
     "gaussian_kl",
@@ -483,33 +482,6 @@ def multi_attribute_mi_bound(
     return total, terms
 
 
-def _pooled_and_class_covariances(
-    embeddings: Tensor,
-    codes: Tensor,
-    num_classes: int,
-    shrinkage: float,
-    dtype: torch.dtype | None,
-    min_class_size: int,
-    name: str | None,
-) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """``(kept classes [K'], weights [K'], ridged [pooled, class covariances] [1 + K', d, d],
-    their Cholesky factors)``: the common first half of the covariance bounds."""
-    counts, sums, outer_sums = sufficient_statistics(
-        embeddings, codes, num_classes, dtype=dtype, name=name
-    )
-    keep = _scored_classes(counts, min_class_size, name)
-    counts, sums, outer_sums = counts[keep], sums[keep], outer_sums[keep]
-    _, covs = moments_from_statistics(counts, sums, outer_sums)
-    weights = counts / counts.sum()
-    pooled = (weights[:, None, None] * covs).sum(0)
-    scale = pooled.diagonal().sum() / embeddings.shape[1]
-    labels = ["the pooled within-class covariance"] + [f"class {c}" for c in keep.tolist()]
-    regularised, factor = _regularised_factor(
-        torch.cat([pooled.unsqueeze(0), covs]), shrinkage * scale, scale, labels, name
-    )
-    return keep, weights, regularised, factor
-
-
 def gaussian_covariance_bound(
     embeddings: Tensor,
     codes: Tensor,
@@ -541,49 +513,25 @@ def gaussian_covariance_bound(
     Returns:
         Scalar loss (``>= 0`` up to rounding) in the embeddings' dtype.
     """
-    _, weights, regularised, factor = _pooled_and_class_covariances(
-        embeddings, codes, num_classes, shrinkage, dtype, min_class_size, name
+    counts, sums, outer_sums = sufficient_statistics(
+        embeddings, codes, num_classes, dtype=dtype, name=name
+    )
+    keep = _scored_classes(counts, min_class_size, name)
+    counts, sums, outer_sums = counts[keep], sums[keep], outer_sums[keep]
+    _, covs = moments_from_statistics(counts, sums, outer_sums)
+    weights = counts / counts.sum()
+    pooled = (weights[:, None, None] * covs).sum(0)
+    d = embeddings.shape[1]
+    scale = pooled.diagonal().sum() / d
+    labels = ["the pooled within-class covariance"] + [f"class {c}" for c in keep.tolist()]
+    regularised, factor = _regularised_factor(
+        torch.cat([pooled.unsqueeze(0), covs]), shrinkage * scale, scale, labels, name
     )
     logdets = _CholeskyLogdet.apply(regularised, factor)
     loss = 0.5 * (logdets[0] - (weights * logdets[1:]).sum())
     if not bool(torch.isfinite(loss)):
         raise FloatingPointError(f"the covariance loss of {_label(name)} is not finite")
     return loss.to(embeddings.dtype)
-
-
-def class_covariance_divergences(
-    embeddings: Tensor,
-    codes: Tensor,
-    num_classes: int,
-    *,
-    shrinkage: float = 1e-3,
-    dtype: torch.dtype | None = torch.float64,
-    min_class_size: int = 2,
-    name: str | None = None,
-) -> tuple[Tensor, Tensor, Tensor]:
-    """Each class's ``KL(N(0, Sigma_k) || N(0, Sigma_w))``, the terms of
-    :func:`gaussian_covariance_bound` (``sum_k w_k KL_k`` is that bound: the trace terms sum to
-    ``d`` because ``Sigma_w = sum_k w_k Sigma_k`` and every matrix gets the same ridge).
-
-    Args:
-        embeddings, codes, num_classes, shrinkage, dtype, min_class_size, name: As
-            :func:`gaussian_covariance_bound`.
-
-    Returns:
-        ``(kept class codes [K'], weights w_k [K'], KL_k [K'])`` in the computation dtype.
-    """
-    keep, weights, regularised, factor = _pooled_and_class_covariances(
-        embeddings, codes, num_classes, shrinkage, dtype, min_class_size, name
-    )
-    logdets = _CholeskyLogdet.apply(regularised, factor)
-    # tr(Sigma_w^{-1} Sigma_k), differentiable in Sigma_w as well: summed with the weights the
-    # traces are the constant d, but class by class (the floored bound) each depends on the
-    # pooled covariance, and leaving that out lets the loss shrink every class's spread.
-    pooled_factor = torch.linalg.cholesky(regularised[0])
-    solved = torch.cholesky_solve(regularised[1:], pooled_factor.expand_as(regularised[1:]))
-    traces = solved.diagonal(dim1=-2, dim2=-1).sum(-1)
-    kl = 0.5 * (traces - embeddings.shape[1] + logdets[0] - logdets[1:])
-    return keep, weights, kl
 
 
 def calibrated_covariance_bound(
@@ -600,7 +548,8 @@ def calibrated_covariance_bound(
 ) -> Tensor:
     """The covariance bound held inside its permutation null's band, not driven to 0.
 
-    With ``B = sum_k w_k KL_k`` (:func:`gaussian_covariance_bound`) and ``B_p`` the same on the
+    With ``B = sum_k w_k KL(N(0, Sigma_k) || N(0, Sigma_w))`` (:func:`gaussian_covariance_bound`)
+    and ``B_p`` the same on the
     ``R`` relabellings of the users, the loss is
     ``max(0, B - mean_p B_p) + max(0, quantile_p(B_p, low_quantile) - B)``.
 
@@ -655,7 +604,8 @@ def calibrated_covariance_bound(
         "min_class_size": min_class_size,
         "name": name,
     }
-    _, weights, kl = class_covariance_divergences(embeddings, codes, num_classes, **kwargs)
+    # The weighted sum of the classes' KL is the plain bound (one band for the sum: see above).
+    bound = gaussian_covariance_bound(embeddings, codes, num_classes, **kwargs)
     with torch.no_grad():
         detached = embeddings.detach()
         nulls = []
@@ -663,11 +613,9 @@ def calibrated_covariance_bound(
             shuffled = codes.clone()
             shuffled[labelled] = codes[labelled][perm.to(codes.device)]
             # relabelling keeps the class sizes, so the same classes are kept and weighted alike
-            _, _, kl_p = class_covariance_divergences(detached, shuffled, num_classes, **kwargs)
-            nulls.append((weights * kl_p).sum())
+            nulls.append(gaussian_covariance_bound(detached, shuffled, num_classes, **kwargs))
         null = torch.stack(nulls)
         floor, low = null.mean(), torch.quantile(null, low_quantile)
-    bound = (weights * kl).sum()
     loss = torch.relu(bound - floor) + torch.relu(low - bound)
     if not bool(torch.isfinite(loss)):
         raise FloatingPointError(f"the covariance loss of {_label(name)} is not finite")
