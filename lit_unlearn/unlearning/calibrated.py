@@ -404,13 +404,16 @@ def calibrated_erasure(
         raise ValueError(f"ridge must be a finite number >= 0 or 'cv', got {ridge!r}")
     vals, vecs, chol, means, mu = discriminant_eigen(z, y, num_classes, ridge)
     perms = [torch.randperm(y.numel(), generator=generator) for _ in range(permutations)]
-    null_eigen = [discriminant_eigen(z, y[p], num_classes, ridge) for p in perms]
-    null = torch.stack([e[0] for e in null_eigen])
+    null_vals, null_coords = [], []
+    for p in perms:
+        eigen = discriminant_eigen(z, y[p], num_classes, ridge)
+        null_vals.append(eigen[0])
+        if calibration == "class":  # the relabelling's class coordinates, along its own axes
+            null_coords.append(class_coordinates(*eigen[1:]).square())
+    null = torch.stack(null_vals)
     null_mean = null.mean(0)
     null_q = torch.quantile(null, quantile, dim=0)
-    null_class = None
-    if calibration == "class":
-        null_class = torch.stack([class_coordinates(*e[1:]).square() for e in null_eigen]).mean(0)
+    null_class = torch.stack(null_coords).mean(0) if null_coords else None
     rank, shrink, class_shift = class_shifts(
         vals,
         vecs,
