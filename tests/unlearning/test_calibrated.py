@@ -13,7 +13,10 @@ from lit_unlearn.attacks.leakage import measure_leakage
 from lit_unlearn.attacks.logreg import LogisticRegressionAttacker
 from lit_unlearn.methods.attribute import CalibratedErasure
 from lit_unlearn.methods.attribute.erasure import audited_representation
-from lit_unlearn.methods.attribute.gaussian_mi import calibrated_covariance_bound
+from lit_unlearn.methods.attribute.gaussian_mi import (
+    calibrated_covariance_bound,
+    spectral_covariance_band,
+)
 from lit_unlearn.models import NCF
 from lit_unlearn.tasks import RecommenderTask
 from lit_unlearn.unlearning.calibrated import (
@@ -400,7 +403,16 @@ def test_attrcloak_final_erasure_runs_once_after_the_last_step(
     )
     torch.testing.assert_close(per["gender"], expect.to(per["gender"].dtype))
     assert torch.equal(cloak._null_permutations["gender"], perms)  # drawn once
+    # ...or its spectrum rank by rank (covariance_band: spectrum), with the same permutations.
+    cloak = fit(2, tmp_path / "spectrum", covariance_null=4, covariance_band="spectrum")
+    assert torch.equal(cloak._null_permutations["gender"], perms)
+    _, per = cloak.privacy_loss(rep)
+    expect = spectral_covariance_band(
+        rep, cloak._codes["gender"], 2, perms, shrinkage=cloak.shrinkage, dtype=torch.float64
+    )
+    torch.testing.assert_close(per["gender"], expect.to(per["gender"].dtype))
     for bad, match in (
+        ({"covariance_band": "trace"}, "covariance_band"),
         ({"covariance_null": -1}, ">= 0"),
         ({"covariance_null": True}, "int"),
         ({"covariance_null": 4, "privacy_moments": "both"}, "privacy_moments: covariance"),

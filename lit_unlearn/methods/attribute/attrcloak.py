@@ -22,6 +22,7 @@ from lit_unlearn.methods.attribute.gaussian_mi import (
     calibrated_covariance_bound,
     gaussian_covariance_bound,
     multi_attribute_mi_bound,
+    spectral_covariance_band,
 )
 from lit_unlearn.optim import MGDA, GradientCombiner
 from lit_unlearn.unlearning.calibrated import (
@@ -94,6 +95,10 @@ class AttrCloak(AttributeUnlearning):
             quantile), so the optimiser stops at the noise level. ``0`` = match the sample
             covariances exactly, which inverts held-out users' second moments
             (docs/attrcloak.md "Second moments invert too").
+        covariance_band: What :attr:`covariance_null`'s band holds: ``sum`` (the bound, the
+            sum of every direction's divergence) or ``spectrum`` (each class's divergences
+            rank by rank against the relabellings' same ranks:
+            :func:`~lit_unlearn.methods.attribute.gaussian_mi.spectral_covariance_band`).
         dd_anchor: DD only: weight of Eq. 21's L2 to the original representation added to
             the Eq. 20 retention (``0`` = the paper; see :class:`AttributeUnlearning`).
         privacy_attributes: The attributes the optimised privacy term covers (default: all of
@@ -128,6 +133,7 @@ class AttrCloak(AttributeUnlearning):
         erasure_calibration: Calibration = "direction",
         erasure_expand: bool = False,
         covariance_null: int = 0,
+        covariance_band: Literal["sum", "spectrum"] = "sum",
         dd_anchor: float = 0.0,
         privacy_attributes: list[str] | None = None,
     ) -> None:
@@ -154,6 +160,11 @@ class AttrCloak(AttributeUnlearning):
                 "covariance_null floors the covariance term: it needs privacy_moments: covariance"
             )
         self.covariance_null = covariance_null
+        if covariance_band not in ("sum", "spectrum"):
+            raise ValueError(
+                f"covariance_band must be 'sum' or 'spectrum', got {covariance_band!r}"
+            )
+        self.covariance_band = covariance_band
         self._null_permutations: dict[str, Tensor] = {}
         self.erasure_results: dict[str, ErasureResult] = {}
         if privacy_moments not in ("both", "covariance"):
@@ -248,6 +259,19 @@ class AttrCloak(AttributeUnlearning):
             return self._codes
         return {n: c for n, c in self._codes.items() if n in self.privacy_attributes}
 
+    def _permutations(self, name: str, codes: Tensor, count: int) -> Tensor:
+        """``count`` permutations of the attribute's labelled users, drawn once from the run's
+        seed and the attribute's name: the same on every rank, step and resume."""
+        perms = self._null_permutations.get(name)
+        labelled = int((codes >= 0).sum())
+        if perms is None or perms.shape != (count, labelled):
+            gen = torch.Generator().manual_seed(
+                self._subset_seed * 1_000_003 + zlib.crc32(name.encode())
+            )
+            perms = torch.stack([torch.randperm(labelled, generator=gen) for _ in range(count)])
+            self._null_permutations[name] = perms
+        return perms
+
     def _covariance_term(self, representation: Tensor, name: str, codes: Tensor) -> Tensor:
         """One attribute's covariance bound, floored at its permutation null when
         :attr:`covariance_null` is set (the permutations drawn once from the run's seed and
@@ -262,17 +286,13 @@ class AttrCloak(AttributeUnlearning):
                 dtype=dtype,
                 name=name,
             )
-        perms = self._null_permutations.get(name)
-        labelled = int((codes >= 0).sum())
-        if perms is None or perms.shape[1] != labelled:
-            gen = torch.Generator().manual_seed(
-                self._subset_seed * 1_000_003 + zlib.crc32(name.encode())
-            )
-            perms = torch.stack(
-                [torch.randperm(labelled, generator=gen) for _ in range(self.covariance_null)]
-            )
-            self._null_permutations[name] = perms
-        return calibrated_covariance_bound(
+        perms = self._permutations(name, codes, self.covariance_null)
+        banded = (
+            spectral_covariance_band
+            if self.covariance_band == "spectrum"
+            else calibrated_covariance_bound
+        )
+        return banded(
             representation,
             codes,
             self._num_classes[name],
