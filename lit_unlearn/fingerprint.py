@@ -24,22 +24,26 @@ from __future__ import annotations
 import hashlib
 import inspect
 import os
+import pickle
 import warnings
 from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
+import torch
 from torch import Tensor, nn
 
 __all__ = [
     "FINGERPRINT_KEY",
     "CheckpointMismatchError",
+    "UnreadableCheckpointError",
     "check_checkpoint",
     "data_fingerprint",
     "describe_object",
     "digest",
     "make_fingerprint",
     "model_fingerprint",
+    "read_checkpoint",
 ]
 
 #: Key of the fingerprint in a Lightning checkpoint dict.
@@ -132,6 +136,75 @@ def make_fingerprint(backbone: nn.Module, datamodule: object | None) -> dict[str
         "model": model_fingerprint(backbone),
         "data": data_fingerprint(datamodule),
     }
+
+
+# ---------------------------------------------------------------------- reading
+class UnreadableCheckpointError(ValueError):
+    """A file given as a checkpoint is damaged, of another format, or not a Lightning
+    checkpoint. The message names the file; ``path`` keeps it."""
+
+    def __init__(self, message: str, path: str) -> None:
+        super().__init__(message)
+        self.path = path
+
+
+#: What ``torch.load`` raises on a file that is not a checkpoint or is damaged: RuntimeError
+#: from the zip reader on a truncated archive ("failed finding central directory"),
+#: UnpicklingError / EOFError on a damaged or cut pickle, and Attribute / Import / Type / Key /
+#: IndexError for a pickle whose bytes name a class, module or storage that does not exist
+#: (fuzzing found "Can't get attribute 'NA,1000,...' on torch._utils").
+UNREADABLE_CHECKPOINT_ERRORS: tuple[type[Exception], ...] = (
+    pickle.UnpicklingError,
+    EOFError,
+    RuntimeError,
+    ValueError,
+    OSError,
+    AttributeError,
+    ImportError,
+    TypeError,
+    KeyError,
+    IndexError,
+)
+
+
+def read_checkpoint(
+    path: str | os.PathLike[str], *, what: str = "checkpoint", state_dict: bool = True
+) -> dict[str, Any]:
+    """``torch.load`` a checkpoint onto the CPU, with a clear error for anything else.
+
+    Checkpoints hold the data module's state and the run's settings (not only tensors), so
+    they are read with ``weights_only=False``: read only checkpoints you trust.
+
+    Args:
+        path: The file.
+        what: What the file was meant to be, for the messages ("checkpoint to unlearn").
+        state_dict: Require a ``state_dict`` entry (a Lightning checkpoint).
+
+    Returns:
+        The checkpoint dict.
+
+    Raises:
+        FileNotFoundError: No such file.
+        UnreadableCheckpointError: The file is not a readable checkpoint (damaged, truncated,
+            another format), is not a dict, or lacks its ``state_dict``.
+    """
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{what} {os.fspath(path)!r} does not exist or is not a file")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    except UNREADABLE_CHECKPOINT_ERRORS as err:
+        raise UnreadableCheckpointError(
+            f"{os.fspath(path)}: not a readable {what} ({type(err).__name__}: {err})",
+            os.fspath(path),
+        ) from err
+    if not isinstance(ckpt, dict) or (state_dict and not isinstance(ckpt.get("state_dict"), dict)):
+        raise UnreadableCheckpointError(
+            f"{os.fspath(path)}: not a {what}: expected a dict with a 'state_dict' as Lightning "
+            f"saves, found {type(ckpt).__name__}"
+            + (f" with keys {sorted(map(str, ckpt))[:8]}" if isinstance(ckpt, dict) else ""),
+            os.fspath(path),
+        )
+    return ckpt
 
 
 # ---------------------------------------------------------------------- the check

@@ -9,9 +9,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import lightning.pytorch as pl
-import torch
 
-from lit_unlearn.fingerprint import check_checkpoint
+from lit_unlearn.fingerprint import check_checkpoint, read_checkpoint
 
 if TYPE_CHECKING:
     from lit_unlearn.attacks.callback import AttributeAudit
@@ -79,7 +78,7 @@ class UnlearnTrainer(pl.Trainer):
             return self._audit_classifier(model, datamodule, ckpt_path, seed, output_dir)
         datamodule.setup("test")  # before the checkpoint: its fingerprint is checked against it
         if ckpt_path is not None:
-            ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+            ckpt = read_checkpoint(ckpt_path)
             check_checkpoint(ckpt, model, datamodule, ckpt_path)
             model.load_state_dict(ckpt["state_dict"])
             dm_state = ckpt.get(type(datamodule).__qualname__)
@@ -156,7 +155,7 @@ class UnlearnTrainer(pl.Trainer):
 
         datamodule.setup("test")
         if ckpt_path is not None:
-            ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+            ckpt = read_checkpoint(ckpt_path)
             check_checkpoint(ckpt, model, datamodule, ckpt_path)
             dm_state = ckpt.get(type(datamodule).__qualname__)
             if dm_state:

@@ -8,14 +8,12 @@ an interaction file.
 from __future__ import annotations
 
 import json
-import pickle
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from lit_unlearn.datamodules.schema import DataFormatError
+from lit_unlearn.fingerprint import UnreadableCheckpointError, read_checkpoint
 
 __all__ = ["STATE_KEY", "UserIndex"]
 
@@ -88,27 +86,11 @@ def _read_json(path: Path) -> Any:
 
 def _read_checkpoint(path: Path) -> Any:
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    except (
-        pickle.UnpicklingError,
-        EOFError,
-        RuntimeError,
-        ValueError,
-        OSError,
-        AttributeError,
-        ImportError,
-        TypeError,
-        KeyError,
-        IndexError,
-    ) as err:
-        # RuntimeError: torch's zip reader on a truncated archive ("failed finding central
-        # directory"); UnpicklingError/EOFError: a damaged or cut legacy pickle; Attribute /
-        # Import / Type / Key / IndexError: a pickle whose bytes name a class, module or
-        # storage that does not exist (a corrupted or foreign file; fuzzing found
-        # "Can't get attribute 'NA,1000,...' on torch._utils").
+        ckpt = read_checkpoint(path, state_dict=False)
+    except UnreadableCheckpointError as err:
         raise DataFormatError(
-            f"{path}: not a readable checkpoint ({type(err).__name__}: {err}); a user index is "
-            "a Lightning checkpoint or a .json file written by RecommendationData.save_index()",
+            f"{err}; a user index is a Lightning checkpoint or a .json file written by "
+            "RecommendationData.save_index()",
             path=path,
         ) from err
     if not isinstance(ckpt, dict) or ckpt.get(STATE_KEY) is None:

@@ -30,7 +30,7 @@ from lightning.pytorch.callbacks import Callback
 from torch import Tensor
 
 from lit_unlearn.datamodules.protocols import UserIndexData, conforms
-from lit_unlearn.fingerprint import check_checkpoint
+from lit_unlearn.fingerprint import check_checkpoint, read_checkpoint
 from lit_unlearn.unlearning.contract import UnlearnableTask, require_task
 from lit_unlearn.validation import check_positive
 
@@ -127,7 +127,7 @@ class UnlearningCallback(Callback, ABC, Generic[TaskT]):
         if self.checkpoint is not None:
             # Loaded on every fit start; when a run is resumed with --ckpt_path, Lightning
             # restores the resumed weights after setup, so this never applies twice.
-            state = torch.load(self.checkpoint, map_location="cpu", weights_only=False)
+            state = read_checkpoint(self.checkpoint, what="checkpoint to unlearn")
             # The data module is set up before callbacks: a model of other data or another
             # architecture is refused here, naming the checkpoint and what differs.
             check_checkpoint(state, task, getattr(trainer, "datamodule", None), self.checkpoint)

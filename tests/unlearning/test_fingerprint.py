@@ -171,3 +171,45 @@ def test_class_unlearning_checks_the_model_it_loads(tmp_path: Path) -> None:
             ClassificationTask(SmallCNN(channels=[4, 8], hidden=16)),
             datamodule=data(1, "retain"),
         )
+
+
+@pytest.mark.parametrize(
+    "content, match",
+    [
+        (b"", "not a readable checkpoint to unlearn"),
+        (b"PK\x03\x04 cut off", "not a readable checkpoint to unlearn"),
+        (b"\x80\x04\x95garbage", "not a readable checkpoint to unlearn"),
+        ("tensor", "expected a dict with a 'state_dict'"),
+        ("dict", "expected a dict with a 'state_dict'"),
+    ],
+    ids=["empty", "truncated-zip", "garbage-pickle", "a-tensor", "a-dict-without-weights"],
+)
+def test_a_damaged_or_foreign_checkpoint_is_a_clear_error_everywhere(
+    trained: Path, tmp_path: Path, content: bytes | str, match: str
+) -> None:
+    """The unlearning callbacks, audit and ``--ckpt_path`` read checkpoints through
+    ``read_checkpoint``: a cut, empty or foreign file is an UnreadableCheckpointError naming
+    it (never torch's raw unpickling error), and the model it was meant for is untouched."""
+    from lit_unlearn.fingerprint import UnreadableCheckpointError, read_checkpoint
+
+    bad = tmp_path / "bad.ckpt"
+    if content == "tensor":
+        torch.save(torch.zeros(3), bad)
+    elif content == "dict":
+        torch.save({"epoch": 3}, bad)
+    else:
+        assert isinstance(content, bytes)
+        bad.write_bytes(content)
+    before = trained.read_bytes()
+    cloak = AttrCloak(checkpoint=str(bad), mode="dd")
+    with pytest.raises(UnreadableCheckpointError, match=match) as err:
+        _trainer(callbacks=[cloak]).fit(_task(), datamodule=_data())
+    assert err.value.path == str(bad)
+    with pytest.raises(UnreadableCheckpointError, match=str(bad)):
+        _trainer().audit(
+            _task(), _data(), ckpt_path=str(bad), attackers=["logreg"], output_dir=str(tmp_path)
+        )
+    assert trained.read_bytes() == before
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        read_checkpoint(tmp_path / "missing.ckpt")
+    assert "state_dict" in read_checkpoint(trained)

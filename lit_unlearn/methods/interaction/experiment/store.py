@@ -38,7 +38,7 @@ from torch import Tensor
 
 from lit_unlearn.datamodules.forgetting_data import ForgettingData
 from lit_unlearn.datamodules.index import UserIndex
-from lit_unlearn.fingerprint import FINGERPRINT_KEY
+from lit_unlearn.fingerprint import FINGERPRINT_KEY, read_checkpoint
 from lit_unlearn.methods.interaction.experiment.config import ExperimentConfig
 from lit_unlearn.methods.interaction.metrics import ForgettingEvaluation
 from lit_unlearn.tasks import RecommenderTask
@@ -276,9 +276,7 @@ class RunStore:
         return path
 
     def load_original(self, seed: int) -> dict[str, Any]:
-        state: dict[str, Any] = torch.load(
-            self.original(seed), map_location="cpu", weights_only=False
-        )
+        state = read_checkpoint(self.original(seed), what="original model", state_dict=False)
         if not {"state_dict", "seconds", "epochs", "environment"} <= set(state):
             raise ResumeError(f"{self.original(seed)} lacks its time/epochs: pass --fresh")
         return state
