@@ -421,6 +421,48 @@ def test_attrcloak_final_erasure_runs_once_after_the_last_step(
             AttrCloak(**bad)
 
 
+def test_attrcloak_crossfit_term_draws_its_splits_from_seed_step_and_attribute(
+    trained: Path,  # noqa: F811 (the fixture imported above)
+    tmp_path: Path,
+) -> None:
+    """privacy_moments 'crossfit': the optimised term is crossfit_covariance_loss with a split
+    seeded by the run's seed, the step and the attribute (so every rank and a resumed run draw
+    the same); it trains; bad options fail at construction."""
+    import zlib
+
+    from lit_unlearn.methods.attribute import AttrCloak
+    from lit_unlearn.methods.attribute.crossfit import crossfit_covariance_loss
+
+    cloak = AttrCloak(
+        checkpoint=str(trained),
+        attributes=["gender"],
+        mode="df",
+        lr=0.01,
+        privacy_moments="crossfit",
+        crossfit_directions=2,
+        final_erasure=True,
+    )
+    task = load(trained)
+    before = task.representation().detach().clone()
+    bare_trainer(tmp_path, max_epochs=3, callbacks=[cloak]).fit(task, df_data(trained))
+    assert cloak._step == 2 and cloak.one_shot_done
+    rep = task.representation().detach()
+    assert not torch.equal(rep, before)
+    _, per = cloak.privacy_loss(rep)
+    seed = (cloak._subset_seed * 1_000_003 + 2 * 7_919 + zlib.crc32(b"gender")) % (2**63)
+    expect, _ = crossfit_covariance_loss(
+        rep, cloak._codes["gender"], 2, torch.Generator().manual_seed(seed), directions=2
+    )
+    torch.testing.assert_close(per["gender"], expect.to(per["gender"].dtype))
+    for bad, match in (
+        ({"crossfit_parts": 1}, ">= 2"),
+        ({"crossfit_directions": 0}, "crossfit_directions"),
+        ({"privacy_moments": "crossfitted"}, "privacy_moments"),
+    ):
+        with pytest.raises(ValueError, match=match):
+            AttrCloak(**bad)
+
+
 def test_erasures_plan_on_the_eval_mode_representation() -> None:
     """With dropout in the user tower, the training-mode forward is a noisy draw: the one-shot
     erasures read the representation as audited (eval mode) and leave the mode as it was."""

@@ -17,6 +17,7 @@ from lit_unlearn.methods.attribute.base import (
     Target,
     check_attribute_names,
 )
+from lit_unlearn.methods.attribute.crossfit import crossfit_covariance_loss
 from lit_unlearn.methods.attribute.erasure import add_representation_shift, audited_representation
 from lit_unlearn.methods.attribute.gaussian_mi import (
     calibrated_covariance_bound,
@@ -74,7 +75,13 @@ class AttrCloak(AttributeUnlearning):
             global Gaussian) or ``covariance`` (only the class covariances, to the pooled
             within-class one: :func:`~lit_unlearn.methods.attribute.gaussian_mi.
             gaussian_covariance_bound`; the class means are left to
-            :class:`~lit_unlearn.methods.attribute.erasure.CalibratedErasure`).
+            :class:`~lit_unlearn.methods.attribute.erasure.CalibratedErasure`) or ``crossfit``
+            (the class covariances' cross-fitted agreement held at 0 from both sides: directions
+            chosen on one random part of the users, tested on another;
+            :func:`~lit_unlearn.methods.attribute.crossfit.crossfit_covariance_loss`).
+        crossfit_directions: With ``crossfit``: directions chosen per class and part.
+        crossfit_parts: With ``crossfit``: parts of each random split (``>= 2``).
+        crossfit_splits: With ``crossfit``: splits averaged per factor (less gradient noise).
         final_erasure: After the last epoch's step (before its checkpoint is saved), apply
             :func:`~lit_unlearn.unlearning.calibrated.erase_attributes` to the
             representation: the class means, null-calibrated (issue 23's robust recipe with
@@ -127,13 +134,16 @@ class AttrCloak(AttributeUnlearning):
         target: Target = "parameters",
         privacy_fraction: float = 1.0,
         privacy_seed: int | None = None,
-        privacy_moments: Literal["both", "covariance"] = "both",
+        privacy_moments: Literal["both", "covariance", "crossfit"] = "both",
         final_erasure: bool = False,
         erasure_permutations: int = 30,
         erasure_calibration: Calibration = "direction",
         erasure_expand: bool = False,
         covariance_null: int = 0,
         covariance_band: Literal["sum", "spectrum"] = "sum",
+        crossfit_directions: int = 4,
+        crossfit_parts: int = 3,
+        crossfit_splits: int = 1,
         dd_anchor: float = 0.0,
         privacy_attributes: list[str] | None = None,
     ) -> None:
@@ -167,10 +177,18 @@ class AttrCloak(AttributeUnlearning):
         self.covariance_band = covariance_band
         self._null_permutations: dict[str, Tensor] = {}
         self.erasure_results: dict[str, ErasureResult] = {}
-        if privacy_moments not in ("both", "covariance"):
+        if privacy_moments not in ("both", "covariance", "crossfit"):
             raise ValueError(
-                f"privacy_moments must be 'both' or 'covariance', got {privacy_moments!r}"
+                f"privacy_moments must be 'both', 'covariance' or 'crossfit', got "
+                f"{privacy_moments!r}"
             )
+        self.crossfit_directions = check_count("crossfit_directions", crossfit_directions)
+        self.crossfit_parts = check_count("crossfit_parts", crossfit_parts)
+        self.crossfit_splits = check_count("crossfit_splits", crossfit_splits)
+        if self.crossfit_parts < 2:
+            raise ValueError(f"crossfit_parts must be >= 2, got {crossfit_parts}")
+        #: The optimiser step the privacy term is evaluated at (seeds crossfit's splits).
+        self._step = 0
         self.privacy_moments = privacy_moments
         if precision not in ("float64", "float32"):
             raise ValueError(f"precision must be 'float64' or 'float32', got {precision!r}")
@@ -302,8 +320,39 @@ class AttrCloak(AttributeUnlearning):
             name=name,
         )
 
+    def training_step(
+        self, task: RepresentationTask, batch: dict[str, Tensor], batch_idx: int
+    ) -> Tensor:
+        self._step = int(task.global_step)  # the same on every rank, and restored on resume
+        return super().training_step(task, batch, batch_idx)
+
+    def _crossfit_term(self, representation: Tensor, name: str, codes: Tensor) -> Tensor:
+        """One attribute's cross-fitted second-moment agreement, its splits drawn from the run's
+        seed, the step and the attribute's name (the same on every rank and on resume)."""
+        gen = torch.Generator().manual_seed(
+            (self._subset_seed * 1_000_003 + self._step * 7_919 + zlib.crc32(name.encode()))
+            % (2**63)
+        )
+        loss, _ = crossfit_covariance_loss(
+            representation,
+            codes,
+            self._num_classes[name],
+            gen,
+            directions=self.crossfit_directions,
+            parts=self.crossfit_parts,
+            splits=self.crossfit_splits,
+            dtype=torch.float64 if self.precision == "float64" else torch.float32,
+        )
+        return loss
+
     def privacy_loss(self, representation: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         codes_by_name = self._privacy_codes()
+        if self.privacy_moments == "crossfit":
+            per = {
+                name: self._crossfit_term(representation, name, codes)
+                for name, codes in codes_by_name.items()
+            }
+            return torch.stack(list(per.values())).mean(), per
         if self.privacy_moments == "covariance":
             per = {
                 name: self._covariance_term(representation, name, codes)

@@ -252,8 +252,9 @@ class RecordWeights(pl.Callback):
         {"privacy_fraction": 1.0},
         {"privacy_fraction": 0.5},
         {"privacy_moments": "covariance", "covariance_null": 4, "final_erasure": True},
+        {"privacy_moments": "crossfit", "crossfit_directions": 2},
     ],
-    ids=["paper", "subsets", "covariance-null-erasure"],
+    ids=["paper", "subsets", "covariance-null-erasure", "crossfit"],
 )
 def test_df_unlearning_is_identical_on_one_and_two_processes(
     trained: Path, tmp_path: Path, options: dict[str, Any]
