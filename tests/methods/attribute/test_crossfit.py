@@ -71,7 +71,7 @@ def test_loss_is_differentiable_and_rejects_bad_input() -> None:
     gen = torch.Generator().manual_seed(0)
     for bad in ({"directions": 0}, {"parts": 1}, {"splits": 0}, {"ridge": 0.0}):
         with pytest.raises(ValueError, match="directions"):
-            crossfit_covariance_loss(x, y, 2, gen, **bad)  # type: ignore[arg-type]
+            crossfit_covariance_loss(x, y, 2, gen, **bad)
     with pytest.raises(ValueError, match="NaN"):
         crossfit_covariance_loss(torch.full_like(x, float("nan")), y, 2, gen)
 
