@@ -482,6 +482,56 @@ def multi_attribute_mi_bound(
     return total, terms
 
 
+def _pooled_and_class_covariances(
+    embeddings: Tensor,
+    codes: Tensor,
+    num_classes: int,
+    shrinkage: float,
+    dtype: torch.dtype | None,
+    min_class_size: int,
+    name: str | None,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """``(weights [K'], regularised [1 + K', d, d], factor)`` for the covariance-only terms:
+    the pooled within-class covariance first, then each scored class's, all ridged by
+    ``shrinkage`` x the pooled mean variance; ``factor`` is their (detached) Cholesky."""
+    counts, sums, outer_sums = sufficient_statistics(
+        embeddings, codes, num_classes, dtype=dtype, name=name
+    )
+    keep = _scored_classes(counts, min_class_size, name)
+    counts, sums, outer_sums = counts[keep], sums[keep], outer_sums[keep]
+    _, covs = moments_from_statistics(counts, sums, outer_sums)
+    weights = counts / counts.sum()
+    pooled = (weights[:, None, None] * covs).sum(0)
+    scale = pooled.diagonal().sum() / embeddings.shape[1]
+    labels = ["the pooled within-class covariance"] + [f"class {c}" for c in keep.tolist()]
+    regularised, factor = _regularised_factor(
+        torch.cat([pooled.unsqueeze(0), covs]), shrinkage * scale, scale, labels, name
+    )
+    return weights, regularised, factor
+
+
+def _check_permutations(codes: Tensor, permutations: Tensor) -> Tensor:
+    """The labelled users' indices; ``permutations`` must be ``[R >= 1, n labelled]``."""
+    labelled = torch.nonzero(codes >= 0).flatten()
+    if (
+        permutations.ndim != 2
+        or permutations.shape[0] < 1
+        or permutations.shape[1] != labelled.numel()
+    ):
+        raise ValueError(
+            f"permutations must be [R >= 1, {labelled.numel()} labelled users], got "
+            f"{list(permutations.shape)}"
+        )
+    return labelled
+
+
+def _relabelled(codes: Tensor, labelled: Tensor, perm: Tensor) -> Tensor:
+    """``codes`` with the labelled users' labels permuted (class sizes kept)."""
+    shuffled = codes.clone()
+    shuffled[labelled] = codes[labelled][perm.to(codes.device)]
+    return shuffled
+
+
 def gaussian_covariance_bound(
     embeddings: Tensor,
     codes: Tensor,
@@ -513,19 +563,8 @@ def gaussian_covariance_bound(
     Returns:
         Scalar loss (``>= 0`` up to rounding) in the embeddings' dtype.
     """
-    counts, sums, outer_sums = sufficient_statistics(
-        embeddings, codes, num_classes, dtype=dtype, name=name
-    )
-    keep = _scored_classes(counts, min_class_size, name)
-    counts, sums, outer_sums = counts[keep], sums[keep], outer_sums[keep]
-    _, covs = moments_from_statistics(counts, sums, outer_sums)
-    weights = counts / counts.sum()
-    pooled = (weights[:, None, None] * covs).sum(0)
-    d = embeddings.shape[1]
-    scale = pooled.diagonal().sum() / d
-    labels = ["the pooled within-class covariance"] + [f"class {c}" for c in keep.tolist()]
-    regularised, factor = _regularised_factor(
-        torch.cat([pooled.unsqueeze(0), covs]), shrinkage * scale, scale, labels, name
+    weights, regularised, factor = _pooled_and_class_covariances(
+        embeddings, codes, num_classes, shrinkage, dtype, min_class_size, name
     )
     logdets = _CholeskyLogdet.apply(regularised, factor)
     loss = 0.5 * (logdets[0] - (weights * logdets[1:]).sum())
@@ -588,16 +627,7 @@ def calibrated_covariance_bound(
     """
     if not 0.0 <= low_quantile < 1.0:
         raise ValueError(f"low_quantile must be in [0, 1), got {low_quantile}")
-    labelled = torch.nonzero(codes >= 0).flatten()
-    if (
-        permutations.ndim != 2
-        or permutations.shape[0] < 1
-        or permutations.shape[1] != (labelled.numel())
-    ):
-        raise ValueError(
-            f"permutations must be [R >= 1, {labelled.numel()} labelled users], got "
-            f"{list(permutations.shape)}"
-        )
+    labelled = _check_permutations(codes, permutations)
     kwargs: dict[str, Any] = {
         "shrinkage": shrinkage,
         "dtype": dtype,
@@ -610,9 +640,8 @@ def calibrated_covariance_bound(
         detached = embeddings.detach()
         nulls = []
         for perm in permutations:
-            shuffled = codes.clone()
-            shuffled[labelled] = codes[labelled][perm.to(codes.device)]
             # relabelling keeps the class sizes, so the same classes are kept and weighted alike
+            shuffled = _relabelled(codes, labelled, perm)
             nulls.append(gaussian_covariance_bound(detached, shuffled, num_classes, **kwargs))
         null = torch.stack(nulls)
         floor, low = null.mean(), torch.quantile(null, low_quantile)
@@ -648,19 +677,8 @@ def covariance_divergence_spectra(
         ``(weights [K'], divergences [K', d])`` over the ``K'`` scored classes; the weighted sum
         of the divergences is :func:`gaussian_covariance_bound` (in the work dtype).
     """
-    counts, sums, outer_sums = sufficient_statistics(
-        embeddings, codes, num_classes, dtype=dtype, name=name
-    )
-    keep = _scored_classes(counts, min_class_size, name)
-    counts, sums, outer_sums = counts[keep], sums[keep], outer_sums[keep]
-    _, covs = moments_from_statistics(counts, sums, outer_sums)
-    weights = counts / counts.sum()
-    pooled = (weights[:, None, None] * covs).sum(0)
-    d = embeddings.shape[1]
-    scale = pooled.diagonal().sum() / d
-    labels = ["the pooled within-class covariance"] + [f"class {c}" for c in keep.tolist()]
-    regularised, _ = _regularised_factor(
-        torch.cat([pooled.unsqueeze(0), covs]), shrinkage * scale, scale, labels, name
+    weights, regularised, _ = _pooled_and_class_covariances(
+        embeddings, codes, num_classes, shrinkage, dtype, min_class_size, name
     )
     # Differentiable factor of the pooled covariance (the one above is detached).
     chol = torch.linalg.cholesky(regularised[0])
@@ -724,16 +742,7 @@ def spectral_covariance_band(
         raise ValueError(
             f"quantiles must satisfy 0 <= low < high <= 1, got {low_quantile}, {high_quantile}"
         )
-    labelled = torch.nonzero(codes >= 0).flatten()
-    if (
-        permutations.ndim != 2
-        or permutations.shape[0] < 1
-        or permutations.shape[1] != labelled.numel()
-    ):
-        raise ValueError(
-            f"permutations must be [R >= 1, {labelled.numel()} labelled users], got "
-            f"{list(permutations.shape)}"
-        )
+    labelled = _check_permutations(codes, permutations)
     kwargs: dict[str, Any] = {
         "shrinkage": shrinkage,
         "dtype": dtype,
@@ -745,9 +754,8 @@ def spectral_covariance_band(
         detached = embeddings.detach()
         nulls = []
         for perm in permutations:
-            shuffled = codes.clone()
-            shuffled[labelled] = codes[labelled][perm.to(codes.device)]
             # relabelling keeps the class sizes: the same classes, rank for rank comparable
+            shuffled = _relabelled(codes, labelled, perm)
             _, spectrum = covariance_divergence_spectra(detached, shuffled, num_classes, **kwargs)
             nulls.append(spectrum)
         null = torch.stack(nulls)
