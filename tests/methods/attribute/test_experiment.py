@@ -271,6 +271,29 @@ def test_shipped_leakage_table_audits_paper_shipped_and_robust_rows(
     assert not callbacks["Exact discriminant removal (calibrate false)"][1].calibrate  # type: ignore[attr-defined]
 
 
+def test_ablation_configs_under_benchmark_results_build_their_rows(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The configs that rerun issue 23's committed ablations (the spectral covariance band, the
+    cross-fitted agreement) still parse and build callbacks with the options they measured."""
+    monkeypatch.chdir(REPO)
+    results = REPO / "benchmarks" / "results"
+    spectral = load_table(results / "attrcloak_ml100k_spectral_band" / "config.yaml")
+    assert "quadratic" in spectral.leakage.attackers and spectral.repeats == 3
+    for row in spectral.rows:
+        cb = row.build(None, None)
+        assert isinstance(cb, AttrCloak) and cb.covariance_band == "spectrum"
+        assert cb.covariance_null == 8 and cb.final_erasure
+    crossfit = load_table(results / "attrcloak_ml100k_crossfit" / "config.yaml")
+    built = {row.name: row.build(None, None) for row in crossfit.rows}
+    assert len(built) == 5
+    for cb in built.values():
+        assert isinstance(cb, AttrCloak) and cb.privacy_moments == "crossfit" and cb.final_erasure
+    best = built["DD crossfit P2 r64 S8"]
+    assert isinstance(best, AttrCloak)
+    assert (best.crossfit_parts, best.crossfit_directions, best.crossfit_splits) == (2, 64, 8)
+
+
 @pytest.mark.parametrize(
     ("change", "message"),
     [
