@@ -152,9 +152,13 @@ class UnreadableCheckpointError(ValueError):
 #: from the zip reader on a truncated archive ("failed finding central directory"),
 #: UnpicklingError / EOFError on a damaged or cut pickle, and Attribute / Import / Type / Key /
 #: IndexError for a pickle whose bytes name a class, module or storage that does not exist
-#: (fuzzing found "Can't get attribute 'NA,1000,...' on torch._utils").
+#: (fuzzing found "Can't get attribute 'NA,1000,...' on torch._utils"); MemoryError /
+#: OverflowError for a damaged storage record asking for an absurd allocation (fuzzing found a
+#: two-byte overwrite that does).
 UNREADABLE_CHECKPOINT_ERRORS: tuple[type[Exception], ...] = (
     pickle.UnpicklingError,
+    MemoryError,
+    OverflowError,
     EOFError,
     RuntimeError,
     ValueError,

@@ -11,7 +11,14 @@ from __future__ import annotations
 import pytest
 from hypothesis import HealthCheck, given, settings
 
-from tests.datamodules.fuzz_cases import READERS, FuzzInput, fuzz_inputs, run_reader
+from tests.datamodules.fuzz_cases import (
+    READERS,
+    FuzzInput,
+    Mutation,
+    _apply,
+    fuzz_inputs,
+    run_reader,
+)
 
 _SETTINGS = {
     "deadline": None,
@@ -44,3 +51,13 @@ def test_reader_raises_only_clear_errors_long(name: str) -> None:
 @pytest.mark.parametrize("name", sorted(READERS))
 def test_unmutated_sample_loads(name: str) -> None:
     assert run_reader(name, FuzzInput(READERS[name].sample())) == "loaded"
+
+
+def test_checkpoint_overwrite_that_asked_for_an_absurd_allocation() -> None:
+    """Found by the fuzz run (2026-12-06): a two-byte overwrite of a user-index checkpoint made
+    torch.load raise MemoryError; it is a clear error now."""
+    base = READERS["user-index-ckpt"].sample()
+    key = sorted(base)[0]
+    mutation = Mutation(kind="overwrite", file=0, at=0.171875, tokens=(b"true", b"null"))
+    files = {**base, key: _apply(base[key], mutation)}
+    assert run_reader("user-index-ckpt", FuzzInput(files)) == "clear error"

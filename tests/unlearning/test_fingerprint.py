@@ -213,3 +213,20 @@ def test_a_damaged_or_foreign_checkpoint_is_a_clear_error_everywhere(
     with pytest.raises(FileNotFoundError, match="does not exist"):
         read_checkpoint(tmp_path / "missing.ckpt")
     assert "state_dict" in read_checkpoint(trained)
+
+
+@pytest.mark.parametrize("error", [MemoryError, OverflowError])
+def test_a_record_asking_for_an_absurd_allocation_is_an_unreadable_checkpoint(
+    trained: Path, monkeypatch: pytest.MonkeyPatch, error: type[Exception]
+) -> None:
+    """Fuzzing found a two-byte overwrite of a checkpoint that makes torch.load raise
+    MemoryError (a storage record asking for an absurd size): it is a damaged file, reported as
+    one, not an out-of-memory crash."""
+    from lit_unlearn.fingerprint import UnreadableCheckpointError, read_checkpoint
+
+    def damaged(*args: object, **kwargs: object) -> None:
+        raise error("absurd storage size")
+
+    monkeypatch.setattr(torch, "load", damaged)
+    with pytest.raises(UnreadableCheckpointError, match=error.__name__):
+        read_checkpoint(trained)
