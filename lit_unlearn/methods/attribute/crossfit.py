@@ -167,7 +167,8 @@ def crossfit_covariance_loss(
         agreements for logging.
 
     Raises:
-        ValueError: Bad ``directions`` / ``parts`` / ``ridge``, or non-finite embeddings.
+        ValueError: Bad ``directions`` / ``parts`` / ``ridge``, non-finite embeddings, or codes
+            of another length or outside ``[-1, K)``.
     """
     if directions < 1 or parts < 2 or splits < 1 or ridge <= 0:
         raise ValueError(
@@ -176,6 +177,10 @@ def crossfit_covariance_loss(
         )
     if not bool(torch.isfinite(embeddings).all()):
         raise ValueError("the embeddings contain NaN or inf")
+    if codes.shape != embeddings.shape[:1] or bool(((codes < -1) | (codes >= num_classes)).any()):
+        raise ValueError(
+            f"codes must be [N] = [{embeddings.shape[0]}] with values -1 or in [0, {num_classes})"
+        )
     work = dtype or torch.promote_types(embeddings.dtype, torch.float32)
     x = embeddings.to(work)
     whitener = within_class_whitener(x, codes, num_classes, ridge)

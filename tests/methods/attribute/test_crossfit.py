@@ -74,6 +74,10 @@ def test_loss_is_differentiable_and_rejects_bad_input() -> None:
             crossfit_covariance_loss(x, y, 2, gen, **bad)
     with pytest.raises(ValueError, match="NaN"):
         crossfit_covariance_loss(torch.full_like(x, float("nan")), y, 2, gen)
+    with pytest.raises(ValueError, match="codes"):
+        crossfit_covariance_loss(x, y + 2, 2, gen)
+    with pytest.raises(ValueError, match="codes"):
+        crossfit_covariance_loss(x, y[:10], 2, gen)
 
 
 @pytest.mark.slow
