@@ -40,6 +40,9 @@ def main() -> None:
     parser.add_argument("--backbone", choices=["fedncf", "fedrap"], default="fedncf")
     parser.add_argument("--residual-l2", type=float, default=0.0)
     parser.add_argument("--l1-global", type=float, default=1e-4)
+    parser.add_argument(
+        "--lr-decay", type=float, default=1.0, help="client lr of round r = lr * decay^(r - 1)"
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     dm = load_data(args.root)  # FedAU2's ML-100K, as the ceiling benchmark reads it
@@ -69,6 +72,11 @@ def main() -> None:
     )
     start = time.perf_counter()
     for r in range(1, args.rounds + 1):
+        if args.lr_decay != 1.0:  # the clients' own parameters (a term keeps its lr)
+            rate = args.lr * args.lr_decay ** (r - 1)
+            for name, (opt, _) in list(engine.param_optim.items()):
+                if not name.startswith("terms."):
+                    engine.param_optim[name] = (opt, rate)
         engine.run_round()
         if r % 50 == 0:
             model.eval()

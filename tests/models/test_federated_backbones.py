@@ -74,6 +74,26 @@ def test_fedrap_regularizer_ignores_padding_and_is_smooth_at_zero() -> None:
         FedRAP(4, 6, difference=-1.0)
 
 
+def test_fedrap_residual_brake_is_the_mean_squared_norm_of_the_touched_cells() -> None:
+    # residual_l2 alone: w * mean over the batch's (user, item) cells of ||D_u[i]||^2, so its
+    # gradient pulls exactly those cells toward zero (2 w D_u[i] / cells) and no other.
+    torch.manual_seed(0)
+    w = 10.0
+    model = FedRAP(4, 6, 3, l1_global=0.0, difference=0.0, residual_l2=w, residual_init_std=0.5)
+    users = torch.tensor([1, 3])
+    items = torch.tensor([[2, 5], [0, 2]])
+    loss = model.regularizer(users, items)
+    d = model.residual.detach()
+    cells = torch.stack([d[1, 2], d[1, 5], d[3, 0], d[3, 2]])
+    torch.testing.assert_close(loss, w * cells.square().sum(dim=-1).mean())
+    loss.backward()
+    assert model.residual.grad is not None
+    expected = torch.zeros_like(d)
+    for u, i in ((1, 2), (1, 5), (3, 0), (3, 2)):
+        expected[u, i] = 2 * w * d[u, i] / 4
+    torch.testing.assert_close(model.residual.grad, expected)
+
+
 def test_neumf_keeps_both_user_tables_private() -> None:
     model = NCF(5, 7, 4, hidden_layers=1, scorer="neumf")
     private = model.per_user_parameters()

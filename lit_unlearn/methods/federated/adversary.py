@@ -35,6 +35,7 @@ __all__ = [
     "AttributeHead",
     "UploadRecorder",
     "gradient_reversal",
+    "gradient_scale",
     "normalized_reversal",
 ]
 
@@ -66,12 +67,20 @@ def gradient_reversal(x: Tensor, scale: float) -> Tensor:
     return cast(Tensor, _Reversal.apply(x, scale, False))
 
 
+def gradient_scale(x: Tensor, scale: float) -> Tensor:
+    """Identity forward, gradient times ``+scale`` backward (0: no gradient at all)."""
+    if scale == 0:
+        return x.detach()
+    return cast(Tensor, _Reversal.apply(x, -scale, False))
+
+
 def normalized_reversal(x: Tensor, tau: float) -> Tensor:
     """FedAU2's adaptive trigger (Eq. 6): the reversed gradient has norm ``tau``."""
     return cast(Tensor, _Reversal.apply(x, tau, True))
 
 
 Trigger = Literal["always", "correct", "adaptive"]
+Push = Literal["reverse", "confuse"]
 Representation = Literal["default", "residual_mean_dims", "residual_mean_items"]
 
 
@@ -122,6 +131,19 @@ class AdversaryTerm(ClientTerm):
             noise). DSVAE's ``eps1`` flips the sign of the reversed gradient for 31% of the
             draws at lambda = 4, which weakens the removal; ``mean`` keeps the gradient-side
             protection (the uploads are unchanged) and reverses at full strength.
+        push: How the representation is pushed: ``reverse`` (FedAU2: the gradient reversal
+            of the head's cross-entropy on the client's label) or ``confuse`` (not in the
+            paper: the representation descends the cross-entropy between the frozen head's
+            posterior and ``confusion_target``, scaled by ``grl_scale``; a client moves
+            *toward* the head's decision boundary and stops there instead of being pushed
+            across it, so the attribute is removed rather than inverted; the head itself
+            trains and uploads exactly as with ``reverse``). ``trigger``, ``sut_skip``,
+            ``pretrain_rounds`` and ``reverse_through`` apply alike; ``adaptive`` normalises
+            the confusion gradient to norm ``tau``.
+        confusion_target: The posterior ``confuse`` drives each client to: ``prior`` (the
+            labelled clients' class proportions, what a head reading an uninformative
+            representation predicts; a server learns them by secure aggregation of one-hot
+            counts) or ``uniform``.
         representation: What the head reads: ``default`` (the local loss's user
             representation); for FedRAP ``residual_mean_dims`` (the residual ``D_u`` averaged
             over its embedding dimensions, an item-length vector: spec decision 7, the paper's
@@ -147,8 +169,16 @@ class AdversaryTerm(ClientTerm):
         hidden: int = 100,
         representation: Representation = "default",
         reverse_through: Literal["noisy", "mean"] = "noisy",
+        push: Push = "reverse",
+        confusion_target: Literal["prior", "uniform"] = "prior",
     ) -> None:
         super().__init__()
+        if push not in ("reverse", "confuse"):
+            raise ValueError(f"push must be 'reverse' or 'confuse', got {push!r}")
+        if confusion_target not in ("prior", "uniform"):
+            raise ValueError(
+                f"confusion_target must be 'prior' or 'uniform', got {confusion_target!r}"
+            )
         if lr is not None and not (math.isfinite(lr) and lr > 0):
             raise ValueError(f"lr must be a finite float > 0 or None, got {lr!r}")
         if optimizer not in ("sgd", "adam"):
@@ -188,10 +218,39 @@ class AdversaryTerm(ClientTerm):
         self.tau = float(tau)
         self.representation: Representation = representation
         self.reverse_through = reverse_through
+        self.push: Push = push
+        self.confusion_target = confusion_target
         self.round_index = 0
+        num_classes_ = int(getattr(self.head, "num_classes", num_classes))
+        # Not persistent: it is recomputed from the labels whenever an engine is built, so
+        # checkpoints of before this option still load.
+        self.register_buffer(
+            "class_prior", torch.full((num_classes_,), 1.0 / num_classes_), persistent=False
+        )
 
     def start_round(self, round_index: int) -> None:
         self.round_index = round_index
+
+    def observe_labels(self, labels: Tensor) -> None:
+        """Set the ``prior`` confusion target to the labelled clients' class proportions.
+
+        Raises:
+            ValueError: ``confuse`` toward the prior with no labelled client, or a label
+                outside the head's classes.
+        """
+        if self.push != "confuse" or self.confusion_target != "prior":
+            return
+        prior = cast(Tensor, self.class_prior)
+        known = labels[labels >= 0].long()
+        classes = prior.numel()
+        if known.numel() == 0:
+            raise ValueError("push='confuse' toward the class prior needs labelled clients")
+        if int(known.max()) >= classes:
+            raise ValueError(
+                f"a label {int(known.max())} is outside the adversary's {classes} classes"
+            )
+        counts = torch.bincount(known.cpu(), minlength=classes).to(prior.dtype)
+        prior.copy_(counts / counts.sum())
 
     @property
     def reversing(self) -> bool:
@@ -247,7 +306,11 @@ class AdversaryTerm(ClientTerm):
         target = label.clamp_min(0).reshape(1)
         known = (label >= 0).to(rep.dtype)
         sut = self.trigger == "correct"
-        two_paths = self.reverse_through == "mean" or (sut and self.sut_skip == "grl")
+        two_paths = (
+            self.reverse_through == "mean"
+            or (sut and self.sut_skip == "grl")
+            or self.push == "confuse"
+        )
         if not self.reversing or (not sut and not two_paths):
             ce = F.cross_entropy(self.logits(rep).unsqueeze(0), target)
             return self.weight * known * ce
@@ -265,17 +328,36 @@ class AdversaryTerm(ClientTerm):
         logits = self._head(rep.detach(), noise)
         correct = (logits.detach().argmax(-1) == target[0]).to(rep.dtype)
         frozen = {n: p.detach() for n, p in self.head.named_parameters()}
-        reversed_rep = (
-            normalized_reversal(rep, self.tau)
-            if self.trigger == "adaptive"
-            else gradient_reversal(rep, self.grl_scale)
-        )
+        confuse = self.push == "confuse"
+        if self.trigger == "adaptive":
+            reversed_rep = (
+                gradient_scale(normalized_reversal(rep, self.tau), -1.0)
+                if confuse
+                else normalized_reversal(rep, self.tau)
+            )
+        else:
+            reversed_rep = (
+                gradient_scale(rep, self.grl_scale)
+                if confuse
+                else gradient_reversal(rep, self.grl_scale)
+            )
         kwargs: dict[str, Any] = (
             {"mean": True} if self.reverse_through == "mean" else {"noise": noise}
         )
         reversed_logits = functional_call(self.head, frozen, (reversed_rep,), kwargs)
         ce_head = F.cross_entropy(logits.unsqueeze(0), target)
-        ce_rev = F.cross_entropy(reversed_logits.unsqueeze(0), target)
+        if confuse:
+            # Cross-entropy to the target posterior: its gradient vanishes where the head
+            # predicts the target, so a client stops at the boundary instead of crossing it.
+            prior = cast(Tensor, self.class_prior)
+            goal = (
+                prior
+                if self.confusion_target == "prior"
+                else torch.full_like(prior, 1.0 / prior.numel())
+            ).to(reversed_logits.dtype)
+            ce_rev = -(goal * F.log_softmax(reversed_logits, dim=-1)).sum()
+        else:
+            ce_rev = F.cross_entropy(reversed_logits.unsqueeze(0), target)
         head_gate = correct if sut and self.sut_skip == "loss" else torch.ones_like(correct)
         reverse_gate = correct if sut else torch.ones_like(correct)
         return self.weight * known * (head_gate * ce_head + reverse_gate * ce_rev)

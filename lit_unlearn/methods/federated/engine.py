@@ -190,6 +190,9 @@ class InProcessEngine:
         if self.labels.shape != (data.num_users,):
             raise ValueError(f"labels must be [{data.num_users}], got {tuple(self.labels.shape)}")
         self.objective = _ClientObjective(model, local_loss, list(terms or []))
+        for term in self.objective.terms:
+            assert isinstance(term, ClientTerm)
+            term.observe_labels(self.labels)
         self.fraction = float(fraction)
         self.local_epochs = local_epochs
         self.local_batch_size = local_batch_size

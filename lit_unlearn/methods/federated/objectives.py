@@ -211,6 +211,11 @@ class ClientTerm(nn.Module, ABC):
     def start_round(self, round_index: int) -> None:
         """Called before each round's local training (schedules such as a pretraining phase)."""
 
+    def observe_labels(self, labels: Tensor) -> None:
+        """Called once by the engine with every client's attribute code (``-1`` unknown), for
+        terms that need population statistics of the label (a deployment's server gets them
+        by secure aggregation of one-hot counts); the default needs none."""
+
     @abstractmethod
     def forward(
         self,

@@ -326,3 +326,96 @@ def test_sut_through_the_mean_gates_only_the_reversal_with_grl_skip() -> None:
     assert float(value) == 0 and torch.count_nonzero(g_rep) == 0 and torch.count_nonzero(g_w) == 0
     with pytest.raises(ValueError, match="reverse_through"):
         AdversaryTerm(reverse_through="both")  # type: ignore[arg-type]
+
+
+# ---------------------------------------------------------------------------- push="confuse"
+def _confusion_grad(head: torch.nn.Module, rep: Tensor, goal: Tensor) -> Tensor:
+    """d CE(goal, softmax(head(rep))) / d rep, by hand."""
+    rep = rep.clone().requires_grad_(True)
+    (-(goal * F.log_softmax(head(rep), dim=-1)).sum()).backward()
+    assert rep.grad is not None
+    return rep.grad.clone()
+
+
+def test_confusion_descends_the_cross_entropy_to_the_prior_and_trains_the_head_as_reverse() -> None:
+    term = _term(grl_scale=40.0, weight=0.5, push="confuse")
+    term.observe_labels(torch.tensor([0, 1, 1, 1, -1]))
+    torch.testing.assert_close(term.class_prior, torch.tensor([0.25, 0.75]))
+    rep = torch.randn(6)
+    _, g_rep, g_w = _term_grads(term, rep, 1)
+    _, ce_w = _plain_ce_grads(term.head, rep, 1)
+    torch.testing.assert_close(g_w, 0.5 * ce_w)  # the head learns exactly as with reverse
+    expected = 40.0 * 0.5 * _confusion_grad(term.head, rep, torch.tensor([0.25, 0.75]))
+    torch.testing.assert_close(g_rep, expected)
+    # the push does not depend on the client's label (only the head's loss does)
+    _, g_rep0, _ = _term_grads(term, rep, 0)
+    torch.testing.assert_close(g_rep0, expected)
+    uniform = _term(grl_scale=40.0, push="confuse", confusion_target="uniform")
+    uniform.observe_labels(torch.tensor([0, 1, 1, 1]))
+    torch.testing.assert_close(uniform.class_prior, torch.tensor([0.5, 0.5]))
+    _, g_u, _ = _term_grads(uniform, rep, 1)
+    half = torch.full((2,), 0.5)
+    torch.testing.assert_close(g_u, 40.0 * _confusion_grad(uniform.head, rep, half))
+
+
+@pytest.mark.parametrize("push", ["reverse", "confuse"])
+def test_confusion_stops_a_client_at_the_boundary_where_reversal_pushes_it_across(
+    push: str,
+) -> None:
+    # Descending the term's gradient on one client's representation (the head frozen): the
+    # reversal drives the head's posterior of the true class toward 0 (inverting it); the
+    # confusion drives it to the prior and no further.
+    term = _term(grl_scale=1.0, push=push)
+    term.observe_labels(torch.tensor([0, 1]))
+    rep = torch.randn(6)
+    label = int(term.head(rep).argmax())
+    for _ in range(3000):
+        _, g_rep, _ = _term_grads(term, rep, label)
+        rep = rep - 0.5 * g_rep
+    p_true = float(F.softmax(term.head(rep).detach(), dim=-1)[label])
+    if push == "confuse":
+        assert abs(p_true - 0.5) < 0.02
+    else:
+        assert p_true < 0.1
+
+
+def test_confusion_with_sut_pushes_only_right_predictions_and_adaptive_has_norm_tau() -> None:
+    term = _term(grl_scale=10.0, push="confuse", trigger="correct", sut_skip="grl")
+    rep = torch.randn(6)
+    wrong = 1 - int(term.head(rep).argmax())
+    _, g_rep, g_w = _term_grads(term, rep, wrong)
+    assert torch.count_nonzero(g_rep) == 0 and torch.count_nonzero(g_w) > 0
+    adaptive = _term(push="confuse", trigger="adaptive", tau=0.3)
+    _, g_a, _ = _term_grads(adaptive, rep, 0)
+    assert math.isclose(float(g_a.norm()), 0.3, rel_tol=1e-5)
+    direction = _confusion_grad(adaptive.head, rep, torch.full((2,), 0.5))
+    assert float(F.cosine_similarity(g_a, direction, dim=0)) > 1 - 1e-5
+
+
+def test_confusion_options_are_checked() -> None:
+    with pytest.raises(ValueError, match="push"):
+        _term(push="invert")
+    with pytest.raises(ValueError, match="confusion_target"):
+        _term(push="confuse", confusion_target="flat")
+    term = _term(push="confuse")
+    with pytest.raises(ValueError, match="labelled clients"):
+        term.observe_labels(torch.tensor([-1, -1]))
+    with pytest.raises(ValueError, match="outside"):
+        term.observe_labels(torch.tensor([0, 2]))
+    _term(push="reverse").observe_labels(torch.tensor([-1]))  # nothing to learn: no error
+
+
+def test_confusion_runs_in_the_engine_with_the_clients_prior() -> None:
+    torch.manual_seed(0)
+    term = AdversaryTerm(
+        input_dim=8, num_classes=2, grl_scale=50.0, lr=0.1, push="confuse", head_kind="dsvae"
+    )
+    engine = _engine(term)
+    known = engine.labels[engine.labels >= 0]
+    share = float((known == 1).float().mean())
+    torch.testing.assert_close(term.class_prior, torch.tensor([1 - share, share]))
+    before = engine.model.user_representation().detach().clone()
+    for _ in range(3):
+        engine.run_round()
+    after = engine.model.user_representation().detach()
+    assert torch.isfinite(after).all() and not torch.equal(before, after)
