@@ -35,7 +35,6 @@ __all__ = [
     "AttributeHead",
     "UploadRecorder",
     "gradient_reversal",
-    "gradient_scale",
     "normalized_reversal",
 ]
 
@@ -65,13 +64,6 @@ def gradient_reversal(x: Tensor, scale: float) -> Tensor:
     if scale == 0:
         return x.detach()
     return cast(Tensor, _Reversal.apply(x, scale, False))
-
-
-def gradient_scale(x: Tensor, scale: float) -> Tensor:
-    """Identity forward, gradient times ``+scale`` backward (0: no gradient at all)."""
-    if scale == 0:
-        return x.detach()
-    return cast(Tensor, _Reversal.apply(x, -scale, False))
 
 
 def normalized_reversal(x: Tensor, tau: float) -> Tensor:
@@ -329,18 +321,13 @@ class AdversaryTerm(ClientTerm):
         correct = (logits.detach().argmax(-1) == target[0]).to(rep.dtype)
         frozen = {n: p.detach() for n, p in self.head.named_parameters()}
         confuse = self.push == "confuse"
-        if self.trigger == "adaptive":
-            reversed_rep = (
-                gradient_scale(normalized_reversal(rep, self.tau), -1.0)
-                if confuse
-                else normalized_reversal(rep, self.tau)
-            )
-        else:
-            reversed_rep = (
-                gradient_scale(rep, self.grl_scale)
-                if confuse
-                else gradient_reversal(rep, self.grl_scale)
-            )
+        # One identity-forward function for every push: the reversal multiplies the gradient
+        # by -scale (ascent on the head's loss), the confusion by +scale (descent).
+        normalize = self.trigger == "adaptive"
+        scale = (self.tau if normalize else self.grl_scale) * (-1.0 if confuse else 1.0)
+        reversed_rep = (
+            rep.detach() if scale == 0 else cast(Tensor, _Reversal.apply(rep, scale, normalize))
+        )
         kwargs: dict[str, Any] = (
             {"mean": True} if self.reverse_through == "mean" else {"noise": noise}
         )
@@ -349,12 +336,8 @@ class AdversaryTerm(ClientTerm):
         if confuse:
             # Cross-entropy to the target posterior: its gradient vanishes where the head
             # predicts the target, so a client stops at the boundary instead of crossing it.
-            prior = cast(Tensor, self.class_prior)
-            goal = (
-                prior
-                if self.confusion_target == "prior"
-                else torch.full_like(prior, 1.0 / prior.numel())
-            ).to(reversed_logits.dtype)
+            # class_prior stays uniform for confusion_target="uniform" (observe_labels).
+            goal = cast(Tensor, self.class_prior).to(reversed_logits.dtype)
             ce_rev = -(goal * F.log_softmax(reversed_logits, dim=-1)).sum()
         else:
             ce_rev = F.cross_entropy(reversed_logits.unsqueeze(0), target)
