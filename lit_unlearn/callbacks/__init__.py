@@ -11,6 +11,7 @@ from lit_unlearn.divergence import DivergenceGuard
 from lit_unlearn.methods.attribute import (
     D2DR,
     U2UR,
+    AdversarialConfusion,
     AttrCloak,
     AttributeUnlearning,
     CalibratedErasure,
@@ -28,6 +29,7 @@ __all__ = [
     "SSD",
     "U2UR",
     "UNSIR",
+    "AdversarialConfusion",
     "AltEraser",
     "AttrCloak",
     "AttributeAudit",
