@@ -23,7 +23,7 @@ from lit_unlearn.methods.attribute.confusion import (
     FoldHeads,
     confusion_divergence,
     head_training_loss,
-    stratified_folds,
+    replicated_folds,
 )
 from lit_unlearn.optim import MGDA, GradientCombiner
 from lit_unlearn.unlearning.contract import RepresentationTask
@@ -78,6 +78,9 @@ class AdversarialConfusion(AttributeUnlearning):
         refresh_every: Every this many steps redraw the folds and train fresh heads from a new
             initialisation (with the warm-up): an attacker the representation has not been
             tracking. ``0``: never.
+        replicates: Independent fold draws per attribute (``folds x replicates`` heads); each
+            user's push is the mean over its ``replicates`` held-out heads, so what a single
+            head learnt from its training users' noise averages out.
     """
 
     def __init__(
@@ -101,6 +104,7 @@ class AdversarialConfusion(AttributeUnlearning):
         head_steps: int = 5,
         head_warmup: int = 200,
         refresh_every: int = 0,
+        replicates: int = 1,
     ) -> None:
         super().__init__(
             checkpoint=checkpoint,
@@ -123,6 +127,7 @@ class AdversarialConfusion(AttributeUnlearning):
         self.head_steps = check_count("head_steps", head_steps)
         self.head_warmup = check_count("head_warmup", head_warmup, minimum=0)
         self.refresh_every = check_count("refresh_every", refresh_every, minimum=0)
+        self.replicates = check_count("replicates", replicates)
         self._heads: dict[str, FoldHeads] = {}
         self._head_optim: dict[str, torch.optim.Adam] = {}
         self._folds: dict[str, Tensor] = {}
@@ -143,9 +148,14 @@ class AdversarialConfusion(AttributeUnlearning):
         same on every DDP rank (seeded by the run's seed, the round and the name)."""
         for name, codes in self._codes.items():
             gen = self._generator(name, self._round)
-            self._folds[name] = stratified_folds(codes, self.folds, gen).to(device)
+            self._folds[name] = replicated_folds(codes, self.folds, self.replicates, gen).to(device)
             heads = FoldHeads(
-                self.folds, dim, self._num_classes[name], self.hidden, self.layers, gen
+                self.folds * self.replicates,
+                dim,
+                self._num_classes[name],
+                self.hidden,
+                self.layers,
+                gen,
             ).to(device)
             self._heads[name] = heads
             self._head_optim[name] = torch.optim.Adam(

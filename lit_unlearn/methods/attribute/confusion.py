@@ -31,7 +31,13 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-__all__ = ["FoldHeads", "confusion_divergence", "stratified_folds"]
+__all__ = [
+    "FoldHeads",
+    "confusion_divergence",
+    "head_training_loss",
+    "replicated_folds",
+    "stratified_folds",
+]
 
 
 def stratified_folds(codes: Tensor, folds: int, generator: torch.Generator) -> Tensor:
@@ -130,11 +136,42 @@ class FoldHeads(nn.Module):
         return h
 
 
-def _balanced_weights(codes: Tensor, folds: Tensor, k: int, num_classes: int) -> Tensor:
-    """Per-user weight for head ``k``: 0 inside fold ``k`` and for unlabelled users, else the
-    inverse of the user's class count among head ``k``'s training users, normalised to mean 1
-    over them (sklearn's ``balanced``)."""
-    train = (folds >= 0) & (folds != k)
+def replicated_folds(
+    codes: Tensor, folds: int, replicates: int, generator: torch.Generator
+) -> Tensor:
+    """``replicates`` independent stratified fold draws, as global head ids.
+
+    Replicate ``r``'s fold ``k`` is judged by head ``r * folds + k``, so a :class:`FoldHeads`
+    of ``folds * replicates`` heads serves them all. Averaging a user's push over several
+    heads that never saw it keeps what they agree on (the attribute) and averages out what
+    each one learnt from its own training users' noise.
+
+    Returns:
+        ``[replicates, N]`` head ids (``-1``: unlabelled).
+    """
+    if replicates < 1:
+        raise ValueError(f"replicates must be >= 1, got {replicates}")
+    rows = []
+    for r in range(replicates):
+        f = stratified_folds(codes, folds, generator)
+        rows.append(torch.where(f >= 0, f + r * folds, f))
+    return torch.stack(rows)
+
+
+def _as_rows(assignment: Tensor) -> Tensor:
+    """``[N]`` (one fold draw) or ``[R, N]`` head ids, as ``[R, N]``."""
+    if assignment.dim() == 1:
+        return assignment.unsqueeze(0)
+    if assignment.dim() != 2:
+        raise ValueError(f"fold assignment must be [N] or [R, N], got {tuple(assignment.shape)}")
+    return assignment
+
+
+def _balanced_weights(codes: Tensor, row: Tensor, head: int, num_classes: int) -> Tensor:
+    """Per-user weight for ``head`` of a fold draw ``row``: 0 for the head's own fold and for
+    unlabelled users, else the inverse of the user's class count among the head's training
+    users, normalised to mean 1 over them (sklearn's ``balanced``)."""
+    train = (row >= 0) & (row != head)
     counts = torch.bincount(codes[train], minlength=num_classes).to(torch.float32)
     present = counts > 0
     per_class = torch.zeros(num_classes, device=codes.device)
@@ -148,38 +185,55 @@ def head_training_loss(
     heads: FoldHeads, x: Tensor, codes: Tensor, folds: Tensor, num_classes: int
 ) -> Tensor:
     """Sum over heads of each head's class-balanced cross-entropy on its training users (the
-    users outside its fold). ``x`` should be detached: this trains the heads only."""
-    logits = heads(x)  # [K, N, C]
-    k_count = heads.folds
+    labelled users outside its fold, in its fold draw). ``x`` should be detached: this trains
+    the heads only.
+
+    Args:
+        heads: ``folds_per_draw * R`` heads.
+        x: Standardised representation ``[N, d]``.
+        codes: Class per user ``[N]`` (``-1``: unlabelled).
+        folds: Head ids ``[N]`` (one draw) or ``[R, N]`` (:func:`replicated_folds`).
+        num_classes: Classes ``C``.
+    """
+    rows = _as_rows(folds)
+    count = heads.folds
+    per_draw = count // rows.shape[0]
+    if per_draw * rows.shape[0] != count:
+        raise ValueError(f"{count} heads cannot serve {rows.shape[0]} fold draws equally")
+    logits = heads(x)  # [H, N, C]
     weights = torch.stack(
-        [_balanced_weights(codes, folds, k, num_classes) for k in range(k_count)]
-    ).to(logits.dtype)  # [K, N]
-    target = codes.clamp_min(0).unsqueeze(0).expand(k_count, -1)
+        [_balanced_weights(codes, rows[h // per_draw], h, num_classes) for h in range(count)]
+    ).to(logits.dtype)  # [H, N]
+    target = codes.clamp_min(0).unsqueeze(0).expand(count, -1)
     ce = F.cross_entropy(logits.reshape(-1, num_classes), target.reshape(-1), reduction="none")
-    ce = ce.view(k_count, -1)
+    ce = ce.view(count, -1)
     return ((weights * ce).sum(dim=1) / weights.sum(dim=1).clamp_min(1e-12)).sum()
 
 
 def confusion_divergence(heads: FoldHeads, x: Tensor, folds: Tensor) -> Tensor:
-    """Mean over labelled users of ``KL(uniform || p_k(. | x_u))``, ``k`` the user's fold.
+    """Mean over labelled users (and fold draws) of ``KL(uniform || p_h(. | x_u))``, ``h`` the
+    head of the user's fold in each draw.
 
-    Zero exactly when every user's held-out head is undecided about it; the heads are frozen
-    (only ``x`` gets a gradient). Uses only the user's own head: an attacker that trained on the
-    user would see its own training data, which is not the question.
+    Zero exactly when every user's held-out heads are undecided about it; the heads are frozen
+    (only ``x`` gets a gradient). Uses only the user's own heads: an attacker that trained on
+    the user would see its own training data, which is not the question.
 
     Args:
         heads: The fold heads.
         x: Standardised representation ``[N, d]`` (with grad).
-        folds: Fold per user ``[N]`` (``-1``: unlabelled, left out).
+        folds: Head ids ``[N]`` or ``[R, N]`` (``-1``: unlabelled, left out; a user is
+            labelled in every draw or in none).
 
     Returns:
         Scalar ``>= 0`` (``0`` when no user is labelled).
     """
-    labelled = folds >= 0
+    rows = _as_rows(folds)
+    labelled = rows[0] >= 0
     if not bool(labelled.any()):
         return x.sum() * 0.0
-    logits = heads(x[labelled], frozen=True)  # [K, n, C]
-    own = logits[folds[labelled], torch.arange(int(labelled.sum()), device=x.device)]  # [n, C]
+    logits = heads(x[labelled], frozen=True)  # [H, n, C]
+    users = torch.arange(int(labelled.sum()), device=x.device)
+    own = torch.stack([logits[row[labelled], users] for row in rows])  # [R, n, C]
     log_p = F.log_softmax(own, dim=-1)
     num_classes = own.shape[-1]
     # KL(u || p) = sum_c (1/C) (log(1/C) - log p_c)
