@@ -65,7 +65,10 @@ class AdversarialConfusion(AttributeUnlearning):
         dd_anchor: DD only: weight of Eq. 21 added to the recommendation loss.
         privacy_seed: Seed of the folds and the heads' initialisation (``None``: the run's
             seed); the same on every DDP rank.
-        bounds: alpha_u bounds of the default MGDA combiner.
+        bounds: alpha_u bounds of the default MGDA combiner. The lower bound is what moves the
+            users: the data-free retention has zero gradient at the original model, so MGDA
+            over ``[0, 1]`` puts all weight on it and nothing moves; on ML-100K MGDA sits at the
+            lower bound throughout (0.1: nothing removed; 0.5: docs/attrcloak.md).
         folds: Folds of the cross-fitting (heads per attribute, ``>= 2``): each head trains on
             ``(folds - 1) / folds`` of the labelled users.
         hidden: Hidden width of the heads.
@@ -77,7 +80,8 @@ class AdversarialConfusion(AttributeUnlearning):
             attacker of the model as trained).
         refresh_every: Every this many steps redraw the folds and train fresh heads from a new
             initialisation (with the warm-up): an attacker the representation has not been
-            tracking. ``0``: never.
+            tracking. ``0``: never (measured on planted data: the representation then learns
+            to fool the heads it tracks, and a fresh logistic regression still reads it).
         replicates: Independent fold draws per attribute (``folds x replicates`` heads); each
             user's push is the mean over its ``replicates`` held-out heads, so what a single
             head learnt from its training users' noise averages out.
@@ -95,15 +99,15 @@ class AdversarialConfusion(AttributeUnlearning):
         target: Target = "parameters",
         dd_anchor: float = 0.0,
         privacy_seed: int | None = None,
-        bounds: tuple[float, float] = (0.0, 1.0),
+        bounds: tuple[float, float] = (0.5, 1.0),
         folds: int = 5,
         hidden: int = 100,
         layers: int = 3,
         head_lr: float = 1e-2,
         head_weight_decay: float = 1e-4,
         head_steps: int = 5,
-        head_warmup: int = 200,
-        refresh_every: int = 0,
+        head_warmup: int = 100,
+        refresh_every: int = 25,
         replicates: int = 1,
     ) -> None:
         super().__init__(

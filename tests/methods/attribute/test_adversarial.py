@@ -50,8 +50,10 @@ def test_df_confusion_hides_gender_and_keeps_items(trained: Path, tmp_path: Path
 
 def test_default_mgda_with_zero_lower_bound_keeps_the_model(trained: Path, tmp_path: Path) -> None:
     """DF retention has zero gradient at the original model, so MGDA over [0, 1] puts all
-    weight on it and nothing moves: why the config's bounds start at 0.5 (documented)."""
-    conf = AdversarialConfusion(checkpoint=str(trained), attributes=["gender"], head_warmup=10)
+    weight on it and nothing moves: why the default bounds start at 0.5 (documented)."""
+    conf = AdversarialConfusion(
+        checkpoint=str(trained), attributes=["gender"], bounds=(0.0, 1.0), head_warmup=10
+    )
     task = load(trained)
     bare_trainer(tmp_path, max_epochs=3, callbacks=[conf]).fit(task, df_data(trained))
     torch.testing.assert_close(task.user_representation(), load(trained).user_representation())

@@ -15,6 +15,7 @@ from lit_unlearn.methods.attribute.confusion import (
     FoldHeads,
     confusion_divergence,
     head_training_loss,
+    replicated_folds,
     stratified_folds,
 )
 
@@ -101,6 +102,39 @@ def test_divergence_closed_form_zero_at_the_boundary_and_heads_frozen() -> None:
     assert float(confusion_divergence(heads, x, folds).detach()) == pytest.approx(0.0, abs=1e-7)
     unlabelled = torch.full((18,), -1)
     assert float(confusion_divergence(heads, x, unlabelled)) == 0.0
+
+
+def test_replicated_folds_give_each_draw_its_own_heads_and_average_the_push() -> None:
+    """Draw r's folds map to heads r*K..r*K+K-1; the divergence over R draws is the mean of
+    each draw's divergence; a head of draw r trains only on users outside its fold in draw r."""
+    gen = torch.Generator().manual_seed(4)
+    codes = torch.tensor([0, 1] * 15 + [-1] * 2)
+    folds = replicated_folds(codes, 3, 2, gen)
+    assert folds.shape == (2, 32)
+    assert set(folds[0, :30].tolist()) == {0, 1, 2} and set(folds[1, :30].tolist()) == {3, 4, 5}
+    assert torch.equal(folds[:, 30:], torch.full((2, 2), -1))
+    assert not torch.equal(folds[0], folds[1] - 3)  # independent draws
+    heads = FoldHeads(6, 4, 2, hidden=5, layers=2, generator=gen)
+    x = torch.randn(32, 4, generator=gen)
+    both = confusion_divergence(heads, x, folds)
+    each = [confusion_divergence(heads, x, folds[r]) for r in (0, 1)]
+    torch.testing.assert_close(both, (each[0] + each[1]) / 2)
+    moved = x.clone()
+    moved[folds[1] == 4] += 3.0
+    heads.zero_grad()
+    head_training_loss(heads, x, codes, folds, 2).backward()
+    grad = heads.weights[0].grad
+    assert grad is not None
+    before = grad.clone()
+    heads.zero_grad()
+    head_training_loss(heads, moved, codes, folds, 2).backward()
+    after = heads.weights[0].grad
+    assert after is not None
+    torch.testing.assert_close(before[4], after[4])  # head 4 never saw draw 1's fold 1
+    with pytest.raises(ValueError, match="replicates"):
+        replicated_folds(codes, 3, 0, gen)
+    with pytest.raises(ValueError, match="cannot serve"):
+        head_training_loss(FoldHeads(5, 4, 2, generator=gen), x, codes, folds, 2)
 
 
 def _planted(seed: int, n: int = 500, d: int = 8) -> tuple[torch.Tensor, torch.Tensor]:
