@@ -224,6 +224,11 @@ class Recommender(nn.Module, ABC):
         """Whether :meth:`score` is the plain dot product (the default implementation)."""
         return type(self).score is Recommender.score
 
+    def scores_by_dot(self) -> bool:
+        """Whether :meth:`score` is the plain dot product, so ``user_rep @ item_rep.T`` scores
+        every pair (callers may then skip :meth:`score`)."""
+        return self._scores_by_dot()
+
     def _rows_are_shared(self) -> bool:
         """Whether a row's representation is the same wherever the id occurs in a batch.
 

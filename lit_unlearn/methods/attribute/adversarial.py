@@ -12,6 +12,7 @@ combiner (MGDA by default) exactly as AttrCloak's step (:class:`AttributeUnlearn
 from __future__ import annotations
 
 import zlib
+from collections.abc import Callable
 from typing import Any, Literal
 
 import lightning.pytorch as pl
@@ -25,9 +26,29 @@ from lit_unlearn.methods.attribute.confusion import (
     head_training_loss,
     replicated_folds,
 )
+from lit_unlearn.methods.attribute.retention import score_regularization
+from lit_unlearn.models.base import Recommender
 from lit_unlearn.optim import MGDA, GradientCombiner
 from lit_unlearn.unlearning.contract import RepresentationTask
 from lit_unlearn.validation import check_bounds, check_count, check_non_negative, check_positive
+
+
+def item_scoring(
+    task: RepresentationTask,
+) -> tuple[Tensor, Callable[[Tensor, Tensor], Tensor] | None]:
+    """The task's fixed item representations and its scorer (``None``: plain dot product).
+
+    Raises:
+        TypeError: The task's model is not a recommender with ``embed`` and ``score``.
+    """
+    model = getattr(task, "model", None)
+    if not isinstance(model, Recommender):
+        raise TypeError(
+            f"retention_metric='scores' needs a recommender task, got model {type(model).__name__}"
+        )
+    with torch.no_grad():
+        items = model.embed(graph=getattr(task, "graph", None))[1].detach()
+    return items, None if model.scores_by_dot() else model.score
 
 
 def standardise(representation: Tensor) -> Tensor:
@@ -85,6 +106,11 @@ class AdversarialConfusion(AttributeUnlearning):
         replicates: Independent fold draws per attribute (``folds x replicates`` heads); each
             user's push is the mean over its ``replicates`` held-out heads, so what a single
             head learnt from its training users' noise averages out.
+        retention_metric: How Eq. 21 (the DF retention, and the DD anchor) measures a move:
+            ``euclidean`` (the paper) or ``scores`` (the squared change of the user's scores
+            over every item, :func:`~lit_unlearn.methods.attribute.retention.
+            score_regularization`; needs a recommender task whose model has ``embed`` and
+            ``score``).
     """
 
     def __init__(
@@ -109,6 +135,7 @@ class AdversarialConfusion(AttributeUnlearning):
         head_warmup: int = 100,
         refresh_every: int = 25,
         replicates: int = 1,
+        retention_metric: Literal["euclidean", "scores"] = "euclidean",
     ) -> None:
         super().__init__(
             checkpoint=checkpoint,
@@ -132,6 +159,13 @@ class AdversarialConfusion(AttributeUnlearning):
         self.head_warmup = check_count("head_warmup", head_warmup, minimum=0)
         self.refresh_every = check_count("refresh_every", refresh_every, minimum=0)
         self.replicates = check_count("replicates", replicates)
+        if retention_metric not in ("euclidean", "scores"):
+            raise ValueError(
+                f"retention_metric must be 'euclidean' or 'scores', got {retention_metric!r}"
+            )
+        self.retention_metric = retention_metric
+        self._items: Tensor | None = None
+        self._score: Callable[[Tensor, Tensor], Tensor] | None = None
         self._heads: dict[str, FoldHeads] = {}
         self._head_optim: dict[str, torch.optim.Adam] = {}
         self._folds: dict[str, Tensor] = {}
@@ -189,6 +223,8 @@ class AdversarialConfusion(AttributeUnlearning):
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         super().on_train_start(trainer, pl_module)
         assert isinstance(pl_module, RepresentationTask)
+        if self.retention_metric == "scores":
+            self._items, self._score = item_scoring(pl_module)
         with torch.no_grad():
             rep = pl_module.representation()
         self._round = 0
@@ -198,6 +234,24 @@ class AdversarialConfusion(AttributeUnlearning):
             self._pending = None
         else:
             self._train_heads(standardise(rep), self.head_warmup)
+
+    def retention_loss(
+        self, task: RepresentationTask, representation: Tensor, batch: dict[str, Tensor]
+    ) -> Tensor:
+        if self.retention_metric == "euclidean":
+            return super().retention_loss(task, representation, batch)
+        assert self._reference is not None and self._items is not None
+        moved = score_regularization(
+            representation,
+            self._reference,
+            self._items,
+            self._score,
+            reduction=self.reg_reduction,
+        )
+        if self.mode == "df":
+            return moved
+        loss = task.task_loss(batch)
+        return loss + self.dd_anchor * moved if self.dd_anchor > 0 else loss
 
     def privacy_loss(self, representation: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         """Train the heads ``head_steps`` on the current representation, then the mean over

@@ -72,6 +72,7 @@ def test_default_mgda_with_zero_lower_bound_keeps_the_model(trained: Path, tmp_p
         ({"refresh_every": 1.5}, "refresh_every"),
         ({"bounds": (0.7, 0.2)}, "bounds"),
         ({"head_weight_decay": -1.0}, "head_weight_decay"),
+        ({"retention_metric": "cosine"}, "retention_metric"),
     ],
 )
 def test_bad_settings_fail_at_construction(kwargs: dict[str, Any], match: str) -> None:
@@ -181,3 +182,29 @@ def test_dd_mode_runs_with_the_recommender_loss(trained: Path, tmp_path: Path) -
     )
     assert conf.alpha_trace.numel() == 3
     assert not torch.equal(task.user_representation(), load(trained).user_representation())
+
+
+def test_score_retention_moves_users_along_what_items_ignore(trained: Path, tmp_path: Path) -> None:
+    """With ``retention_metric='scores'`` the DF retention is the users' score change; it still
+    hides gender, and per unit of representation moved it changes the scores less than the
+    Euclidean retention does."""
+    original = load(trained)
+    dm = df_data(trained)
+    moved = {}
+    for metric in ("euclidean", "scores"):
+        pl.seed_everything(0, verbose=False)
+        conf = AdversarialConfusion(
+            checkpoint=str(trained),
+            attributes=["gender"],
+            lr=0.01,
+            hidden=32,
+            retention_metric=metric,
+        )
+        task = load(trained)
+        bare_trainer(tmp_path, max_epochs=100, callbacks=[conf]).fit(task, dm)
+        rep, items = task.model.embed()
+        rep0, _ = original.model.embed()
+        delta = (rep - rep0).detach()
+        moved[metric] = float((delta @ items.detach().T).pow(2).mean() / delta.pow(2).mean())
+        assert abs(gender_leak(task, dm.user_attributes) - 0.5) < 0.1, metric
+    assert moved["scores"] < moved["euclidean"], moved

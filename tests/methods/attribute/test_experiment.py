@@ -11,7 +11,13 @@ import pytest
 import yaml
 
 from lit_unlearn.attacks.export import load_exported
-from lit_unlearn.methods.attribute import D2DR, U2UR, AttrCloak, CalibratedErasure
+from lit_unlearn.methods.attribute import (
+    D2DR,
+    U2UR,
+    AdversarialConfusion,
+    AttrCloak,
+    CalibratedErasure,
+)
 from lit_unlearn.methods.attribute.experiment import LeakageSpec, TableConfigError, load_table
 from lit_unlearn.methods.attribute.experiment.__main__ import main, parse_args, table_from_args
 from lit_unlearn.optim import MGDA, FixedWeights
@@ -241,7 +247,10 @@ def test_shipped_leakage_table_audits_paper_shipped_and_robust_rows(
         assert cb.target == "parameters" and cb.privacy_seed is None  # the run's seed
     paper = [n for n, (_, cb) in callbacks.items() if getattr(cb, "privacy_fraction", 1.0) == 1.0]
     assert {"AttrCloak-DF", "AttrCloak-DD on the representation", "U2U-R", "D2D-R"} <= set(paper)
-    assert len(callbacks) == 17
+    assert len(callbacks) == 18
+    confusion = callbacks["AdversarialConfusion-DF (5-fold MLP heads, refreshed every 25 steps)"][1]
+    assert isinstance(confusion, AdversarialConfusion) and confusion.refresh_every == 25
+    assert confusion.folds == 5 and confusion.bounds == (0.5, 1.0) and confusion.lr == 0.01
     for name in (
         "AttrCloak-DF covariance + calibrated means",
         "AttrCloak-DD covariance + calibrated means",
