@@ -111,6 +111,9 @@ class AdversarialConfusion(AttributeUnlearning):
             over every item, :func:`~lit_unlearn.methods.attribute.retention.
             score_regularization`; needs a recommender task whose model has ``embed`` and
             ``score``).
+        margin: Hinge on each user's divergence
+            (:func:`~lit_unlearn.methods.attribute.confusion.confusion_divergence`): users
+            whose held-out heads are within ``margin`` nats of undecided are not pushed.
     """
 
     def __init__(
@@ -136,6 +139,7 @@ class AdversarialConfusion(AttributeUnlearning):
         refresh_every: int = 25,
         replicates: int = 1,
         retention_metric: Literal["euclidean", "scores"] = "euclidean",
+        margin: float = 0.0,
     ) -> None:
         super().__init__(
             checkpoint=checkpoint,
@@ -164,6 +168,7 @@ class AdversarialConfusion(AttributeUnlearning):
                 f"retention_metric must be 'euclidean' or 'scores', got {retention_metric!r}"
             )
         self.retention_metric = retention_metric
+        self.margin = check_non_negative("margin", margin)
         self._items: Tensor | None = None
         self._score: Callable[[Tensor, Tensor], Tensor] | None = None
         self._heads: dict[str, FoldHeads] = {}
@@ -261,7 +266,7 @@ class AdversarialConfusion(AttributeUnlearning):
         x = standardise(representation)
         self._train_heads(x, self.head_steps)
         per = {
-            name: confusion_divergence(heads, x, self._folds[name])
+            name: confusion_divergence(heads, x, self._folds[name], self.margin)
             for name, heads in self._heads.items()
         }
         return torch.stack(list(per.values())).mean(), per

@@ -210,7 +210,7 @@ def head_training_loss(
     return ((weights * ce).sum(dim=1) / weights.sum(dim=1).clamp_min(1e-12)).sum()
 
 
-def confusion_divergence(heads: FoldHeads, x: Tensor, folds: Tensor) -> Tensor:
+def confusion_divergence(heads: FoldHeads, x: Tensor, folds: Tensor, margin: float = 0.0) -> Tensor:
     """Mean over labelled users (and fold draws) of ``KL(uniform || p_h(. | x_u))``, ``h`` the
     head of the user's fold in each draw.
 
@@ -223,6 +223,9 @@ def confusion_divergence(heads: FoldHeads, x: Tensor, folds: Tensor) -> Tensor:
         x: Standardised representation ``[N, d]`` (with grad).
         folds: Head ids ``[N]`` or ``[R, N]`` (``-1``: unlabelled, left out; a user is
             labelled in every draw or in none).
+        margin: Each user's divergence (its mean over the draws) counts only above this value
+            (a hinge): a user its held-out heads already find nearly undecided stops moving,
+            instead of being pulled to exactly uniform. ``0``: the plain mean.
 
     Returns:
         Scalar ``>= 0`` (``0`` when no user is labelled).
@@ -236,5 +239,8 @@ def confusion_divergence(heads: FoldHeads, x: Tensor, folds: Tensor) -> Tensor:
     own = torch.stack([logits[row[labelled], users] for row in rows])  # [R, n, C]
     log_p = F.log_softmax(own, dim=-1)
     num_classes = own.shape[-1]
-    # KL(u || p) = sum_c (1/C) (log(1/C) - log p_c)
-    return (-math.log(num_classes) - log_p.mean(dim=-1)).mean()
+    # KL(u || p) = sum_c (1/C) (log(1/C) - log p_c), per draw and user, then over draws
+    per_user = (-math.log(num_classes) - log_p.mean(dim=-1)).mean(dim=0)  # [n]
+    if margin > 0:
+        per_user = (per_user - margin).clamp_min(0.0)
+    return per_user.mean()

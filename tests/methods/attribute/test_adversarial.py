@@ -73,6 +73,7 @@ def test_default_mgda_with_zero_lower_bound_keeps_the_model(trained: Path, tmp_p
         ({"bounds": (0.7, 0.2)}, "bounds"),
         ({"head_weight_decay": -1.0}, "head_weight_decay"),
         ({"retention_metric": "cosine"}, "retention_metric"),
+        ({"margin": -0.1}, "margin"),
     ],
 )
 def test_bad_settings_fail_at_construction(kwargs: dict[str, Any], match: str) -> None:

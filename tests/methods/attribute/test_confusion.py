@@ -100,6 +100,16 @@ def test_divergence_closed_form_zero_at_the_boundary_and_heads_frozen() -> None:
         heads.weights[0].zero_()
         heads.biases[0].zero_()
     assert float(confusion_divergence(heads, x, folds).detach()) == pytest.approx(0.0, abs=1e-7)
+    # A hinge above every user's divergence: nothing is pushed; below it, the plain mean minus it.
+    x2 = torch.randn(18, 4, generator=gen, requires_grad=True)
+    heads2 = FoldHeads(3, 4, 3, layers=1, generator=gen)
+    per = confusion_divergence(heads2, x2, folds).detach()
+    hinged = confusion_divergence(heads2, x2, folds, margin=100.0)
+    assert float(hinged.detach()) == 0.0
+    (g,) = torch.autograd.grad(hinged, x2)
+    assert float(g.abs().sum()) == 0.0
+    small = confusion_divergence(heads2, x2, folds, margin=1e-9).detach()
+    torch.testing.assert_close(small, per - 1e-9)
     unlabelled = torch.full((18,), -1)
     assert float(confusion_divergence(heads, x, unlabelled)) == 0.0
 
