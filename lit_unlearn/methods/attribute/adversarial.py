@@ -86,6 +86,7 @@ class AdversarialConfusion(AttributeUnlearning):
         dd_anchor: DD only: weight of Eq. 21 added to the recommendation loss.
         privacy_seed: Seed of the folds and the heads' initialisation (``None``: the run's
             seed); the same on every DDP rank.
+        permute_labels: The negative control (see :class:`AttributeUnlearning`).
         bounds: alpha_u bounds of the default MGDA combiner. The lower bound is what moves the
             users: the data-free retention has zero gradient at the original model, so MGDA
             over ``[0, 1]`` puts all weight on it and nothing moves; on ML-100K MGDA sits at the
@@ -128,6 +129,7 @@ class AdversarialConfusion(AttributeUnlearning):
         target: Target = "parameters",
         dd_anchor: float = 0.0,
         privacy_seed: int | None = None,
+        permute_labels: int | None = None,
         bounds: tuple[float, float] = (0.5, 1.0),
         folds: int = 5,
         hidden: int = 100,
@@ -152,6 +154,7 @@ class AdversarialConfusion(AttributeUnlearning):
             target=target,
             dd_anchor=dd_anchor,
             privacy_seed=privacy_seed,
+            permute_labels=permute_labels,
         )
         self.bounds = check_bounds("bounds", bounds)
         self.folds = check_count("folds", folds, minimum=2)

@@ -115,6 +115,7 @@ class AttrCloak(AttributeUnlearning):
             21 classes (7-196 users) are near the permutation null for every non-linear
             attacker before unlearning, and matching their 128-d covariances moves the small
             classes' users far (docs/attrcloak.md).
+        permute_labels: The negative control (see :class:`AttributeUnlearning`).
     """
 
     def __init__(
@@ -146,6 +147,7 @@ class AttrCloak(AttributeUnlearning):
         crossfit_splits: int = 1,
         dd_anchor: float = 0.0,
         privacy_attributes: list[str] | None = None,
+        permute_labels: int | None = None,
     ) -> None:
         check_attribute_names("privacy_attributes", privacy_attributes)
         if (
@@ -210,6 +212,7 @@ class AttrCloak(AttributeUnlearning):
             privacy_fraction=privacy_fraction,
             privacy_seed=privacy_seed,
             dd_anchor=dd_anchor,
+            permute_labels=permute_labels,
         )
 
     def default_combiner(self, mode: Literal["dd", "df"]) -> GradientCombiner:

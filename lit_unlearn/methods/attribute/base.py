@@ -51,6 +51,21 @@ def check_attribute_names(name: str, names: list[str] | None) -> list[str] | Non
 Target = Literal["parameters", "representation"]
 
 
+def permuted_codes(codes: dict[str, Tensor], seed: int) -> dict[str, Tensor]:
+    """Each attribute's codes shuffled among its labelled users (unlabelled stay ``-1``):
+    the class sizes are kept, the link to the users is cut. Seeded by ``seed`` and the
+    attribute's position, the same on every DDP rank."""
+    out = {}
+    for i, (name, c) in enumerate(codes.items()):
+        gen = torch.Generator().manual_seed(seed * 1_000_003 + i)
+        labelled = torch.nonzero(c >= 0).flatten()
+        shuffled = c.clone()
+        order = torch.randperm(labelled.numel(), generator=gen).to(c.device)
+        shuffled[labelled] = c[labelled][order]
+        out[name] = shuffled
+    return out
+
+
 class AttributeUnlearning(UnlearningCallback[RepresentationTask]):
     """Base for attribute unlearning callbacks (privacy objective vs retention objective).
 
@@ -86,6 +101,12 @@ class AttributeUnlearning(UnlearningCallback[RepresentationTask]):
             far and the BPR term keeps fitting training pairs, which costs held-out ranking (and
             re-teaches the attribute, docs/attrcloak.md); the anchor is a trust region around
             the model that was evaluated.
+        permute_labels: The negative control: with a seed, every attribute's labels are
+            shuffled among its labelled users before unlearning (:func:`permuted_codes`), so the
+            method runs exactly as it would but against labels that carry nothing. What it
+            then "removes" and what it costs is the procedure's own doing, not the attribute's
+            (docs/attrcloak.md: on ML-100K AdversarialConfusion removes gender as far, at the
+            same ranking cost, against permuted labels). ``None``: the real labels.
     """
 
     def __init__(
@@ -101,8 +122,14 @@ class AttributeUnlearning(UnlearningCallback[RepresentationTask]):
         privacy_fraction: float = 1.0,
         privacy_seed: int | None = None,
         dd_anchor: float = 0.0,
+        permute_labels: int | None = None,
     ) -> None:
         super().__init__(checkpoint=checkpoint, lr=lr, optimizer=optimizer)
+        if permute_labels is not None and (
+            isinstance(permute_labels, bool) or not isinstance(permute_labels, int)
+        ):
+            raise ValueError(f"permute_labels must be an int seed or None, got {permute_labels!r}")
+        self.permute_labels = permute_labels
         self.dd_anchor = float(check_non_negative("dd_anchor", dd_anchor))
         if (
             isinstance(privacy_fraction, bool)
@@ -204,6 +231,8 @@ class AttributeUnlearning(UnlearningCallback[RepresentationTask]):
                 raise KeyError(f"unknown attribute {name!r}; the data encodes {attrs.names}")
         self._codes = {n: attrs.codes[n] for n in names}
         self._num_classes = {n: attrs.num_classes(n) for n in names}
+        if self.permute_labels is not None:
+            self._codes = permuted_codes(self._codes, self.permute_labels)
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         assert isinstance(pl_module, RepresentationTask)

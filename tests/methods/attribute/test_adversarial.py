@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from lit_unlearn.methods.attribute.adversarial import AdversarialConfusion
+from lit_unlearn.methods.attribute.base import permuted_codes
 from tests.methods.attribute.test_unlearning import (
     bare_trainer,
     dd_data,
@@ -209,3 +210,33 @@ def test_score_retention_moves_users_along_what_items_ignore(trained: Path, tmp_
         moved[metric] = float((delta @ items.detach().T).pow(2).mean() / delta.pow(2).mean())
         assert abs(gender_leak(task, dm.user_attributes) - 0.5) < 0.1, metric
     assert moved["scores"] < moved["euclidean"], moved
+
+
+def test_permuted_codes_keep_class_sizes_and_cut_the_link() -> None:
+    codes = {
+        "gender": torch.tensor([0, 1, 1, -1, 0, 1, 0, 0, 1, 1] * 5),
+        "age": torch.arange(50) % 3,
+    }
+    shuffled = permuted_codes(codes, 7)
+    for name, c in codes.items():
+        s = shuffled[name]
+        assert torch.equal(s < 0, c < 0)  # unlabelled users stay unlabelled
+        assert torch.equal(torch.bincount(s[s >= 0]), torch.bincount(c[c >= 0]))
+        assert not torch.equal(s, c)
+    again = permuted_codes(codes, 7)
+    assert all(torch.equal(again[n], shuffled[n]) for n in codes)  # the same on every rank
+    with pytest.raises(ValueError, match="permute_labels"):
+        AdversarialConfusion(permute_labels=True)
+
+
+def test_the_negative_control_unlearns_permuted_labels(trained: Path, tmp_path: Path) -> None:
+    """``permute_labels`` makes the callback see shuffled codes (same sizes) and run."""
+    dm = df_data(trained)
+    conf = AdversarialConfusion(
+        checkpoint=str(trained), attributes=["gender"], hidden=16, head_warmup=5, permute_labels=3
+    )
+    bare_trainer(tmp_path, max_epochs=2, callbacks=[conf]).fit(load(trained), dm)
+    real = dm.user_attributes.codes["gender"]
+    seen = conf._codes["gender"].cpu()
+    assert not torch.equal(seen, real)
+    assert torch.equal(torch.bincount(seen[seen >= 0]), torch.bincount(real[real >= 0]))
