@@ -215,19 +215,15 @@ class Recommender(nn.Module, ABC):
         :meth:`embed` of all (see :meth:`_rows_are_shared`).
         """
         return (
-            self._scores_by_dot()
+            self.scores_by_dot()
             and self.num_users * self.num_items <= 2 * num_pairs
             and self._rows_are_shared()
         )
 
-    def _scores_by_dot(self) -> bool:
-        """Whether :meth:`score` is the plain dot product (the default implementation)."""
-        return type(self).score is Recommender.score
-
     def scores_by_dot(self) -> bool:
-        """Whether :meth:`score` is the plain dot product, so ``user_rep @ item_rep.T`` scores
-        every pair (callers may then skip :meth:`score`)."""
-        return self._scores_by_dot()
+        """Whether :meth:`score` is the plain dot product (the default implementation), so
+        ``user_rep @ item_rep.T`` scores every pair (callers may then skip :meth:`score`)."""
+        return type(self).score is Recommender.score
 
     def _rows_are_shared(self) -> bool:
         """Whether a row's representation is the same wherever the id occurs in a batch.

@@ -94,7 +94,7 @@ class NCF(Recommender):
         """Width ``d'`` of the user and item representations."""
         return self.embedding_dim * (2 if self.scorer == "neumf" else 1)
 
-    def _scores_by_dot(self) -> bool:
+    def scores_by_dot(self) -> bool:
         return self.scorer == "dot"
 
     def _rows_are_shared(self) -> bool:

@@ -479,4 +479,4 @@ def test_dense_scoring_matches_per_pair(backbone: tuple[str, Recommender], shift
                 assert a is None and b is None
             else:
                 torch.testing.assert_close(a, b)
-    assert model._dense_scoring_pays(users.numel() * 3) == model._scores_by_dot(), name
+    assert model._dense_scoring_pays(users.numel() * 3) == model.scores_by_dot(), name

@@ -243,23 +243,13 @@ class AdversarialConfusion(AttributeUnlearning):
         else:
             self._train_heads(standardise(rep), self.head_warmup)
 
-    def retention_loss(
-        self, task: RepresentationTask, representation: Tensor, batch: dict[str, Tensor]
-    ) -> Tensor:
+    def anchor_distance(self, representation: Tensor) -> Tensor:
         if self.retention_metric == "euclidean":
-            return super().retention_loss(task, representation, batch)
+            return super().anchor_distance(representation)
         assert self._reference is not None and self._items is not None
-        moved = score_regularization(
-            representation,
-            self._reference,
-            self._items,
-            self._score,
-            reduction=self.reg_reduction,
+        return score_regularization(
+            representation, self._reference, self._items, self._score, reduction=self.reg_reduction
         )
-        if self.mode == "df":
-            return moved
-        loss = task.task_loss(batch)
-        return loss + self.dd_anchor * moved if self.dd_anchor > 0 else loss
 
     def privacy_loss(self, representation: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         """Train the heads ``head_steps`` on the current representation, then the mean over

@@ -272,11 +272,13 @@ class AttributeUnlearning(UnlearningCallback[RepresentationTask]):
         if self.mode == "dd":
             loss = task.task_loss(batch)
             if self.dd_anchor > 0:
-                assert self._reference is not None
-                loss = loss + self.dd_anchor * embedding_regularization(
-                    representation, self._reference, reduction=self.reg_reduction
-                )
+                loss = loss + self.dd_anchor * self.anchor_distance(representation)
             return loss
+        return self.anchor_distance(representation)
+
+    def anchor_distance(self, representation: Tensor) -> Tensor:
+        """Eq. 21: how far the representation moved from the original one (the DF retention
+        and the DD anchor). Squared Euclidean distance; a method may measure it otherwise."""
         assert self._reference is not None
         return embedding_regularization(
             representation, self._reference, reduction=self.reg_reduction
