@@ -21,10 +21,17 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.federated_ceiling import load_data
-from lit_unlearn.methods.federated import ClientData, FedAvg, InProcessEngine, PointwiseBCE
-from lit_unlearn.metrics.ranking import metrics_from_ranks, sampled_ranks
-from lit_unlearn.models import NCF, FedRAP, Recommender
+from benchmarks.federated_ceiling import load_data, sampled_metrics
+from lit_unlearn.methods.federated import (
+    ClientData,
+    FedAdam,
+    FedAvg,
+    InProcessEngine,
+    LocalLoss,
+    MultinomialELBO,
+    PointwiseBCE,
+)
+from lit_unlearn.models import NCF, FedRAP, MultVAE, Recommender
 
 
 def main() -> None:
@@ -33,11 +40,29 @@ def main() -> None:
     parser.add_argument("--optimizer", choices=["sgd", "adam"], default="adam")
     parser.add_argument("--lr", type=float, default=0.01)
     parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--local-epochs", type=int, default=1)
+    parser.add_argument(
+        "--shared-optimizer",
+        choices=["sgd", "adam"],
+        default=None,
+        help="optimiser of the shared parameters (default: --optimizer)",
+    )
+    parser.add_argument(
+        "--shared-lr", type=float, default=None, help="lr of the shared parameters (default: --lr)"
+    )
+    parser.add_argument(
+        "--user-lr", type=float, default=None, help="lr of the private rows (default: --lr)"
+    )
+    parser.add_argument("--fraction", type=float, default=0.1)
     parser.add_argument("--rounds", type=int, default=400)
     parser.add_argument("--server-lr", type=float, default=1.0)
     parser.add_argument("--rowwise", action="store_true")
+    parser.add_argument(
+        "--server", choices=["fedavg", "fedadam"], default="fedavg", help="aggregation rule"
+    )
+    parser.add_argument("--server-tau", type=float, default=1e-3, help="FedAdam's epsilon")
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--backbone", choices=["fedncf", "fedrap"], default="fedncf")
+    parser.add_argument("--backbone", choices=["fedncf", "fedrap", "fedvae"], default="fedncf")
     parser.add_argument("--residual-l2", type=float, default=0.0)
     parser.add_argument("--l1-global", type=float, default=1e-4)
     parser.add_argument(
@@ -47,47 +72,62 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     dm = load_data(args.root)  # FedAU2's ML-100K, as the ceiling benchmark reads it
     val = dm._eval_stages()["val"]
-    users, pos, negatives = val["pairs"][:, 0], val["pairs"][:, 1], val["negatives"]
+    graph = dm.client_pairs()
     data = ClientData.from_pairs(dm.client_pairs(), dm.num_users, dm.num_items)
     torch.manual_seed(0)
-    model: Recommender = (
-        NCF(dm.num_users, dm.num_items, 32, hidden_layers=2, scorer="neumf")
-        if args.backbone == "fedncf"
-        else FedRAP(
+    model: Recommender
+    loss: LocalLoss = PointwiseBCE(4)
+    if args.backbone == "fedncf":
+        model = NCF(dm.num_users, dm.num_items, 32, hidden_layers=2, scorer="neumf")
+    elif args.backbone == "fedrap":
+        model = FedRAP(
             dm.num_users,
             dm.num_items,
             32,
             residual_l2=args.residual_l2,
             l1_global=args.l1_global,
         )
-    )
+    else:  # ml100k_fedvae.yaml's MultVAE and ELBO
+        model = MultVAE(dm.num_users, dm.num_items, 200, hidden=600, dropout=0.5)
+        loss = MultinomialELBO(beta=0.2, anneal_rounds=200)
     engine = InProcessEngine(
         model,
-        PointwiseBCE(4),
+        loss,
         data,
-        local_batch_size=args.batch,
+        local_batch_size=None if args.backbone == "fedvae" else args.batch,
+        local_epochs=args.local_epochs,
+        fraction=args.fraction,
         lr=args.lr,
         optimizer=args.optimizer,
-        aggregator=FedAvg(server_lr=args.server_lr, rowwise=args.rowwise),
+        aggregator=(
+            FedAvg(server_lr=args.server_lr, rowwise=args.rowwise)
+            if args.server == "fedavg"
+            else FedAdam(server_lr=args.server_lr, rowwise=args.rowwise, tau=args.server_tau)
+        ),
     )
+    if args.user_lr is not None:
+        for name in engine.private_names:
+            engine.param_optim[name] = (engine.param_optim[name][0], args.user_lr)
+    for name in engine.shared_names:
+        if not name.startswith("terms."):
+            opt, rate = engine.param_optim[name]
+            engine.param_optim[name] = (
+                args.shared_optimizer or opt,
+                rate if args.shared_lr is None else args.shared_lr,
+            )
     start = time.perf_counter()
     for r in range(1, args.rounds + 1):
         if args.lr_decay != 1.0:  # the clients' own parameters (a term keeps its lr)
             rate = args.lr * args.lr_decay ** (r - 1)
             for name, (opt, _) in list(engine.param_optim.items()):
-                if not name.startswith("terms."):
+                if not name.startswith("terms.") and (
+                    args.user_lr is None or name not in engine.private_names
+                ):
                     engine.param_optim[name] = (opt, rate)
         engine.run_round()
         if r % 50 == 0:
-            model.eval()
-            with torch.no_grad():
-                scores = model(users, torch.cat([pos.unsqueeze(1), negatives], dim=1))
-            model.train()
-            m = metrics_from_ranks(sampled_ranks(scores[:, 0], scores[:, 1:]), [10])
-            row = {
-                k: round(float(v.float().mean()), 4)
-                for k, v in m.items()
-                if k in ("hr@10", "ndcg@10")
+            row: dict[str, float | int] = {
+                k: round(v, 4) for k, v in sampled_metrics(model, val, graph).items()
             }
             row |= {"round": r, "seconds": round(time.perf_counter() - start, 1)}
             print(json.dumps(row), flush=True)

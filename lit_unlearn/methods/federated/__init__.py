@@ -23,7 +23,7 @@ from lit_unlearn.methods.federated.objectives import (
     MultinomialELBO,
     PointwiseBCE,
 )
-from lit_unlearn.methods.federated.strategy import Aggregator, FedAvg
+from lit_unlearn.methods.federated.strategy import Aggregator, FedAdam, FedAvg
 
 if TYPE_CHECKING:
     from lit_unlearn.methods.federated.erasure import FederatedErasure
@@ -37,6 +37,7 @@ __all__ = [
     "ClientData",
     "ClientTerm",
     "ClientUpdate",
+    "FedAdam",
     "FedAvg",
     "FederatedErasure",
     "FederatedTask",

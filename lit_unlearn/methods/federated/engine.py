@@ -130,6 +130,12 @@ class InProcessEngine:
             local training of the round (as a client that builds its optimiser per round).
         aggregator: Server strategy (default FedAvg weighted by interactions).
         seed: Seed of client sampling, negatives, shuffling and any randomness in the losses.
+        private_lr: Learning rate of the client's private rows (its user embedding; None:
+            ``lr``). The two sides see different gradients: a private row is trained only
+            when its client is sampled, a shared item row by every client that touches it.
+        private_optimizer: Optimiser of the private rows (None: ``optimizer``). FedNCF on
+            ML-100K learns best with SGD on the shared side and Adam on the private rows
+            (docs/federated.md, "Choices").
         transforms: Client-side changes of each client's result before it uploads (APM's
             parameter perturbation), in order.
 
@@ -153,6 +159,8 @@ class InProcessEngine:
         aggregator: Aggregator | None = None,
         seed: int = 0,
         transforms: list[ClientTransform] | None = None,
+        private_lr: float | None = None,
+        private_optimizer: Literal["sgd", "adam"] | None = None,
     ) -> None:
         if not (isinstance(fraction, (int, float)) and 0 < fraction <= 1):
             raise ValueError(f"fraction must be in (0, 1], got {fraction!r}")
@@ -160,10 +168,12 @@ class InProcessEngine:
             if value is not None and (isinstance(value, bool) or not isinstance(value, int)
                                       or value < 1):  # fmt: skip
                 raise ValueError(f"{name} must be an int >= 1, got {value!r}")
-        if not (math.isfinite(lr) and lr > 0):
-            raise ValueError(f"lr must be a finite float > 0, got {lr!r}")
-        if optimizer not in ("sgd", "adam"):
-            raise ValueError(f"optimizer must be 'sgd' or 'adam', got {optimizer!r}")
+        for name, rate in (("lr", lr), ("private_lr", private_lr)):
+            if rate is not None and not (math.isfinite(rate) and rate > 0):
+                raise ValueError(f"{name} must be a finite float > 0, got {rate!r}")
+        for name, choice in (("optimizer", optimizer), ("private_optimizer", private_optimizer)):
+            if choice is not None and choice not in ("sgd", "adam"):
+                raise ValueError(f"{name} must be 'sgd' or 'adam', got {choice!r}")
         if data.num_users != model.num_users or data.num_items != model.num_items:
             raise ValueError(
                 f"client data has {data.num_users} users x {data.num_items} items, the model "
@@ -198,6 +208,8 @@ class InProcessEngine:
         self.local_batch_size = local_batch_size
         self.lr = float(lr)
         self.optimizer = optimizer
+        self.private_lr = self.lr if private_lr is None else float(private_lr)
+        self.private_optimizer: str = optimizer if private_optimizer is None else private_optimizer
         self.aggregator = aggregator if aggregator is not None else FedAvg()
         self.seed = seed
         self.transforms = list(transforms or [])
@@ -213,8 +225,8 @@ class InProcessEngine:
         # parameters with its own (FedAU2: the adversary has its own learning rate).
         self.param_optim: dict[str, tuple[str, float]] = {}
         for n in self._params:
-            opt: str = self.optimizer
-            rate = self.lr
+            opt: str = self.private_optimizer if n in self.private_names else self.optimizer
+            rate = self.private_lr if n in self.private_names else self.lr
             for k, term in enumerate(self.objective.terms):
                 assert isinstance(term, ClientTerm)
                 if n.startswith(f"terms.{k}.") and term.lr is not None:
@@ -448,11 +460,23 @@ class InProcessEngine:
 
     # ------------------------------------------------------------------ resume
     def state_dict(self) -> dict[str, Any]:
-        """Round counter and sampling RNG (the parameters live in the model's state dict)."""
-        return {"round_index": self.round_index, "generator": self.generator.get_state()}
+        """Round counter, sampling RNG and the server strategy's state (FedAdam's moments).
+
+        The parameters live in the model's state dict.
+        """
+        return {
+            "round_index": self.round_index,
+            "generator": self.generator.get_state(),
+            "aggregator": self.aggregator.state_dict(),
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore :meth:`state_dict` (a resumed run then samples as the uninterrupted one)."""
+        """Restore :meth:`state_dict` (a resumed run then samples as the uninterrupted one).
+
+        A checkpoint written before the strategy's state was saved has no ``aggregator`` key;
+        a stateless strategy resumes from it as before, a stateful one from fresh moments.
+        """
+        self.aggregator.load_state_dict(state.get("aggregator", {}))
         self.round_index = int(state["round_index"])
         self.generator.set_state(state["generator"])
 

@@ -160,6 +160,9 @@ class FlowerRunConfig:
         local_batch_size: Examples per local minibatch (0: the client's whole data).
         lr: Client learning rate.
         optimizer: ``sgd`` or ``adam``.
+        private_lr: Learning rate of the node's private user row (0: ``lr``).
+        private_optimizer: Optimiser of the private row, ``sgd`` or ``adam`` (empty:
+            ``optimizer``).
         weighting: FedAvg weighting, ``interactions`` or ``uniform``.
         server_lr: FedAvg server step.
         rowwise: FedAvg row-wise averaging.
@@ -211,6 +214,8 @@ class FlowerRunConfig:
     local_batch_size: int = 0
     lr: float = 0.1
     optimizer: str = "sgd"
+    private_lr: float = 0.0
+    private_optimizer: str = ""
     weighting: str = "interactions"
     server_lr: float = 1.0
     rowwise: bool = False
@@ -251,6 +256,12 @@ class FlowerRunConfig:
         if self.attribute_classes == 1 or self.attribute_classes < 0:
             raise ValueError(
                 f"attribute-classes must be 0 (no attribute) or >= 2, got {self.attribute_classes}"
+            )
+        if not (math.isfinite(self.private_lr) and self.private_lr >= 0):
+            raise ValueError(f"private-lr must be a finite number >= 0, got {self.private_lr}")
+        if self.private_optimizer not in ("", "sgd", "adam"):
+            raise ValueError(
+                f"private-optimizer must be 'sgd', 'adam' or empty, got {self.private_optimizer!r}"
             )
         if not (math.isfinite(self.head_lr) and self.head_lr >= 0):
             raise ValueError(f"head-lr must be a finite number >= 0, got {self.head_lr}")
@@ -385,6 +396,8 @@ class FlowerRunConfig:
             local_batch_size=self.local_batch_size or None,
             lr=self.lr,
             optimizer=cast(Literal["sgd", "adam"], self.optimizer),
+            private_lr=self.private_lr or None,
+            private_optimizer=cast(Literal["sgd", "adam"], self.private_optimizer or None),
             aggregator=FedAvg(
                 cast(Literal["interactions", "uniform"], self.weighting),
                 server_lr=self.server_lr,

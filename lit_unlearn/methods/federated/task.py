@@ -52,6 +52,10 @@ class FederatedTask(RecommenderTask):
         local_batch_size: Examples per local minibatch (None: whole client data, one step).
         lr: Client learning rate (FedAU2: 0.1 FedNCF, 0.01 FedVAE / FedRAP).
         optimizer: Client optimiser, ``sgd`` or ``adam`` (moments per client and round).
+        private_lr: Learning rate of the client's private rows (its user embedding; None:
+            ``lr``, which then applies to the shared side only).
+        private_optimizer: Optimiser of the private rows (None: ``optimizer``). FedNCF's
+            ML-100K config trains the shared side with SGD and the private rows with Adam.
         aggregator: Server strategy (default FedAvg weighted by interactions).
         seed: Seed of the rounds (sampling, negatives, shuffles, noise).
         ks: Cut-offs of HR / NDCG / Recall (FedAU2 reports 5, 10, 15, 20).
@@ -79,6 +83,8 @@ class FederatedTask(RecommenderTask):
         ks: list[int] | None = None,
         transforms: list[ClientTransform] | None = None,
         final_erasure: FederatedErasure | None = None,
+        private_lr: float | None = None,
+        private_optimizer: Literal["sgd", "adam"] | None = None,
     ) -> None:
         # Checked here too (the engine checks again when built at fit start): a bad config
         # fails when it is parsed, not after the data is loaded.
@@ -86,6 +92,8 @@ class FederatedTask(RecommenderTask):
         if fraction > 1:
             raise ValueError(f"fraction must be in (0, 1], got {fraction!r}")
         check_count("local_epochs", local_epochs)
+        if private_lr is not None:
+            check_positive("private_lr", private_lr)
         super().__init__(
             model=model, loss="bce", lr=lr, ks=ks if ks is not None else [5, 10, 15, 20]
         )
@@ -105,6 +113,8 @@ class FederatedTask(RecommenderTask):
         self.local_batch_size = local_batch_size
         self.client_lr = lr
         self.client_optimizer = optimizer
+        self.private_lr = private_lr
+        self.private_optimizer = private_optimizer
         self.aggregator = aggregator
         self.transforms = list(transforms or [])
         self.final_erasure = final_erasure
@@ -170,6 +180,8 @@ class FederatedTask(RecommenderTask):
             aggregator=self.aggregator,
             seed=self.seed,
             transforms=self.transforms,
+            private_lr=self.private_lr,
+            private_optimizer=self.private_optimizer,
         )
         self.engine.upload_hooks.extend(self._upload_hooks)
         if self._pending_engine_state is not None:

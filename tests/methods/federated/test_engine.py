@@ -13,6 +13,7 @@ from torch import Tensor, nn
 from lit_unlearn.methods.federated import (
     ClientData,
     ClientUpdate,
+    FedAdam,
     FedAvg,
     InProcessEngine,
     MultinomialELBO,
@@ -50,37 +51,58 @@ def _one_client_reference(
     batch: int,
     lr: float,
     optimizer: str,
+    private: tuple[str, float] | None = None,
 ) -> dict[str, Tensor]:
     """Plain PyTorch: a copy of the model whose per-user tables hold only ``user``'s row,
-    trained by torch.optim on the client's minibatches. Returns the final parameters."""
+    trained by torch.optim on the client's minibatches (``private``: another optimiser and lr
+    for those rows). Returns the final parameters."""
     local = copy.deepcopy(model)
-    private = {id(p) for p in model.per_user_parameters()}
     names = {id(p): n for n, p in model.named_parameters()}
     for p in model.per_user_parameters():
         module_name, _, attr = names[id(p)].rpartition(".")
         owner = local.get_submodule(module_name) if module_name else local
         setattr(owner, attr, nn.Parameter(p.detach()[user : user + 1].clone()))
     ex = loss_fn.examples(data, torch.tensor([user]), [gen])
-    opt: torch.optim.Optimizer = (
-        torch.optim.SGD(local.parameters(), lr=lr)
-        if optimizer == "sgd"
-        else torch.optim.Adam(local.parameters(), lr=lr)
-    )
+
+    def make(params: list[nn.Parameter], kind: str, rate: float) -> torch.optim.Optimizer:
+        if kind == "sgd":
+            return torch.optim.SGD(params, lr=rate)
+        return torch.optim.Adam(params, lr=rate)
+
+    own = {id(p) for p in local.per_user_parameters()}
+    if private is None:
+        opts = [make(list(local.parameters()), optimizer, lr)]
+    else:
+        opts = [
+            make([p for p in local.parameters() if id(p) not in own], optimizer, lr),
+            make([p for p in local.parameters() if id(p) in own], *private),
+        ]
     n = int(ex.mask.sum())
     for lo in range(0, n, batch):
         cols = {k: v[0, lo : lo + batch] for k, v in ex.columns.items()}
-        opt.zero_grad()
+        for opt in opts:
+            opt.zero_grad()
         loss_fn.loss(local, cols, ex.mask[0, lo : lo + batch]).backward()
-        opt.step()
-    del private
+        for opt in opts:
+            opt.step()
     return dict(local.named_parameters())
 
 
 @pytest.mark.parametrize(
-    ("kind", "optimizer"), [("ncf", "sgd"), ("ncf", "adam"), ("fedrap", "sgd")]
+    ("kind", "optimizer", "private"),
+    [
+        ("ncf", "sgd", None),
+        ("ncf", "adam", None),
+        ("fedrap", "sgd", None),
+        # FedNCF's ML-100K recipe: SGD on the shared side, Adam on the private rows.
+        ("ncf", "sgd", ("adam", 0.05)),
+        ("fedrap", "adam", ("sgd", 0.5)),
+    ],
 )
 def test_batched_round_equals_plain_per_client_training(
-    kind: str, optimizer: Literal["sgd", "adam"]
+    kind: str,
+    optimizer: Literal["sgd", "adam"],
+    private: tuple[Literal["sgd", "adam"], float] | None,
 ) -> None:
     pairs = _pairs()
     data = ClientData.from_pairs(pairs, 12, 15)
@@ -88,7 +110,15 @@ def test_batched_round_equals_plain_per_client_training(
     before = copy.deepcopy(model)
     lr = 0.05 if optimizer == "sgd" else 0.01
     engine = InProcessEngine(
-        model, PointwiseBCE(2), data, fraction=0.5, local_batch_size=5, lr=lr, optimizer=optimizer
+        model,
+        PointwiseBCE(2),
+        data,
+        fraction=0.5,
+        local_batch_size=5,
+        lr=lr,
+        optimizer=optimizer,
+        private_optimizer=None if private is None else private[0],
+        private_lr=None if private is None else private[1],
     )
     clients, seed = copy.deepcopy(engine).plan_round()
     engine.run_round()
@@ -100,7 +130,9 @@ def test_batched_round_equals_plain_per_client_training(
     avg = {n: torch.zeros_like(p) for n, p in expected.items()}
     for c, user in enumerate(clients.tolist()):
         gen = InProcessEngine.client_generator(seed, user)
-        local = _one_client_reference(before, PointwiseBCE(2), data, user, gen, 5, lr, optimizer)
+        local = _one_client_reference(
+            before, PointwiseBCE(2), data, user, gen, 5, lr, optimizer, private
+        )
         for n, p in before.named_parameters():
             if id(p) in private_ids:
                 expected[n][user] = local[n].detach()[0]
@@ -156,11 +188,57 @@ def test_fedavg_closed_form_and_rowwise() -> None:
     torch.testing.assert_close(uniform, deltas["w"].sum(0))
 
 
-def test_resume_equals_uninterrupted() -> None:
+def test_fedadam_closed_form_over_two_rounds() -> None:
+    """Reddi et al. Alg. 2 by hand: m, v over the weighted mean updates, no bias correction."""
+    start = {"w": torch.tensor([[1.0, -1.0], [0.5, 0.0]], dtype=torch.float64)}
+    counts = torch.tensor([1, 3])
+    d1 = {"w": torch.tensor([[[0.4, 0.0], [0.0, 0.2]], [[0.0, -0.4], [0.0, 0.2]]],
+                            dtype=torch.float64)}  # fmt: skip
+    d2 = {"w": -2 * d1["w"]}
+    agg = FedAdam(server_lr=0.1, betas=(0.5, 0.75), tau=0.01)
+    after1 = agg(start, d1, counts)
+    after2 = agg(after1, d2, counts)
+    g1 = 0.25 * d1["w"][0] + 0.75 * d1["w"][1]
+    g2 = -2 * g1
+    m1, v1 = 0.5 * g1, 0.25 * g1**2
+    m2, v2 = 0.5 * m1 + 0.5 * g2, 0.75 * v1 + 0.25 * g2**2
+    x1 = start["w"] + 0.1 * m1 / (v1.sqrt() + 0.01)
+    torch.testing.assert_close(after1["w"], x1)
+    torch.testing.assert_close(after2["w"], x1 + 0.1 * m2 / (v2.sqrt() + 0.01))
+    # A coordinate no client moved stays until a later round moves it (m = 0 there).
+    assert after1["w"][1, 0] == start["w"][1, 0]
+    # The per-coordinate normalisation: a 100x smaller update moves the row by about as much
+    # (FedAvg would move it 100x less), which is why rare items move under FedAdam.
+    small = FedAdam(server_lr=0.1, tau=1e-9)(start, {"w": d1["w"] / 100}, counts)["w"]
+    full = FedAdam(server_lr=0.1, tau=1e-9)(start, d1, counts)["w"]
+    torch.testing.assert_close(small, full, rtol=1e-5, atol=1e-5)
+
+
+def test_fedadam_bad_settings_and_foreign_state() -> None:
+    with pytest.raises(ValueError, match="betas"):
+        FedAdam(betas=(0.9, 1.0))
+    with pytest.raises(ValueError, match="tau"):
+        FedAdam(tau=0.0)
+    with pytest.raises(ValueError, match="server_lr"):
+        FedAdam(server_lr=-1.0)
+    with pytest.raises(ValueError, match="another aggregator"):
+        FedAdam().load_state_dict({"momentum": {}})
+    with pytest.raises(ValueError, match="another aggregator"):
+        FedAvg().load_state_dict({"m": {}, "v": {}})
+    with pytest.raises(ValueError, match="no training interaction"):
+        FedAdam()({"w": torch.zeros(2)}, {"w": torch.ones(1, 2)}, torch.zeros(1))
+
+
+@pytest.mark.parametrize("server", ["fedavg", "fedadam"])
+def test_resume_equals_uninterrupted(server: str) -> None:
     data = ClientData.from_pairs(_pairs(), 12, 15)
 
     def engine_for(model: Recommender) -> InProcessEngine:
-        return InProcessEngine(model, PointwiseBCE(2), data, fraction=0.25, local_batch_size=4)
+        # FedAdam carries server moments across rounds: they must travel in the checkpoint.
+        aggregator = FedAvg() if server == "fedavg" else FedAdam(server_lr=0.05)
+        return InProcessEngine(
+            model, PointwiseBCE(2), data, fraction=0.25, local_batch_size=4, aggregator=aggregator
+        )
 
     straight = _model("ncf")
     e1 = engine_for(straight)
@@ -207,6 +285,10 @@ def test_bad_input_is_refused() -> None:
         InProcessEngine(_model("ncf"), PointwiseBCE(), data, fraction=0.0)
     with pytest.raises(ValueError, match="lr"):
         InProcessEngine(_model("ncf"), PointwiseBCE(), data, lr=float("nan"))
+    with pytest.raises(ValueError, match="private_lr"):
+        InProcessEngine(_model("ncf"), PointwiseBCE(), data, private_lr=0.0)
+    with pytest.raises(ValueError, match="private_optimizer"):
+        InProcessEngine(_model("ncf"), PointwiseBCE(), data, private_optimizer="lbfgs")  # type: ignore[arg-type]
     no_user_3 = pairs[:, pairs[0] != 3]
     with pytest.raises(ValueError, match="no training interaction"):
         InProcessEngine(_model("ncf"), PointwiseBCE(), ClientData.from_pairs(no_user_3, 12, 15))

@@ -115,6 +115,8 @@ def _in_process(
         lr=0.1,
         aggregator=FedAvg(),
         seed=config.seed,
+        private_lr=config.private_lr or None,
+        private_optimizer="adam" if config.private_optimizer == "adam" else None,
     )
     clients = [engine.run_round().clients.tolist() for _ in range(config.num_rounds)]
     return engine, clients
@@ -246,6 +248,32 @@ def test_private_rows_stay_on_the_nodes_and_match_the_in_process_engine(tmp_path
         assert set(rows) == set(engine.private_names)
         for name, row in rows.items():
             torch.testing.assert_close(row, params[name].detach()[user], atol=1e-6, rtol=0)
+
+
+@pytest.mark.usefixtures("task_identity")
+def test_split_optimisers_on_flower_equal_the_in_process_engine(tmp_path: Path) -> None:
+    """FedNCF's ML-100K recipe: SGD on the shared side, Adam on the node's private row."""
+    config = dataclasses.replace(
+        _config(tmp_path / "result.pt"), private_optimizer="adam", private_lr=0.05
+    )
+    result, grid = _serve_in_memory(tmp_path, list(range(NUM_USERS)), config)
+    assert "error" not in result, result.get("error")
+    engine, clients = _in_process(config)
+    assert engine.param_optim[engine.private_names[0]] == ("adam", 0.05)
+    assert result["clients"] == clients
+    _assert_shared_equal(result, engine)
+    params = dict(engine.objective.named_parameters())
+    for node, context in grid.contexts.items():
+        if "lit-unlearn.private" in context.state:
+            rows = context.state.array_records["lit-unlearn.private"].to_torch_state_dict()
+            for name, row in rows.items():
+                torch.testing.assert_close(
+                    row, params[name].detach()[node - 100], atol=1e-6, rtol=0
+                )
+    with pytest.raises(ValueError, match="private-optimizer"):
+        dataclasses.replace(config, private_optimizer="lbfgs")
+    with pytest.raises(ValueError, match="private-lr"):
+        dataclasses.replace(config, private_lr=float("nan"))
 
 
 @pytest.mark.usefixtures("task_identity")

@@ -68,14 +68,25 @@ def test_fit_trains_audits_and_shows_the_gradient_leak(
         assert set(npz["attr_gender"]) <= {0, 1}
 
 
+# FedAdam keeps server moments across rounds (they travel in the checkpoint); the split client
+# optimisers (SGD shared, Adam private: FedNCF's ML-100K recipe) reach the engine from the CLI.
+SERVER_STATE = (
+    "--model.init_args.aggregator=lit_unlearn.methods.federated.FedAdam",
+    "--model.init_args.aggregator.init_args.server_lr=0.05",
+    "--model.init_args.private_optimizer=adam",
+    "--model.init_args.private_lr=0.05",
+)
+
+
+@pytest.mark.parametrize("extra", [(), SERVER_STATE], ids=["fedavg", "fedadam_split_optimisers"])
 def test_resume_equals_an_uninterrupted_fit(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, extra: tuple[str, ...]
 ) -> None:
     monkeypatch.chdir(tmp_path)
     straight, parts = tmp_path / "straight", tmp_path / "parts"
-    _fit(straight, "--trainer.max_epochs=2")
-    _fit(parts, "--trainer.max_epochs=1")
-    _fit(parts, "--trainer.max_epochs=2", f"--ckpt_path={parts}/ckpt/last.ckpt")
+    _fit(straight, "--trainer.max_epochs=2", *extra)
+    _fit(parts, "--trainer.max_epochs=1", *extra)
+    _fit(parts, "--trainer.max_epochs=2", f"--ckpt_path={parts}/ckpt/last.ckpt", *extra)
     a = torch.load(straight / "ckpt" / "last.ckpt", weights_only=False)
     b = torch.load(parts / "ckpt" / "last.ckpt", weights_only=False)
     assert a["lit_unlearn_federated"]["round_index"] == 20
@@ -85,6 +96,11 @@ def test_resume_equals_an_uninterrupted_fit(
     assert (straight / "ckpt" / "best.ckpt").exists()
     for k, v in a["state_dict"].items():
         assert torch.equal(v, b["state_dict"][k]), k
+    server = a["lit_unlearn_federated"]["aggregator"]
+    if extra:
+        assert set(server) == {"m", "v"} and server["m"]  # FedAdam's moments were saved
+    else:
+        assert server == {}
 
 
 def _task(attribute: str | None = None) -> FederatedTask:
@@ -122,3 +138,22 @@ def test_bad_input_is_refused() -> None:
         FederatedData(source=source, mode="data_free")
     with pytest.raises(ValueError, match="grl_scale"):
         AdversaryTerm(grl_scale=float("nan"))
+
+
+def test_split_client_optimisers_reach_the_engine() -> None:
+    source = Synthetic(num_users=50, num_items=40, interactions_per_user=10, seed=0)
+    dm = FederatedData(source=source, rounds_per_epoch=2, num_eval_negatives=9)
+    dm.setup("fit")
+    task = FederatedTask(
+        NCF(50, 40, 8, hidden_layers=1, scorer="neumf"),
+        lr=1.0,
+        optimizer="sgd",
+        private_lr=0.05,
+        private_optimizer="adam",
+    )
+    engine = task.build_engine(dm)
+    assert engine.private_names and all("user" in n for n in engine.private_names)
+    for name, (opt, rate) in engine.param_optim.items():
+        assert (opt, rate) == (("adam", 0.05) if name in engine.private_names else ("sgd", 1.0))
+    with pytest.raises(ValueError, match="private_lr"):
+        FederatedTask(NCF(50, 40, 8), private_lr=-1.0)
