@@ -133,6 +133,8 @@ class PlainRound:
         lr: Adam's learning rate.
         batch_size: Local minibatch size.
         adam: Keyword arguments of ``torch.optim.Adam`` beyond ``lr`` (``foreach``/``fused``).
+        shared_sgd_lr: If set, the shared parameters train with plain SGD at this lr and only
+            the private rows with Adam (the shipped FedNCF config's split optimisers).
     """
 
     def __init__(
@@ -143,6 +145,7 @@ class PlainRound:
         lr: float,
         batch_size: int,
         adam: dict[str, Any],
+        shared_sgd_lr: float | None = None,
     ) -> None:
         self.model = model
         self.data = data
@@ -160,7 +163,16 @@ class PlainRound:
             owner = self.local.get_submodule(module_name) if module_name else self.local
             setattr(owner, attr, nn.Parameter(self.globals[n].detach()[:1].clone()))
         self.locals = dict(self.local.named_parameters())
-        self.opt = torch.optim.Adam(self.local.parameters(), lr=lr, **adam)
+        adam_params = (
+            list(self.local.parameters())
+            if shared_sgd_lr is None
+            else [self.locals[n] for n in self.private_names]
+        )
+        self.opt = torch.optim.Adam(adam_params, lr=lr, **adam)
+        self.opts: list[torch.optim.Optimizer] = [self.opt]
+        if shared_sgd_lr is not None:
+            shared = [self.locals[n] for n in self.shared_names]
+            self.opts.append(torch.optim.SGD(shared, lr=shared_sgd_lr))
         self.users = torch.zeros(batch_size, dtype=torch.long, device=self.device)
 
     @torch.no_grad()
@@ -192,9 +204,11 @@ class PlainRound:
                 it = items[lo : lo + b]
                 logits = self.local(self.users[: it.numel()], it)
                 loss = F.binary_cross_entropy_with_logits(logits, labels[lo : lo + b])
-                self.opt.zero_grad(set_to_none=True)
+                for opt in self.opts:
+                    opt.zero_grad(set_to_none=True)
                 loss.backward()
-                self.opt.step()
+                for opt in self.opts:
+                    opt.step()
                 total += loss.detach()
                 steps += 1
             with torch.no_grad():
@@ -263,7 +277,15 @@ def float64_check(
         m = copy.deepcopy(model).double()
         engine = make_engine(m, data, args)
         pm = copy.deepcopy(m)
-        plain = PlainRound(pm, data, PointwiseBCE(args.negatives), args.lr, args.batch_size, {})
+        plain = PlainRound(
+            pm,
+            data,
+            PointwiseBCE(args.negatives),
+            args.lr,
+            args.batch_size,
+            {},
+            shared_sgd_lr=args.shared_sgd_lr,
+        )
         start = {n: p.detach().clone() for n, p in m.named_parameters()}
         update, _ = engine.local_updates(clients, round_seed)
         engine.apply(update)
@@ -281,8 +303,10 @@ def make_engine(model: NCF, data: ClientData, args: argparse.Namespace) -> InPro
         fraction=args.fraction,
         local_epochs=1,
         local_batch_size=args.batch_size,
-        lr=args.lr,
-        optimizer="adam",
+        lr=args.lr if args.shared_sgd_lr is None else args.shared_sgd_lr,
+        optimizer="adam" if args.shared_sgd_lr is None else "sgd",
+        private_lr=None if args.shared_sgd_lr is None else args.lr,
+        private_optimizer=None if args.shared_sgd_lr is None else "adam",
         seed=args.seed,
     )
 
@@ -297,7 +321,13 @@ def run(
     adam: dict[str, Any] = {} if args.plain_adam == "default" else {args.plain_adam: True}
     plain_model = copy.deepcopy(model)
     plain = PlainRound(
-        plain_model, data, PointwiseBCE(args.negatives), args.lr, args.batch_size, adam
+        plain_model,
+        data,
+        PointwiseBCE(args.negatives),
+        args.lr,
+        args.batch_size,
+        adam,
+        shared_sgd_lr=args.shared_sgd_lr,
     )
     print(
         f"torch threads {torch.get_num_threads()}: {engine.num_sampled} clients per round, "
@@ -462,9 +492,17 @@ def to_markdown(result: dict[str, Any]) -> str:
         f"{cfg['parameters']:,} parameters ({cfg['shared_parameters']:,} shared; the two user "
         f"tables stay on the clients). {cfg['local_loss']}, fraction {cfg['fraction']} "
         f"({cfg['clients_per_round']} clients per round), 1 local epoch, minibatch "
-        f"{cfg['local_batch_size']}, Adam lr {cfg['lr']} per client and round, FedAvg weighted "
-        "by interactions (`configs/experiment/federated/ml100k_fedncf.yaml` without its "
-        "observing adversary head).",
+        f"{cfg['local_batch_size']}, "
+        + (
+            f"Adam lr {cfg['lr']} per client and round"
+            if cfg.get("shared_sgd_lr") is None
+            else f"SGD lr {cfg['shared_sgd_lr']} on the shared side and Adam lr {cfg['lr']} "
+            "(per client and round) on the private rows"
+        )
+        + ", FedAvg weighted by interactions (`configs/experiment/federated/ml100k_fedncf.yaml`"
+        " without its observing adversary head"
+        + ("" if cfg.get("shared_sgd_lr") is not None else "; before its 2026-12-06 optimisers")
+        + ").",
         "",
         "Protocol: *engine* = `InProcessEngine.run_round()` (sampling, the clients' negative "
         "draws and shuffles, one `vmap(grad)` over the round's clients per local step, batched "
@@ -581,6 +619,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--batch-size", type=int, default=64, help="local minibatch size")
     parser.add_argument("--lr", type=float, default=0.01, help="clients' Adam learning rate")
     parser.add_argument(
+        "--shared-sgd-lr",
+        type=float,
+        default=None,
+        help="train the shared side with SGD at this lr, Adam (--lr) on the private rows only "
+        "(the shipped ml100k_fedncf.yaml: --shared-sgd-lr 1.0 --lr 0.05)",
+    )
+    parser.add_argument(
         "--plain-adam",
         choices=["default", "foreach", "fused"],
         default="fused",
@@ -638,8 +683,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "clients_per_round": probe.num_sampled,
         "local_epochs": 1,
         "local_batch_size": args.batch_size,
-        "optimizer": "adam",
+        "optimizer": "adam" if args.shared_sgd_lr is None else "sgd shared, adam private",
         "lr": args.lr,
+        "shared_sgd_lr": args.shared_sgd_lr,
         "plain_adam": args.plain_adam,
         "warmup_rounds": args.warmup,
         "rounds": args.rounds,
