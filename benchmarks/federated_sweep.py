@@ -7,6 +7,11 @@ gender-balanced users, leave-one-out by time), sampled HR@10 / NDCG@10 on the *v
 item against 99 fixed negatives, every 50 rounds, seed 0. Example::
 
     python benchmarks/federated_sweep.py --optimizer adam --lr 0.01 --rounds 400
+    # the shipped FedNCF optimisers: SGD on the shared side, Adam on the private user row
+    python benchmarks/federated_sweep.py --user-lr 0.05 --shared-optimizer sgd --shared-lr 1.0
+    # FedVAE with SGD clients and a FedAdam server
+    python benchmarks/federated_sweep.py --backbone fedvae --optimizer sgd --lr 0.01 \
+        --server fedadam --server-lr 0.01
 """
 
 from __future__ import annotations
