@@ -131,6 +131,18 @@ def _assert_shared_equal(result: dict[str, Any], engine: InProcessEngine) -> Non
         )
 
 
+def _assert_private_rows_equal(grid: MemoryGrid, engine: InProcessEngine) -> None:
+    """Every sampled node's private rows equal the in-process engine's rows of its user."""
+    params = dict(engine.objective.named_parameters())
+    for node, context in grid.contexts.items():
+        if "lit-unlearn.private" in context.state:
+            rows = context.state.array_records["lit-unlearn.private"].to_torch_state_dict()
+            for name, row in rows.items():
+                torch.testing.assert_close(
+                    row, params[name].detach()[node - 100], atol=1e-6, rtol=0
+                )
+
+
 # ---------------------------------------------------------------------------------- in memory
 class MemoryGrid(Grid):
     """Delivers each message to its node's ``client_app`` at once (one ``Context`` per node);
@@ -262,14 +274,7 @@ def test_split_optimisers_on_flower_equal_the_in_process_engine(tmp_path: Path) 
     assert engine.param_optim[engine.private_names[0]] == ("adam", 0.05)
     assert result["clients"] == clients
     _assert_shared_equal(result, engine)
-    params = dict(engine.objective.named_parameters())
-    for node, context in grid.contexts.items():
-        if "lit-unlearn.private" in context.state:
-            rows = context.state.array_records["lit-unlearn.private"].to_torch_state_dict()
-            for name, row in rows.items():
-                torch.testing.assert_close(
-                    row, params[name].detach()[node - 100], atol=1e-6, rtol=0
-                )
+    _assert_private_rows_equal(grid, engine)
     with pytest.raises(ValueError, match="private-optimizer"):
         dataclasses.replace(config, private_optimizer="lbfgs")
     with pytest.raises(ValueError, match="private-lr"):
@@ -370,14 +375,7 @@ def test_apm_on_flower_equals_the_in_process_engine(tmp_path: Path) -> None:
         dict(plain.objective.named_parameters())["model.predict.weight"],
         result["shared"]["model.predict.weight"],
     )
-    params = dict(engine.objective.named_parameters())
-    for node, context in grid.contexts.items():
-        if "lit-unlearn.private" in context.state:
-            rows = context.state.array_records["lit-unlearn.private"].to_torch_state_dict()
-            for name, row in rows.items():
-                torch.testing.assert_close(
-                    row, params[name].detach()[node - 100], atol=1e-6, rtol=0
-                )
+    _assert_private_rows_equal(grid, engine)
 
 
 @pytest.mark.usefixtures("task_identity")
