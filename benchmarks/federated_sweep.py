@@ -73,6 +73,12 @@ def main() -> None:
     parser.add_argument(
         "--lr-decay", type=float, default=1.0, help="client lr of round r = lr * decay^(r - 1)"
     )
+    parser.add_argument(
+        "--user-lr-decay",
+        type=float,
+        default=1.0,
+        help="with --user-lr: the private rows' lr of round r = user_lr * decay^(r - 1)",
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     dm = load_data(args.root)  # FedAU2's ML-100K, as the ceiling benchmark reads it
@@ -123,12 +129,18 @@ def main() -> None:
     start = time.perf_counter()
     for r in range(1, args.rounds + 1):
         if args.lr_decay != 1.0:  # the clients' own parameters (a term keeps its lr)
-            rate = args.lr * args.lr_decay ** (r - 1)
+            rate = (args.lr if args.shared_lr is None else args.shared_lr) * args.lr_decay ** (
+                r - 1
+            )
             for name, (opt, _) in list(engine.param_optim.items()):
                 if not name.startswith("terms.") and (
                     args.user_lr is None or name not in engine.private_names
                 ):
                     engine.param_optim[name] = (opt, rate)
+        if args.user_lr is not None and args.user_lr_decay != 1.0:
+            for name in engine.private_names:
+                opt, _ = engine.param_optim[name]
+                engine.param_optim[name] = (opt, args.user_lr * args.user_lr_decay ** (r - 1))
         engine.run_round()
         if r % 50 == 0:
             row: dict[str, float | int] = {
