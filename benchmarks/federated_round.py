@@ -505,12 +505,20 @@ def to_markdown(result: dict[str, Any]) -> str:
         + ").",
         "",
         "Protocol: *engine* = `InProcessEngine.run_round()` (sampling, the clients' negative "
-        "draws and shuffles, one `vmap(grad)` over the round's clients per local step, batched "
-        "Adam, FedAvg, private-row write-back). *plain* = the same clients and round seed, one "
+        "draws and shuffles, one `vmap(grad)` over the round's clients per local step, "
+        + (
+            "batched Adam"
+            if cfg.get("shared_sgd_lr") is None
+            else "batched SGD on the shared side and Adam on the private rows"
+        )
+        + ", FedAvg, private-row write-back). *plain* = the same clients and round seed, one "
         "client at a time: one reusable local model with one-row user tables, state reloaded "
         "per client (`copy_`), the client's examples from `PointwiseBCE.examples` with "
         "`InProcessEngine.client_generator`, `F.binary_cross_entropy_with_logits`, "
-        f"`torch.optim.Adam` ({cfg['plain_adam']}; state cleared per client), FedAvg and "
+        + ("" if cfg.get("shared_sgd_lr") is None else "`torch.optim.SGD` on the shared side, ")
+        + f"`torch.optim.Adam` ({cfg['plain_adam']}; state cleared per client"
+        + ("" if cfg.get("shared_sgd_lr") is None else "; the private rows only")
+        + "), FedAvg and "
         "write-back by hand. Both sides start every round from the same parameters; "
         f"{cfg['warmup_rounds']} warm-up rounds, then {cfg['rounds']} measured rounds, order "
         "alternating (ABBA); medians over the measured rounds. ratio = engine / plain (below "

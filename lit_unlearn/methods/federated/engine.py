@@ -130,14 +130,14 @@ class InProcessEngine:
             local training of the round (as a client that builds its optimiser per round).
         aggregator: Server strategy (default FedAvg weighted by interactions).
         seed: Seed of client sampling, negatives, shuffling and any randomness in the losses.
+        transforms: Client-side changes of each client's result before it uploads (APM's
+            parameter perturbation), in order.
         private_lr: Learning rate of the client's private rows (its user embedding; None:
             ``lr``). The two sides see different gradients: a private row is trained only
             when its client is sampled, a shared item row by every client that touches it.
         private_optimizer: Optimiser of the private rows (None: ``optimizer``). FedNCF on
             ML-100K learns best with SGD on the shared side and Adam on the private rows
-            (docs/federated.md, "Choices").
-        transforms: Client-side changes of each client's result before it uploads (APM's
-            parameter perturbation), in order.
+            (docs/federated.md, "Client optimisers").
 
     Raises:
         ValueError: Bad hyperparameters, a fraction that selects no client, a client with no
