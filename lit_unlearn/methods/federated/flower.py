@@ -14,8 +14,9 @@ Who holds what:
   exactly as the in-process engine's model, and the sampling generator. Each round it calls
   :meth:`InProcessEngine.plan_round` (same seed -> same clients and round seeds), sends a
   ``train`` message to the node of every sampled user, and aggregates the replies with the
-  same :class:`~.strategy.FedAvg`, weighted by the interaction counts the nodes report. It
-  never sees interactions or private rows.
+  same strategy (:class:`~.strategy.FedAvg`, or :class:`~.strategy.FedAdam` with ``server =
+  "fedadam"``, its moments held for the run), weighted by the interaction counts the nodes
+  report. It never sees interactions or private rows.
 * **ClientApp** (:data:`client_app`): its user is ``node_config["partition-id"]``; its data is
   ``node_config["data-path"]``, an ``.npz`` whose ``pairs`` is an int ``[2, E]`` array of
   (user, item) pairs (the node reads only its user's, so the file may hold just those); its
@@ -122,7 +123,7 @@ from lit_unlearn.methods.federated.erasure import (
     apply_user_shift,
 )
 from lit_unlearn.methods.federated.objectives import PointwiseBCE
-from lit_unlearn.methods.federated.strategy import FedAvg
+from lit_unlearn.methods.federated.strategy import Aggregator, FedAdam, FedAvg
 from lit_unlearn.models.ncf import NCF
 
 __all__ = [
@@ -163,9 +164,14 @@ class FlowerRunConfig:
         private_lr: Learning rate of the node's private user row (0: ``lr``).
         private_optimizer: Optimiser of the private row, ``sgd`` or ``adam`` (empty:
             ``optimizer``).
-        weighting: FedAvg weighting, ``interactions`` or ``uniform``.
-        server_lr: FedAvg server step.
-        rowwise: FedAvg row-wise averaging.
+        weighting: The server's weighting of the replies, ``interactions`` or ``uniform``.
+        server_lr: The server step (FedAvg's, or FedAdam's ``eta``).
+        rowwise: Row-wise averaging of the replies.
+        server: The server strategy, ``fedavg`` (:class:`~.strategy.FedAvg`) or ``fedadam``
+            (:class:`~.strategy.FedAdam`; its moments live in the ServerApp for the run).
+        server_beta1: FedAdam's ``b1``.
+        server_beta2: FedAdam's ``b2``.
+        server_tau: FedAdam's adaptivity ``tau``.
         seed: Seed of the model init, the sampling and the clients' draws.
         output_path: Where the ServerApp writes the final global parameters, or the error that
             stopped the run (``torch.save``, an absolute path on the SuperLink's machine;
@@ -219,6 +225,10 @@ class FlowerRunConfig:
     weighting: str = "interactions"
     server_lr: float = 1.0
     rowwise: bool = False
+    server: str = "fedavg"
+    server_beta1: float = 0.9
+    server_beta2: float = 0.99
+    server_tau: float = 1e-3
     seed: int = 0
     output_path: str = ""
     node_timeout: float = 120.0
@@ -263,6 +273,9 @@ class FlowerRunConfig:
             raise ValueError(
                 f"private-optimizer must be 'sgd', 'adam' or empty, got {self.private_optimizer!r}"
             )
+        if self.server not in ("fedavg", "fedadam"):
+            raise ValueError(f"server must be 'fedavg' or 'fedadam', got {self.server!r}")
+        self.build_aggregator()  # the strategy checks its own arguments
         if not (math.isfinite(self.head_lr) and self.head_lr >= 0):
             raise ValueError(f"head-lr must be a finite number >= 0, got {self.head_lr}")
         if self.attribute_classes:
@@ -398,13 +411,22 @@ class FlowerRunConfig:
             optimizer=cast(Literal["sgd", "adam"], self.optimizer),
             private_lr=self.private_lr or None,
             private_optimizer=cast(Literal["sgd", "adam"], self.private_optimizer or None),
-            aggregator=FedAvg(
-                cast(Literal["interactions", "uniform"], self.weighting),
-                server_lr=self.server_lr,
-                rowwise=self.rowwise,
-            ),
+            aggregator=self.build_aggregator(),
             seed=self.seed,
         )
+
+    def build_aggregator(self) -> Aggregator:
+        """The server strategy (``server``), fresh: FedAdam's moments start at zero."""
+        weighting = cast(Literal["interactions", "uniform"], self.weighting)
+        if self.server == "fedadam":
+            return FedAdam(
+                weighting,
+                server_lr=self.server_lr,
+                rowwise=self.rowwise,
+                betas=(self.server_beta1, self.server_beta2),
+                tau=self.server_tau,
+            )
+        return FedAvg(weighting, server_lr=self.server_lr, rowwise=self.rowwise)
 
 
 def _key(field_name: str) -> str:
