@@ -285,7 +285,8 @@ def test_split_optimisers_on_flower_equal_the_in_process_engine(tmp_path: Path) 
 
 @pytest.mark.usefixtures("task_identity")
 def test_fedadam_server_on_flower_equals_the_in_process_engine(tmp_path: Path) -> None:
-    """FedVAE's server strategy on Flower: the ServerApp keeps FedAdam's moments for the run."""
+    """A FedAdam server (FedVAE's strategy; here on the NCF the Flower app runs): the ServerApp
+    keeps FedAdam's moments for the run, and the result equals the in-process engine's."""
     config = dataclasses.replace(
         _config(tmp_path / "result.pt"), server="fedadam", server_lr=0.05, server_tau=1e-2
     )
