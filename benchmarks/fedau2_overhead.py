@@ -23,7 +23,8 @@ classes and learning rate), FedVAE first (Table 3's backbone), then FedNCF.
    ``InProcessEngine.client_generator``; FedVAE: its interaction row, one step per round;
    FedNCF: minibatches of 64 with 4 negatives per positive); per local step *forward* = the
    local recommendation loss plus the adversarial term, *backward* = ``loss.backward()``,
-   *step* = the client's Adam (lr and state as the engine: fresh per client and round) and the
+   *step* = the client's optimisers as the engine runs them (the config's client optimiser on
+   the shared side, its private one on the user's own rows; fresh per client and round) and the
    head's own SGD. Adv / +DSVAE call ``AdversaryTerm.forward`` (``trigger="always"``, GRL
    scale ``--grl-scale``, FedAU2: 400). +SUT / FedAU2 run SUT as a Python branch on the same
    modules (:func:`sut_term`): the representation and the head's forward are needed for the
@@ -187,6 +188,10 @@ def load_setup(backbone: str, root: str, synthetic: bool) -> Setup:
             "optimizer": task.client_optimizer,
             "aggregator": task.aggregator,
             "seed": task.seed,
+            # FedNCF's private user rows take their own optimiser (Adam 0.05 against SGD 1.0 on
+            # the shared side): without it the reversal's x400 gradient moves them by SGD 1.0.
+            "private_lr": task.private_lr,
+            "private_optimizer": task.private_optimizer,
         },
         data_name=name,
         note=note,
@@ -204,7 +209,13 @@ def load_setup(backbone: str, root: str, synthetic: bool) -> Setup:
             "items": engine.data.num_items,
             "training_positives": int(engine.data.counts.sum()),
             "clients_per_round": engine.num_sampled,
-            "client_optimizer": f"{task.client_optimizer} lr {task.client_lr}",
+            "client_optimizer": f"{task.client_optimizer} lr {task.client_lr}"
+            + (
+                f", private rows {task.private_optimizer or task.client_optimizer} lr "
+                f"{task.private_lr if task.private_lr is not None else task.client_lr}"
+                if task.private_lr is not None or task.private_optimizer is not None
+                else ""
+            ),
             "local_batch_size": task.local_batch_size,
             "head_input_dim": int(getattr(head, "input_dim")),  # noqa: B009
             "head_optimizer": f"{term.optimizer} lr {term.lr}",
@@ -400,16 +411,26 @@ class ClientDevice:
         self.globals = dict(setup.model.named_parameters())
         self.locals = dict(self.local.named_parameters())
         lr = float(setup.engine_kwargs["lr"])
-        params = list(self.local.parameters())
+        kind = setup.engine_kwargs["optimizer"]
+        private_lr = setup.engine_kwargs.get("private_lr")
+        private_lr = lr if private_lr is None else float(private_lr)
+        private_kind = setup.engine_kwargs.get("private_optimizer") or kind
+        private = [self.locals[n] for n in self.private_names]
+        params = [self.locals[n] for n in self.shared_names]
         head_params = list(term.parameters()) if term is not None else []
         own_head_opt = term is not None and term.lr is not None
         if not own_head_opt:
             params += head_params
-        self.opt: torch.optim.Optimizer
-        if setup.engine_kwargs["optimizer"] == "adam":
-            self.opt = torch.optim.Adam(params, lr=lr, fused=True if fused else None)
-        else:
-            self.opt = torch.optim.SGD(params, lr=lr)
+        # As the engine's clients: the shared side (and a head without its own lr) under the
+        # client optimiser, the client's private rows under theirs (FedNCF: Adam 0.05).
+        groups = [(params, kind, lr), (private, private_kind, private_lr)]
+        self.opts: list[torch.optim.Optimizer] = [
+            torch.optim.Adam(ps, lr=rate, fused=True if fused else None)
+            if opt == "adam"
+            else torch.optim.SGD(ps, lr=rate)
+            for ps, opt, rate in groups
+            if ps
+        ]
         self.head_opt: torch.optim.Optimizer | None = None
         if term is not None and own_head_opt:
             assert term.lr is not None
@@ -429,7 +450,8 @@ class ClientDevice:
         if self.term is not None and head is not None:
             for n, p in self.term.head.state_dict().items():
                 p.copy_(head[n])
-        self.opt.state.clear()
+        for opt in self.opts:
+            opt.state.clear()
         if self.head_opt is not None:
             self.head_opt.state.clear()
 
@@ -454,8 +476,9 @@ class ClientDevice:
         w1b, c1b = clock(), cpu()
         loss.backward()
         w2, c2 = clock(), cpu()
-        self.opt.step()
-        self.opt.zero_grad(set_to_none=True)
+        for opt in self.opts:
+            opt.step()
+            opt.zero_grad(set_to_none=True)
         if self.head_opt is not None:
             self.head_opt.step()
             self.head_opt.zero_grad(set_to_none=True)
