@@ -13,13 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
-import os
-import signal
-import socket
-import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -53,10 +47,10 @@ from lit_unlearn.methods.federated.flower import (
     server_app,
     write_app,
 )
+from lit_unlearn.methods.federated.flower_cluster import LocalFlowerCluster, missing_commands
 from lit_unlearn.methods.federated.objectives import ClientTerm
 from lit_unlearn.models import NCF
 
-BIN = Path(sys.executable).parent
 NUM_USERS, NUM_ITEMS, ROUNDS = 4, 12, 2
 
 
@@ -541,155 +535,13 @@ def test_dsvae_head_and_erasure_run_on_flower(tmp_path: Path) -> None:
 
 
 # ---------------------------------------------------------------------------------- processes
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _children() -> dict[int, list[int]]:
-    """Parent pid -> child pids, from /proc."""
-    tree: dict[int, list[int]] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            text = stat.read_text()
-        except OSError:
-            continue
-        ppid = int(text.rsplit(")", 1)[1].split()[1])
-        tree.setdefault(ppid, []).append(int(stat.parent.name))
-    return tree
-
-
-def _descendants(pid: int) -> list[int]:
-    tree, out, todo = _children(), [], [pid]
-    while todo:
-        for child in tree.get(todo.pop(), []):
-            out.append(child)
-            todo.append(child)
-    return out
-
-
-class Cluster:
-    """A SuperLink and SuperNodes on 127.0.0.1, logs and Flower home under ``root``."""
-
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        self.port = _free_port()
-        self.procs: list[subprocess.Popen[bytes]] = []
-        self.logs: list[Path] = []
-        self.env = {
-            **os.environ,
-            "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
-            "FLWR_HOME": str(root / "home"),
-            "FLWR_TELEMETRY_ENABLED": "0",
-            "FLWR_DISABLE_UPDATE_CHECK": "1",
-            "RAY_USAGE_STATS_ENABLED": "0",
-            "FLWR_SUPEREXEC_TASK_POLL_INTERVAL": "0.1",
-            "OMP_NUM_THREADS": "1",
-            "MKL_NUM_THREADS": "1",
-        }
-        (root / "home").mkdir(parents=True)
-        (root / "home" / "config.toml").write_text(
-            '[superlink]\ndefault = "test"\n\n'
-            f'[superlink.test]\naddress = "127.0.0.1:{self.port}"\ninsecure = true\n'
-        )
-
-    def _start(self, name: str, args: list[str], env: dict[str, str] | None = None) -> None:
-        log = self.root / f"{name}.log"
-        self.logs.append(log)
-        with log.open("wb") as out:
-            self.procs.append(
-                subprocess.Popen(
-                    [str(BIN / args[0]), *args[1:]],
-                    stdout=out,
-                    stderr=subprocess.STDOUT,
-                    env=env or self.env,
-                    cwd=self.root,
-                    start_new_session=True,
-                )
-            )
-
-    def start(self, partition_ids: list[int], data: Path, labels: list[int] | None = None) -> None:
-        self._start(
-            "superlink",
-            ["flower-superlink", "--insecure", "--disable-runtime-dependency-installation",
-             "--host", "127.0.0.1", "--port", str(self.port)],
-        )  # fmt: skip
-        for k, pid in enumerate(partition_ids):
-            home = self.root / f"home-node{k}"  # each node installs the FAB in its own home
-            home.mkdir()
-            node_config = f'partition-id={pid} data-path="{data}"'
-            if labels is not None:
-                node_config += f" label={labels[k]}"
-            self._start(
-                f"supernode{k}",
-                ["flower-supernode", "--insecure", "--superlink", f"127.0.0.1:{self.port}",
-                 "--host", "127.0.0.1", "--port", str(_free_port()),
-                 "--node-config", node_config],
-                env={**self.env, "FLWR_HOME": str(home)},
-            )  # fmt: skip
-        deadline = time.monotonic() + 30
-        while True:  # the SuperLink's HTTP API is up once it accepts connections
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline or self.procs[0].poll() is not None:
-                    pytest.fail(f"flower-superlink did not start\n{self.tail()}")
-                time.sleep(0.2)
-
-    def run(self, app: Path, output: Path, timeout: float) -> dict[str, Any]:
-        """``flwr run`` the app and wait for the ServerApp's output file."""
-        done = subprocess.run(
-            [str(BIN / "flwr"), "run", str(app), "test", "--format", "json"],
-            env=self.env,
-            cwd=self.root,
-            capture_output=True,
-            timeout=60,
-            check=False,
-        )
-        if done.returncode != 0:
-            pytest.fail(f"flwr run failed:\n{done.stdout.decode()}\n{done.stderr.decode()}")
-        assert json.loads(done.stdout)["success"]
-        deadline = time.monotonic() + timeout
-        while not output.exists():
-            if time.monotonic() > deadline:
-                pytest.fail(f"no result after {timeout:g} s\n{self.tail()}")
-            if any(p.poll() is not None for p in self.procs):
-                pytest.fail(f"a Flower process exited early\n{self.tail()}")
-            time.sleep(0.5)
-        return load_result(output)
-
-    def tail(self, chars: int = 3000) -> str:
-        return "\n".join(f"--- {log.name}\n{log.read_text()[-chars:]}" for log in self.logs)
-
-    def stop(self) -> None:
-        """SIGTERM every process and its descendants, SIGKILL what is left after 5 s."""
-        pids = [p.pid for p in self.procs]
-        for p in self.procs:
-            pids += _descendants(p.pid)
-        for pid in pids:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGTERM)
-        deadline = time.monotonic() + 5
-        for p in self.procs:
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                p.wait(timeout=max(deadline - time.monotonic(), 0.1))
-        for pid in pids:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-        for p in self.procs:
-            p.wait(timeout=5)
-
-
 @pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[Cluster]:
-    missing = [
-        b for b in ("flower-superlink", "flower-supernode", "flwr") if not (BIN / b).exists()
-    ]
+def cluster(tmp_path: Path) -> Iterator[LocalFlowerCluster]:
+    """A SuperLink and SuperNodes on 127.0.0.1 (the library's launcher), stopped pass or fail."""
+    missing = missing_commands()
     if missing:
         pytest.skip(f"Flower's commands {missing} are not beside {sys.executable}")
-    c = Cluster(tmp_path)
+    c = LocalFlowerCluster(tmp_path / "cluster")
     try:
         yield c
     finally:
@@ -706,7 +558,7 @@ def data(tmp_path: Path) -> Path:
 @pytest.mark.slow
 @pytest.mark.timeout(180)  # backstop: every wait below has its own deadline
 def test_flower_rounds_equal_the_in_process_engine(
-    cluster: Cluster, data: Path, tmp_path: Path
+    cluster: LocalFlowerCluster, data: Path, tmp_path: Path
 ) -> None:
     output = tmp_path / "result.pt"
     config = _config(output)
@@ -730,7 +582,7 @@ def test_flower_rounds_equal_the_in_process_engine(
 @pytest.mark.slow
 @pytest.mark.timeout(120)
 def test_partition_id_naming_no_user_stops_the_run(
-    cluster: Cluster, data: Path, tmp_path: Path
+    cluster: LocalFlowerCluster, data: Path, tmp_path: Path
 ) -> None:
     output = tmp_path / "result.pt"
     cluster.start([NUM_USERS + 5], data)
@@ -744,7 +596,7 @@ def test_partition_id_naming_no_user_stops_the_run(
 @pytest.mark.slow
 @pytest.mark.timeout(240)
 def test_fedau2_and_erasure_on_real_nodes_equal_the_in_process_engine(
-    cluster: Cluster, data: Path, tmp_path: Path
+    cluster: LocalFlowerCluster, data: Path, tmp_path: Path
 ) -> None:
     """The adversary term and the three erasure exchanges (custom query actions) through a
     real SuperLink and SuperNodes, each node holding its own label."""
