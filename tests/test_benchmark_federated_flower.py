@@ -75,3 +75,18 @@ def test_bad_arguments_and_a_missing_flower_are_refused(monkeypatch, capsys) -> 
         ff.main([])
     assert stop.value.code == 2
     assert "['flwr']" in capsys.readouterr().err
+
+
+def test_the_cluster_refuses_to_start_without_flower_commands(tmp_path) -> None:
+    from lit_unlearn.methods.federated.flower_cluster import (
+        FlowerClusterError,
+        LocalFlowerCluster,
+        missing_commands,
+    )
+
+    empty = tmp_path / "bin"
+    empty.mkdir()
+    assert missing_commands(empty) == ["flower-superlink", "flower-supernode", "flwr"]
+    with pytest.raises(FlowerClusterError, match=r"\.\[flower\]"):
+        LocalFlowerCluster(tmp_path / "root", bin_dir=empty)
+    assert not (tmp_path / "root").exists()  # nothing written before the check
