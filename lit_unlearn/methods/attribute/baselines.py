@@ -29,6 +29,7 @@ class _FixedWeightBaseline(AttributeUnlearning):
         reg_reduction: Literal["sum", "mean"] = "mean",
         privacy_fraction: float = 1.0,
         privacy_seed: int | None = None,
+        permute_labels: int | None = None,
     ) -> None:
         # Named here: FixedWeights would only say "weights[0]".
         check_non_negative("distinguishability_weight", distinguishability_weight)
@@ -45,6 +46,7 @@ class _FixedWeightBaseline(AttributeUnlearning):
             reg_reduction=reg_reduction,
             privacy_fraction=privacy_fraction,
             privacy_seed=privacy_seed,
+            permute_labels=permute_labels,
         )
 
     def _average(self, per_attribute: dict[str, Tensor]) -> Tensor:
@@ -68,6 +70,8 @@ class U2UR(_FixedWeightBaseline):
         privacy_fraction: Share of users the U2U loss sees per step (fresh random subset;
             ``1.0`` = the paper; see :class:`AttributeUnlearning`).
         privacy_seed: Seed of the per-step subsets (``None``: the run's seed).
+        permute_labels: The negative control: unlearn labels shuffled among the labelled users
+            (see :class:`AttributeUnlearning`); ``None``: the real labels.
     """
 
     def __init__(
@@ -83,6 +87,7 @@ class U2UR(_FixedWeightBaseline):
         seed: int = 0,
         privacy_fraction: float = 1.0,
         privacy_seed: int | None = None,
+        permute_labels: int | None = None,
     ) -> None:
         super().__init__(
             checkpoint,
@@ -94,6 +99,7 @@ class U2UR(_FixedWeightBaseline):
             reg_reduction,
             privacy_fraction,
             privacy_seed,
+            permute_labels,
         )
         if num_pairs is not None and num_pairs < 1:
             raise ValueError(f"num_pairs must be >= 1, got {num_pairs}")
@@ -150,6 +156,8 @@ class D2DR(_FixedWeightBaseline):
         privacy_fraction: Share of users the D2D loss sees per step (fresh random subset;
             ``1.0`` = the paper; see :class:`AttributeUnlearning`).
         privacy_seed: Seed of the per-step subsets (``None``: the run's seed).
+        permute_labels: The negative control: unlearn labels shuffled among the labelled users
+            (see :class:`AttributeUnlearning`); ``None``: the real labels.
     """
 
     def __init__(
@@ -164,6 +172,7 @@ class D2DR(_FixedWeightBaseline):
         kernel: Literal["mean", "mmd"] = "mean",
         privacy_fraction: float = 1.0,
         privacy_seed: int | None = None,
+        permute_labels: int | None = None,
     ) -> None:
         super().__init__(
             checkpoint,
@@ -175,6 +184,7 @@ class D2DR(_FixedWeightBaseline):
             reg_reduction,
             privacy_fraction,
             privacy_seed,
+            permute_labels,
         )
         self.kernel = kernel
 

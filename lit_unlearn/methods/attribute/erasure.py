@@ -54,6 +54,8 @@ class CalibratedErasure(AttributeUnlearning):
         expand: Also expand directions below the permutation null back to it (step 4: what
             an earlier full-population match over-equalised).
         seed: Seed of the permutations (``None``: the run's seed); the same on every rank.
+        permute_labels: The negative control: erase labels shuffled among the labelled users
+            (see :class:`AttributeUnlearning`); ``None``: the real labels.
     """
 
     def __init__(
@@ -68,6 +70,7 @@ class CalibratedErasure(AttributeUnlearning):
         calibration: Calibration = "direction",
         expand: bool = False,
         seed: int | None = None,
+        permute_labels: int | None = None,
     ) -> None:
         self.permutations = check_count("permutations", permutations)
         self.quantile = check_probability("quantile", quantile, allow_one=False)
@@ -90,6 +93,7 @@ class CalibratedErasure(AttributeUnlearning):
             mode=mode,
             target="representation",
             privacy_seed=seed,
+            permute_labels=permute_labels,
         )
         self.results: dict[str, ErasureResult] = {}
         self.seconds = 0.0
