@@ -215,7 +215,11 @@ class LocalFlowerCluster:
             timeout=60,
             check=False,
         )
-        if done.returncode != 0 or not json.loads(done.stdout or b"{}").get("success"):
+        try:
+            submitted = done.returncode == 0 and bool(json.loads(done.stdout).get("success"))
+        except (ValueError, AttributeError):  # not the JSON object `--format json` promises
+            submitted = False
+        if not submitted:
             raise FlowerClusterError(
                 f"flwr run failed:\n{done.stdout.decode()}\n{done.stderr.decode()}"
             )
