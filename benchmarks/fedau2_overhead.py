@@ -180,19 +180,9 @@ def load_setup(backbone: str, root: str, synthetic: bool) -> Setup:
         num_classes=int(getattr(head, "num_classes")),  # noqa: B009
         head_lr=term.lr,
         head_optimizer="adam" if term.optimizer == "adam" else "sgd",
-        engine_kwargs={
-            "fraction": task.fraction,
-            "local_epochs": task.local_epochs,
-            "local_batch_size": task.local_batch_size,
-            "lr": task.client_lr,
-            "optimizer": task.client_optimizer,
-            "aggregator": task.aggregator,
-            "seed": task.seed,
-            # FedNCF's private user rows take their own optimiser (Adam 0.05 against SGD 1.0 on
-            # the shared side): without it the reversal's x400 gradient moves them by SGD 1.0.
-            "private_lr": task.private_lr,
-            "private_optimizer": task.private_optimizer,
-        },
+        # The task's own engine settings (FedNCF: Adam 0.05 on the private rows, SGD 1.0 on the
+        # shared side), so the benchmark's clients are the engine's.
+        engine_kwargs=task.engine_settings(),
         data_name=name,
         note=note,
         config=config,

@@ -172,22 +172,34 @@ class FederatedTask(RecommenderTask):
             data,
             labels=labels,
             terms=list(self.terms),  # type: ignore[arg-type]
-            fraction=self.fraction,
-            local_epochs=self.local_epochs,
-            local_batch_size=self.local_batch_size,
-            lr=self.client_lr,
-            optimizer=self.client_optimizer,
-            aggregator=self.aggregator,
-            seed=self.seed,
             transforms=self.transforms,
-            private_lr=self.private_lr,
-            private_optimizer=self.private_optimizer,
+            **self.engine_settings(),
         )
         self.engine.upload_hooks.extend(self._upload_hooks)
         if self._pending_engine_state is not None:
             self.engine.load_state_dict(self._pending_engine_state)
             self._pending_engine_state = None
         return self.engine
+
+    def engine_settings(self) -> dict[str, Any]:
+        """The engine's round and client-optimiser settings, as :meth:`build_engine` passes them.
+
+        One place for them, so that code building its own engine from this task (the Table 3
+        benchmark, ``benchmarks/fedau2_overhead.py``) runs the same clients: sampling fraction,
+        local epochs and batch, the shared side's and the private rows' optimisers, the server
+        strategy and the seed.
+        """
+        return {
+            "fraction": self.fraction,
+            "local_epochs": self.local_epochs,
+            "local_batch_size": self.local_batch_size,
+            "lr": self.client_lr,
+            "optimizer": self.client_optimizer,
+            "aggregator": self.aggregator,
+            "seed": self.seed,
+            "private_lr": self.private_lr,
+            "private_optimizer": self.private_optimizer,
+        }
 
     def add_upload_hook(self, hook: UploadHook) -> None:
         """Record the clients' uploads (an honest-but-curious server's view) every round."""
