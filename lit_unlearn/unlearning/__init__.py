@@ -5,7 +5,9 @@
   method must not touch and takes over the task's training step;
 * :mod:`.calibrated`: null-calibrated discriminant erasure, plain torch math shared by the
   attribute family (``CalibratedErasure``, AttrCloak's final erasure) and the federated one
-  (``FederatedErasure``).
+  (``FederatedErasure``);
+* :mod:`.transport`: relabelling transport, each class given a random relabelling's second
+  moments (AttrCloak's ``final_transport``: exact covariance matching without its inversion).
 """
 
 from lit_unlearn.unlearning.base import UnlearningCallback

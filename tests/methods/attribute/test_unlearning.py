@@ -253,15 +253,17 @@ class RecordWeights(pl.Callback):
         {"privacy_fraction": 0.5},
         {"privacy_moments": "covariance", "covariance_null": 4, "final_erasure": True},
         {"privacy_moments": "crossfit", "crossfit_directions": 2},
+        {"privacy_moments": "covariance", "final_transport": True, "final_erasure": True},
     ],
-    ids=["paper", "subsets", "covariance-null-erasure", "crossfit"],
+    ids=["paper", "subsets", "covariance-null-erasure", "crossfit", "covariance-transport"],
 )
 def test_df_unlearning_is_identical_on_one_and_two_processes(
     trained: Path, tmp_path: Path, options: dict[str, Any]
 ) -> None:
     """Also with per-step privacy subsets (every rank draws the same users at every step), and
     with the covariance term held at its permutation null (the same permutations on every
-    rank) followed by the calibrated erasure."""
+    rank) followed by the calibrated erasure, and with the relabelling transport (the same
+    relabelling on every rank) before it."""
     results = {}
     for devices in (1, 2):
         task = load(trained)
