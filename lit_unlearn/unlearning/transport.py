@@ -36,7 +36,8 @@ the size the removal took out:
    ``C_k <- (1 - gamma) C_k + gamma S_w`` and the same for ``R_k``. This scales the written
    noise by ``1 - gamma`` along with the removed deviation, so keep it small (0.05 on ML-100K:
    0.5 left the quadratic attacker at AUC 0.32 to 0.40 on age and occupation, 0.2 at 0.42,
-   0.05 at 0.46 to 0.49).
+   0.05 at 0.46 to 0.49). A representation that does not span its ``d`` dimensions (a
+   singular ``S_w``) is transported in the span of ``S_w`` and left as it is outside it.
 
 It is a price paid in movement: the users move by the noise as well as by the signal (on
 ML-100K 0.7 to 1.6 in mean squared distance, against a per-dimension total variance of 14),
@@ -77,7 +78,8 @@ class TransportResult:
         relabelled: ``[n_labelled]`` the relabelled codes (the random relabelling imitated),
             in the order of the labelled users.
         maps: ``[K, d, d]`` each class's transport matrix ``A_k`` (identity for a class of
-            fewer than two users, which is not moved).
+            fewer than two users, which is not moved, and outside the span of the pooled
+            within-class covariance).
         sizes: ``[K]`` labelled users per class.
     """
 
@@ -144,6 +146,7 @@ def relabel_transport(
     shrinkage: float = 0.05,
     moments: TransportMoments = "covariance",
     generator: torch.Generator | None = None,
+    rank_tol: float = 1e-6,
 ) -> TransportResult:
     """One attribute's relabelling transport (module docstring, steps 1-4).
 
@@ -156,13 +159,15 @@ def relabel_transport(
         moments: ``covariance`` (class means kept: pair it with the calibrated erasure of the
             means) or ``both`` (the class mean moved to the relabelled class's too).
         generator: CPU generator of the relabelling (seeded: identical on every DDP rank).
+        rank_tol: Directions whose pooled within-class variance is below ``rank_tol`` times
+            the largest are left as they are (no user spreads along them).
 
     Returns:
         :class:`TransportResult`.
 
     Raises:
         ValueError: Malformed or non-finite input, ``shrinkage`` outside ``(0, 1]``, an unknown
-            ``moments``, fewer than two classes of two users, or a singular pooled covariance.
+            ``moments``, fewer than two classes of two users, or no within-class spread at all.
     """
     if not 0.0 < shrinkage <= 1.0:
         raise ValueError(f"shrinkage must be in (0, 1], got {shrinkage}")
@@ -184,21 +189,32 @@ def relabel_transport(
         (int(sizes[k]) * s[1] for k, s in enumerate(own) if s is not None),
         torch.zeros(d, d, dtype=z.dtype),
     ) / float(sum(int(sizes[k]) for k, s in enumerate(own) if s is not None))
+    # A learned representation need not span its d dimensions (ML-100K's NCF: the pooled
+    # within-class covariance has eigenvalues at 1e-15 of its largest after AttrCloak's
+    # covariance stage). No user spreads along those directions, so there is nothing to
+    # transport there: the maps act on the span of S_w and are the identity on the rest.
+    vals, vecs = torch.linalg.eigh((s_w + s_w.T) / 2)
+    keep = vals > rank_tol * vals.max().clamp_min(torch.finfo(z.dtype).tiny)
+    if not bool(keep.any()):
+        raise ValueError("the labelled users have no within-class spread to transport")
+    basis = vecs[:, keep]  # [d, r]
+    sub_w = basis.T @ s_w @ basis
     new = z.clone()
     maps = torch.eye(d, dtype=z.dtype).repeat(num_classes, 1, 1)
+    outside = torch.eye(d, dtype=z.dtype) - basis @ basis.T
     for k, s in enumerate(own):
         if s is None:
             continue  # one user: no covariance to transport, and no spread to leak
         mean, cov = s
         r_mean, r_cov = stats(relabelled, k)
         a = gaussian_transport_matrix(
-            (1.0 - shrinkage) * cov + shrinkage * s_w,
-            (1.0 - shrinkage) * r_cov + shrinkage * s_w,
+            (1.0 - shrinkage) * basis.T @ cov @ basis + shrinkage * sub_w,
+            (1.0 - shrinkage) * basis.T @ r_cov @ basis + shrinkage * sub_w,
         )
-        maps[k] = a
+        maps[k] = basis @ a @ basis.T + outside
         rows = y == k
         centre = r_mean if moments == "both" else mean
-        new[rows] = centre + (z[rows] - mean) @ a.T
+        new[rows] = centre + (z[rows] - mean) @ maps[k].T
     shift = torch.zeros_like(x, dtype=x.dtype)
     shift[labelled] = (new - z).to(x.device, x.dtype)
     return TransportResult(shift=shift, relabelled=relabelled, maps=maps, sizes=sizes)

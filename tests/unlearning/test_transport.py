@@ -221,3 +221,19 @@ def test_attrcloak_final_transport_runs_once_on_the_privacy_attributes(
     ):
         with pytest.raises(ValueError, match=match):
             AttrCloak(**bad)
+
+
+def test_a_representation_that_does_not_span_its_dimensions() -> None:
+    """A learned representation can be rank-deficient (ML-100K's NCF after the covariance
+    stage): the transport works in the span of the pooled within-class covariance and leaves
+    the rest, here a constant coordinate and a copy of another, as it is."""
+    x, y = _classes()
+    x = torch.cat([x, torch.full((x.shape[0], 1), 3.0, dtype=x.dtype), x[:, :1]], dim=1)
+    r = relabel_transport(x, y, 3, generator=torch.Generator().manual_seed(0))
+    new = x + r.shift
+    assert bool(torch.isfinite(new).all())
+    torch.testing.assert_close(new[:, 5], x[:, 5])  # the constant stays constant
+    torch.testing.assert_close(new[:, 6], new[:, 0])  # the copy stays a copy
+    assert float(r.shift.abs().max()) > 0.1
+    with pytest.raises(ValueError, match="no within-class spread"):
+        relabel_transport(torch.ones_like(x), y, 3)
