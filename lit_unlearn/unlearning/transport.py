@@ -173,6 +173,8 @@ def relabel_transport(
         raise ValueError(f"shrinkage must be in (0, 1], got {shrinkage}")
     if moments not in ("covariance", "both"):
         raise ValueError(f"moments must be 'covariance' or 'both', got {moments!r}")
+    if not 0.0 <= rank_tol < 1.0:
+        raise ValueError(f"rank_tol must be in [0, 1), got {rank_tol}")
     labelled, y, z = labelled_rows(x, codes, num_classes)
     n, d = z.shape
     sizes = torch.bincount(y, minlength=num_classes)

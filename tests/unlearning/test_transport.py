@@ -122,6 +122,7 @@ def test_bad_input_is_a_clear_error() -> None:
         ({"shrinkage": 0.0}, "shrinkage"),
         ({"shrinkage": 1.5}, "shrinkage"),
         ({"moments": "means"}, "moments"),
+        ({"rank_tol": 1.0}, "rank_tol"),
     ):
         with pytest.raises(ValueError, match=match):
             relabel_transport(x, y, 3, **kwargs)
@@ -213,11 +214,20 @@ def test_attrcloak_final_transport_runs_once_on_the_privacy_attributes(
     assert cloak.one_shot_done
     assert set(cloak.transport_results) == {"gender"}
     assert set(cloak.erasure_results) == {"gender", "age"}
+    after = fit(tmp_path / "after", final_erasure=True, transport_order="after_erasure")
+    assert set(after.transport_results) == {"gender", "age"} and after.erasure_results
+    # The order matters (the erasure is calibrated on another representation), the relabelling
+    # does not change with it.
+    assert torch.equal(
+        after.transport_results["gender"].relabelled, cloak.transport_results["gender"].relabelled
+    )
     alone = fit(tmp_path / "alone")  # without the erasure, on every attribute
     assert set(alone.transport_results) == {"gender", "age"} and not alone.erasure_results
     for bad, match in (
         ({"transport_shrinkage": 0.0}, "transport_shrinkage"),
         ({"transport_moments": "means"}, "transport_moments"),
+        ({"transport_rank_tol": -0.1}, "transport_rank_tol"),
+        ({"transport_order": "never"}, "transport_order"),
     ):
         with pytest.raises(ValueError, match=match):
             AttrCloak(**bad)
@@ -237,3 +247,14 @@ def test_a_representation_that_does_not_span_its_dimensions() -> None:
     assert float(r.shift.abs().max()) > 0.1
     with pytest.raises(ValueError, match="no within-class spread"):
         relabel_transport(torch.ones_like(x), y, 3)
+
+
+def test_rank_tol_keeps_the_maps_to_the_leading_directions() -> None:
+    """With ``rank_tol`` near 1 only the direction of largest pooled within-class variance is
+    transported: every user's shift lies along it."""
+    x, y = _classes()
+    x = x * torch.tensor([4.0, 1.0, 1.0, 1.0, 1.0], dtype=x.dtype)  # one dominant direction
+    r = relabel_transport(x, y, 3, rank_tol=0.5, generator=torch.Generator().manual_seed(0))
+    assert float(r.shift[:, 1:].abs().max()) < 0.15 * float(r.shift[:, 0].abs().max())
+    full = relabel_transport(x, y, 3, generator=torch.Generator().manual_seed(0))
+    assert float(full.shift[:, 1:].abs().max()) > 0.3 * float(full.shift[:, 0].abs().max())

@@ -101,6 +101,13 @@ class AttrCloak(AttributeUnlearning):
             dimensions; it also scales the written noise by ``1 - shrinkage``: keep it small).
         transport_moments: ``covariance`` (class means left to the final erasure) or ``both``
             (the class means moved to the relabelled classes' means too).
+        transport_rank_tol: The transport acts on the directions whose pooled within-class
+            variance is at least this share of the largest (identity on the rest): ``1e-6``
+            keeps every direction a user spreads along; larger values keep the maps to the
+            leading directions, where classes of a few dozen users can estimate them.
+        transport_order: With ``final_erasure`` too: ``before_erasure`` (the erasure is
+            calibrated on the transported representation) or ``after_erasure`` (on the one the
+            optimiser left; the transport keeps class means, so the erased means stay).
         final_erasure: After the last epoch's step (before its checkpoint is saved), apply
             :func:`~lit_unlearn.unlearning.calibrated.erase_attributes` to the
             representation: the class means, null-calibrated (issue 23's robust recipe with
@@ -158,6 +165,8 @@ class AttrCloak(AttributeUnlearning):
         final_transport: bool = False,
         transport_shrinkage: float = 0.05,
         transport_moments: TransportMoments = "covariance",
+        transport_rank_tol: float = 1e-6,
+        transport_order: Literal["before_erasure", "after_erasure"] = "before_erasure",
         final_erasure: bool = False,
         erasure_permutations: int = 30,
         erasure_calibration: Calibration = "direction",
@@ -191,6 +200,15 @@ class AttrCloak(AttributeUnlearning):
                 f"transport_moments must be 'covariance' or 'both', got {transport_moments!r}"
             )
         self.transport_moments: TransportMoments = transport_moments
+        if not 0.0 <= transport_rank_tol < 1.0:
+            raise ValueError(f"transport_rank_tol must be in [0, 1), got {transport_rank_tol}")
+        self.transport_rank_tol = float(transport_rank_tol)
+        if transport_order not in ("before_erasure", "after_erasure"):
+            raise ValueError(
+                f"transport_order must be 'before_erasure' or 'after_erasure', got "
+                f"{transport_order!r}"
+            )
+        self.transport_order = transport_order
         self.transport_results: dict[str, TransportResult] = {}
         self.erasure_permutations = check_count("erasure_permutations", erasure_permutations)
         self.erasure_calibration = check_calibration(erasure_calibration)
@@ -285,35 +303,49 @@ class AttrCloak(AttributeUnlearning):
         if trainer.current_epoch + 1 < (trainer.max_epochs or 0) and not trainer.should_stop:
             return
         assert isinstance(pl_module, RepresentationTask)
-        rep = audited_representation(pl_module)
+        steps = [self._final_transport, self._final_erasure]
+        if self.transport_order == "after_erasure":
+            steps.reverse()
         with torch.no_grad():
-            if self.final_transport:
-                # Its own stream: the erasure's permutations stay what they were without it.
-                transport_gen = torch.Generator().manual_seed(self._subset_seed * 7_919 + 17)
-                privacy = self._privacy_codes()
-                transported, self.transport_results = transport_attributes(
-                    rep,
-                    privacy,
-                    {n: self._num_classes[n] for n in privacy},
-                    shrinkage=self.transport_shrinkage,
-                    moments=self.transport_moments,
-                    generator=transport_gen,
-                )
-                add_representation_shift(pl_module, transported.to(rep.dtype))
-                rep = audited_representation(pl_module)
-            if self.final_erasure:
-                gen = torch.Generator().manual_seed(self._subset_seed)
-                shift, self.erasure_results = erase_attributes(
-                    rep,
-                    self._codes,
-                    self._num_classes,
-                    permutations=self.erasure_permutations,
-                    calibration=self.erasure_calibration,
-                    expand=self.erasure_expand,
-                    generator=gen,
-                )
-                add_representation_shift(pl_module, shift.to(rep.dtype))
+            for step in steps:
+                step(pl_module)
         self.one_shot_done = True
+
+    def _final_transport(self, task: RepresentationTask) -> None:
+        """The relabelling transport of :attr:`privacy_attributes` (``final_transport``)."""
+        if not self.final_transport:
+            return
+        rep = audited_representation(task)
+        # Its own stream: the erasure's permutations stay what they were without it.
+        gen = torch.Generator().manual_seed(self._subset_seed * 7_919 + 17)
+        privacy = self._privacy_codes()
+        shift, self.transport_results = transport_attributes(
+            rep,
+            privacy,
+            {n: self._num_classes[n] for n in privacy},
+            shrinkage=self.transport_shrinkage,
+            moments=self.transport_moments,
+            rank_tol=self.transport_rank_tol,
+            generator=gen,
+        )
+        add_representation_shift(task, shift.to(rep.dtype))
+
+    def _final_erasure(self, task: RepresentationTask) -> None:
+        """The null-calibrated erasure of every attribute's class means (``final_erasure``)."""
+        if not self.final_erasure:
+            return
+        rep = audited_representation(task)
+        gen = torch.Generator().manual_seed(self._subset_seed)
+        shift, self.erasure_results = erase_attributes(
+            rep,
+            self._codes,
+            self._num_classes,
+            permutations=self.erasure_permutations,
+            calibration=self.erasure_calibration,
+            expand=self.erasure_expand,
+            generator=gen,
+        )
+        add_representation_shift(task, shift.to(rep.dtype))
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         super().setup(trainer, pl_module, stage)
