@@ -12,6 +12,7 @@ import torch
 
 from lit_unlearn.attacks.leakage import measure_leakage
 from lit_unlearn.attacks.logreg import LogisticRegressionAttacker
+from lit_unlearn.methods.attribute.erasure import audited_representation
 from lit_unlearn.unlearning.transport import (
     gaussian_transport_matrix,
     relabel_transport,
@@ -193,11 +194,12 @@ def test_attrcloak_final_transport_runs_once_on_the_privacy_attributes(
     trained: Path,  # noqa: F811 (the fixture imported above)
     tmp_path: Path,
 ) -> None:
-    """final_transport: after the last step, before the final erasure, on the attributes of
-    the optimised privacy term only; its options are checked when the callback is built."""
+    """final_transport: after the last step, before the final erasure (the default) or after
+    it, on the attributes of the optimised privacy term only; its options are checked when the
+    callback is built."""
     from lit_unlearn.methods.attribute import AttrCloak
 
-    def fit(out: Path, **options: Any) -> AttrCloak:
+    def fit(out: Path, **options: Any) -> tuple[AttrCloak, torch.Tensor]:
         cloak = AttrCloak(
             checkpoint=str(trained),
             attributes=["gender", "age"],
@@ -207,21 +209,26 @@ def test_attrcloak_final_transport_runs_once_on_the_privacy_attributes(
             final_transport=True,
             **options,
         )
-        bare_trainer(out, max_epochs=2, callbacks=[cloak]).fit(load(trained), df_data(trained))
-        return cloak
+        task = load(trained)
+        bare_trainer(out, max_epochs=2, callbacks=[cloak]).fit(task, df_data(trained))
+        return cloak, audited_representation(task)
 
-    cloak = fit(tmp_path, privacy_attributes=["gender"], final_erasure=True)
-    assert cloak.one_shot_done
+    cloak, _ = fit(tmp_path, privacy_attributes=["gender"], final_erasure=True)
+    assert cloak.one_shot_done and cloak.transport_order == "before_erasure"  # the default
     assert set(cloak.transport_results) == {"gender"}
     assert set(cloak.erasure_results) == {"gender", "age"}
-    after = fit(tmp_path / "after", final_erasure=True, transport_order="after_erasure")
-    assert set(after.transport_results) == {"gender", "age"} and after.erasure_results
-    # The order matters (the erasure is calibrated on another representation), the relabelling
-    # does not change with it.
-    assert torch.equal(
-        after.transport_results["gender"].relabelled, cloak.transport_results["gender"].relabelled
-    )
-    alone = fit(tmp_path / "alone")  # without the erasure, on every attribute
+    after, rep_after = fit(tmp_path / "after", final_erasure=True, transport_order="after_erasure")
+    before, rep_before = fit(tmp_path / "before", final_erasure=True)
+    # The relabelling does not depend on the order; the erasure's calibration does, and the
+    # class means the transport leaves are the erased ones only with the transport after.
+    for other in (after, before):
+        assert set(other.transport_results) == {"gender", "age"} and other.erasure_results
+        assert torch.equal(
+            other.transport_results["gender"].relabelled,
+            cloak.transport_results["gender"].relabelled,
+        )
+    assert not torch.allclose(rep_after, rep_before)
+    alone, _ = fit(tmp_path / "alone")  # without the erasure, on every attribute
     assert set(alone.transport_results) == {"gender", "age"} and not alone.erasure_results
     for bad, match in (
         ({"transport_shrinkage": 0.0}, "transport_shrinkage"),

@@ -249,12 +249,13 @@ def test_shipped_leakage_table_audits_paper_shipped_and_robust_rows(
     assert {"AttrCloak-DF", "AttrCloak-DD on the representation", "U2U-R", "D2D-R"} <= set(paper)
     assert len(callbacks) == 20
     for name in (
-        "AttrCloak-DF covariance + transport + calibrated means",
-        "AttrCloak-DD covariance (gender, age) + anchor + transport + calibrated means",
+        "AttrCloak-DF covariance + calibrated means + transport",
+        "AttrCloak-DD covariance (gender, age) + anchor + calibrated means + transport",
     ):
         cb = callbacks[name][1]
         assert isinstance(cb, AttrCloak) and cb.final_transport and cb.final_erasure
         assert cb.transport_shrinkage == 0.05 and cb.transport_moments == "covariance"
+        assert cb.transport_order == "after_erasure"
     confusion = callbacks["AdversarialConfusion-DF (5-fold MLP heads, refreshed every 25 steps)"][1]
     assert isinstance(confusion, AdversarialConfusion) and confusion.refresh_every == 25
     assert confusion.folds == 5 and confusion.bounds == (0.5, 1.0) and confusion.lr == 0.01
