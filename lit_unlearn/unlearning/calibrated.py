@@ -55,9 +55,9 @@ attribute unlearning of a representation that keeps the users' other structure m
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, Protocol, TypeVar
 
 import torch
 from torch import Tensor
@@ -67,6 +67,7 @@ __all__ = [
     "Calibration",
     "ErasureResult",
     "calibrated_erasure",
+    "chain_attributes",
     "check_calibration",
     "class_coordinates",
     "class_shifts",
@@ -599,10 +600,39 @@ def erase_attributes(
         raise ValueError(
             f"codes and num_classes must name the same attributes, got {sorted(codes)}"
         )
+    return chain_attributes(
+        x,
+        codes,
+        lambda rep, name: calibrated_erasure(rep, codes[name], num_classes[name], **kwargs),  # type: ignore[arg-type]
+    )
+
+
+class _Shifted(Protocol):
+    @property
+    def shift(self) -> Tensor: ...
+
+
+_R = TypeVar("_R", bound=_Shifted)
+
+
+def chain_attributes(
+    x: Tensor, codes: Mapping[str, Tensor], step: Callable[[Tensor, str], _R]
+) -> tuple[Tensor, dict[str, _R]]:
+    """Apply a per-attribute edit to each attribute in turn, each on the representation the
+    previous ones left (an edit's ``shift`` is added before the next attribute's is planned).
+
+    Args:
+        x: ``[N, d]`` representations (not modified).
+        codes: Attribute -> codes; only its keys and their order are used.
+        step: ``(current representation, attribute) -> result`` with a ``shift [N, d]``.
+
+    Returns:
+        ``(total shift [N, d], {attribute: its result})``.
+    """
     current = x.detach().clone()
-    results: dict[str, ErasureResult] = {}
+    results: dict[str, _R] = {}
     for name in codes:
-        result = calibrated_erasure(current, codes[name], num_classes[name], **kwargs)  # type: ignore[arg-type]
+        result = step(current, name)
         current = current + result.shift
         results[name] = result
     return current - x.detach(), results

@@ -55,7 +55,7 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from lit_unlearn.unlearning.calibrated import labelled_rows
+from lit_unlearn.unlearning.calibrated import chain_attributes, labelled_rows
 
 __all__ = [
     "TransportMoments",
@@ -246,10 +246,8 @@ def transport_attributes(
             f"every attribute of codes needs num_classes, got {sorted(codes)} and "
             f"{sorted(num_classes)}"
         )
-    current = x.detach().clone()
-    results: dict[str, TransportResult] = {}
-    for name in codes:
-        result = relabel_transport(current, codes[name], num_classes[name], **kwargs)  # type: ignore[arg-type]
-        current = current + result.shift
-        results[name] = result
-    return current - x.detach(), results
+    return chain_attributes(
+        x,
+        codes,
+        lambda rep, name: relabel_transport(rep, codes[name], num_classes[name], **kwargs),  # type: ignore[arg-type]
+    )
