@@ -64,6 +64,7 @@ from lit_unlearn.unlearning.calibrated import chain_attributes, labelled_rows
 __all__ = [
     "TransportMoments",
     "TransportResult",
+    "check_transport_options",
     "gaussian_transport_matrix",
     "relabel_transport",
     "transport_attributes",
@@ -108,6 +109,19 @@ def _sym_sqrt(m: Tensor, inverse: bool = False) -> Tensor:
     else:
         root = vals.sqrt()
     return (vecs * root) @ vecs.T
+
+
+def check_transport_options(
+    shrinkage: float, moments: str, rank_tol: float, prefix: str = ""
+) -> None:
+    """Raise ``ValueError`` for options :func:`relabel_transport` cannot take (``prefix``
+    names them as the caller's config does, e.g. ``transport_``)."""
+    if not 0.0 < shrinkage <= 1.0:
+        raise ValueError(f"{prefix}shrinkage must be in (0, 1], got {shrinkage}")
+    if moments not in ("covariance", "both"):
+        raise ValueError(f"{prefix}moments must be 'covariance' or 'both', got {moments!r}")
+    if not 0.0 <= rank_tol < 1.0:
+        raise ValueError(f"{prefix}rank_tol must be in [0, 1), got {rank_tol}")
 
 
 def gaussian_transport_matrix(source: Tensor, target: Tensor) -> Tensor:
@@ -173,12 +187,7 @@ def relabel_transport(
         ValueError: Malformed or non-finite input, ``shrinkage`` outside ``(0, 1]``, an unknown
             ``moments``, fewer than two classes of two users, or no within-class spread at all.
     """
-    if not 0.0 < shrinkage <= 1.0:
-        raise ValueError(f"shrinkage must be in (0, 1], got {shrinkage}")
-    if moments not in ("covariance", "both"):
-        raise ValueError(f"moments must be 'covariance' or 'both', got {moments!r}")
-    if not 0.0 <= rank_tol < 1.0:
-        raise ValueError(f"rank_tol must be in [0, 1), got {rank_tol}")
+    check_transport_options(shrinkage, moments, rank_tol)
     labelled, y, z = labelled_rows(x, codes, num_classes)
     n, d = z.shape
     sizes = torch.bincount(y, minlength=num_classes)

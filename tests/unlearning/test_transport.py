@@ -18,6 +18,7 @@ from lit_unlearn.unlearning.transport import (
     relabel_transport,
     transport_attributes,
 )
+from tests.methods.attribute.test_gaussian_mi import _spread
 from tests.methods.attribute.test_unlearning import bare_trainer, df_data, load, trained  # noqa: F401
 
 
@@ -147,13 +148,6 @@ def test_a_class_of_one_user_is_not_moved_and_attributes_chain() -> None:
         x, {"a": y, "b": (y + 1) % 4}, {"a": 4, "b": 4}, generator=torch.Generator().manual_seed(0)
     )
     torch.testing.assert_close(total, per["a"].shift + per["b"].shift)
-
-
-def _spread(seed: int, n: int = 400, d: int = 6) -> tuple[torch.Tensor, torch.Tensor]:
-    """Two classes (40% / 60%) with the same mean; class 1 is 1.3x wider in every dimension."""
-    g = torch.Generator().manual_seed(seed)
-    y = (torch.rand(n, generator=g) < 0.4).long()
-    return torch.randn(n, d, generator=g, dtype=torch.float64) * (1 + 0.3 * y[:, None]), y
 
 
 def _held_out_spread_auc(z: torch.Tensor, y: torch.Tensor, seed: int) -> float:

@@ -36,6 +36,7 @@ from lit_unlearn.unlearning.contract import RepresentationTask
 from lit_unlearn.unlearning.transport import (
     TransportMoments,
     TransportResult,
+    check_transport_options,
     transport_attributes,
 )
 from lit_unlearn.validation import check_bounds, check_count, check_non_negative
@@ -197,16 +198,12 @@ class AttrCloak(AttributeUnlearning):
         self.privacy_attributes = privacy_attributes
         self.final_erasure = bool(final_erasure)
         self.final_transport = bool(final_transport)
-        if not 0.0 < transport_shrinkage <= 1.0:
-            raise ValueError(f"transport_shrinkage must be in (0, 1], got {transport_shrinkage}")
+        # Checked here, not at the last epoch: a bad config fails at parse time.
+        check_transport_options(
+            transport_shrinkage, transport_moments, transport_rank_tol, prefix="transport_"
+        )
         self.transport_shrinkage = float(transport_shrinkage)
-        if transport_moments not in ("covariance", "both"):
-            raise ValueError(
-                f"transport_moments must be 'covariance' or 'both', got {transport_moments!r}"
-            )
         self.transport_moments: TransportMoments = transport_moments
-        if not 0.0 <= transport_rank_tol < 1.0:
-            raise ValueError(f"transport_rank_tol must be in [0, 1), got {transport_rank_tol}")
         self.transport_rank_tol = float(transport_rank_tol)
         if transport_order not in ("before_erasure", "after_erasure"):
             raise ValueError(
